@@ -1,0 +1,173 @@
+"""AAC-LC encoding and frame-exact decoding with PyAV.
+
+Everything here works on raw AAC frames (no ADTS/MP4 container) plus the AudioSpecificConfig
+(ASC) that describes them, which is what a chunk stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import av
+import numpy as np
+
+from zarr_aac.errors import AudioDecodeError, UnsupportedAudioError
+
+FRAME_LENGTH = 1024
+"""Samples per channel in one AAC-LC frame."""
+
+ENCODER_PRIMING = 1024
+"""Samples FFmpeg's native AAC encoder emits before the first input sample."""
+
+AAC_SAMPLE_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
+"""The sampling-frequency table of ISO/IEC 14496-3, in index order."""
+
+MAX_CHANNELS = 8
+_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+MAX_BITS_PER_SAMPLE = 6
+"""AAC caps a frame at 6144 bits per channel, i.e. 6 bits per sample and channel."""
+
+
+def channel_layout(channels: int) -> str:
+    """FFmpeg layout name used for ``channels`` channels; channel order is the array's order."""
+    try:
+        return _LAYOUTS[channels]
+    except KeyError:
+        raise UnsupportedAudioError(
+            f"AAC stores 1 to {MAX_CHANNELS} channels per chunk, not {channels}; "
+            "chunk a wider array along the channel axis"
+        ) from None
+
+
+def check_aac_sample_rate(rate: int) -> int:
+    if rate not in AAC_SAMPLE_RATES:
+        legal = ", ".join(str(r) for r in sorted(AAC_SAMPLE_RATES))
+        raise UnsupportedAudioError(f"{rate} Hz is not an AAC sample rate; AAC allows {legal}")
+    return rate
+
+
+def nearest_aac_sample_rate(rate: int) -> int:
+    """The AAC rate to declare for a source at ``rate`` Hz (time-stretch for illegal rates).
+
+    Rates above 96 kHz map to 96 kHz, rates below 8 kHz to 8 kHz, and others to the closest
+    legal rate at or above them, so no band of the source is pushed past the encoder's range.
+    """
+    if rate in AAC_SAMPLE_RATES:
+        return rate
+    above = [r for r in AAC_SAMPLE_RATES if r >= rate]
+    return min(above) if above else max(AAC_SAMPLE_RATES)
+
+
+def default_bitrate(channels: int, aac_sample_rate: int) -> int:
+    """Bits per second (at the AAC rate) when the user gives none.
+
+    130 kbps mono and 160 kbps stereo as in the system this replaces, 80 kbps per channel above
+    two, and never more than half of what AAC can carry at that rate.
+    """
+    base = {1: 130_000, 2: 160_000}.get(channels, 80_000 * channels)
+    ceiling = MAX_BITS_PER_SAMPLE * aac_sample_rate * channels // 2
+    return min(base, ceiling)
+
+
+def frames_for_samples(n_samples: int, priming: int = ENCODER_PRIMING) -> int:
+    """Frames FFmpeg's encoder emits for ``n_samples`` samples (priming plus flush included)."""
+    return -(-(n_samples + priming) // FRAME_LENGTH)
+
+
+def encode_frames(
+    pcm: np.ndarray, aac_sample_rate: int, bitrate: int
+) -> tuple[bytes, list[bytes]]:
+    """Encode float32 PCM of shape (n, channels) to AAC-LC; return (ASC, raw frames).
+
+    PNS is switched off: its noise generator carries state across frames, which would make a
+    decode that starts mid-stream differ from a sequential one.
+    """
+    n, channels = pcm.shape
+    layout = channel_layout(channels)
+    ctx = av.CodecContext.create("aac", "w")
+    ctx.sample_rate = aac_sample_rate
+    ctx.layout = layout
+    ctx.format = "fltp"
+    ctx.bit_rate = bitrate
+    ctx.options = {"aac_pns": "0"}
+    ctx.open()
+    planar = np.ascontiguousarray(pcm.T, dtype=np.float32)
+    frames: list[bytes] = []
+    for start in range(0, n, FRAME_LENGTH):
+        block = np.ascontiguousarray(planar[:, start : start + FRAME_LENGTH])
+        frame = av.AudioFrame.from_ndarray(block, format="fltp", layout=layout)
+        frame.sample_rate = aac_sample_rate
+        frame.pts = start
+        frames.extend(bytes(p) for p in ctx.encode(frame))
+    frames.extend(bytes(p) for p in ctx.encode(None))
+    return bytes(ctx.extradata), frames
+
+
+class FrameDecoder:
+    """Decodes runs of raw AAC frames to float32 PCM of shape (n, channels).
+
+    AAC-LC output for frame k is exact once a fresh decoder has seen frame k-1, so a run that
+    does not start the stream begins with one pre-roll frame whose output the caller drops.
+    """
+
+    def __init__(self, asc: bytes, channels: int) -> None:
+        self.asc = asc
+        self.channels = channels
+
+    def _context(self) -> av.CodecContext:
+        ctx = av.CodecContext.create("aac", "r")
+        ctx.extradata = self.asc
+        return ctx
+
+    def decode(self, frames: Iterable[bytes | memoryview]) -> np.ndarray:
+        """Decode ``frames`` in order with a fresh decoder; FRAME_LENGTH samples per frame."""
+        ctx = self._context()
+        channels = self.channels
+        blocks: list[np.ndarray] = []
+        try:
+            for data in frames:
+                for frame in ctx.decode(av.Packet(data)):
+                    blocks.append(self._planes(frame, channels))
+        except av.FFmpegError as exc:
+            raise AudioDecodeError(f"AAC decoder failed: {exc}") from exc
+        if not blocks:
+            return np.zeros((0, channels), dtype=np.float32)
+        return np.concatenate(blocks, axis=0) if len(blocks) > 1 else blocks[0]
+
+    @staticmethod
+    def _planes(frame: av.AudioFrame, channels: int) -> np.ndarray:
+        if frame.format.name != "fltp" or len(frame.planes) != channels:
+            raise AudioDecodeError(
+                f"decoder produced {frame.format.name} with {len(frame.planes)} planes, "
+                f"expected fltp with {channels}"
+            )
+        n = frame.samples
+        out = np.empty((n, channels), dtype=np.float32)
+        for c, plane in enumerate(frame.planes):
+            out[:, c] = np.frombuffer(plane, dtype=np.float32, count=n)
+        return out
+
+
+def frame_runs(frames: Sequence[int] | np.ndarray) -> list[tuple[int, int]]:
+    """Group sorted unique frame numbers into [start, stop) runs of consecutive frames."""
+    frames = np.asarray(frames)
+    if frames.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(frames) != 1) + 1
+    starts = np.concatenate(([0], breaks))
+    stops = np.concatenate((breaks, [frames.size]))
+    return [(int(frames[a]), int(frames[b - 1]) + 1) for a, b in zip(starts, stops, strict=True)]
+
+
+def to_dtype(pcm: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Convert decoded float32 PCM to the array dtype (int16 is scaled by 32768 and clipped)."""
+    if dtype == np.float32:
+        return pcm
+    return np.clip(np.rint(pcm * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def from_dtype(pcm: np.ndarray) -> np.ndarray:
+    """Convert int16 or float32 PCM to the float32 the encoder takes."""
+    if pcm.dtype == np.int16:
+        return pcm.astype(np.float32) / np.float32(32768.0)
+    return pcm.astype(np.float32, copy=False)

@@ -1,0 +1,275 @@
+"""The ``zarr_aac`` array-to-bytes codec: PCM arrays stored as AAC-LC frames.
+
+Reads go through zarr's partial-decode path: one request for the chunk's header and frame
+index, one for the byte range of the frames that cover the selection (plus a pre-roll frame),
+and only those frames are decoded. A read of the whole chunk is a single request whose payload
+checksum is verified.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Self
+
+import numpy as np
+from zarr.abc.codec import ArrayBytesCodec, ArrayBytesCodecPartialDecodeMixin
+from zarr.abc.store import RangeByteRequest
+from zarr.core.chunk_grids import RegularChunkGrid
+from zarr.core.common import parse_named_configuration
+
+from zarr_aac import aac
+from zarr_aac.chunk import (
+    FrameIndex,
+    pack_chunk,
+    parse_header,
+    parse_prefix,
+    prefix_nbytes_upper_bound,
+    verify_payload,
+)
+from zarr_aac.errors import AudioDecodeError, CorruptChunkError, UnsupportedAudioError
+
+if TYPE_CHECKING:
+    from zarr.abc.store import ByteGetter
+    from zarr.core.array_spec import ArraySpec
+    from zarr.core.buffer import Buffer, NDBuffer
+    from zarr.core.chunk_grids import ChunkGrid
+    from zarr.core.indexing import SelectorTuple
+    from zarr.core.dtype.wrapper import TBaseDType, TBaseScalar, ZDType
+
+CODEC_NAME = "zarr_aac"
+LEAD_IN = 4096
+LEAD_OUT = 2048
+"""Samples of mirrored signal encoded before and after each chunk's own samples.
+
+Each chunk is encoded on its own; starting the encoder on silence makes the first frames a
+transient and degrades the chunk edges by several dB. A mirrored lead-in and lead-out keep the
+signal continuous across the edges; they cost (LEAD_IN + LEAD_OUT) / 1024 frames per chunk.
+"""
+SUPPORTED_DTYPES = (np.dtype("int16"), np.dtype("float32"))
+
+
+def parse_sample_rate(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
+        raise ValueError(f"sample_rate must be a positive integer (Hz), got {value!r}")
+    return int(value)
+
+
+def parse_aac_sample_rate(value: Any, sample_rate: int) -> int:
+    if value is None:
+        if sample_rate not in aac.AAC_SAMPLE_RATES:
+            raise UnsupportedAudioError(
+                f"{sample_rate} Hz is not an AAC sample rate; to store it time-stretched pass "
+                f"aac_sample_rate={aac.nearest_aac_sample_rate(sample_rate)} "
+                "(the array keeps the true rate, the encoder sees the declared one)"
+            )
+        return sample_rate
+    return aac.check_aac_sample_rate(parse_sample_rate(value))
+
+
+def parse_bitrate(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 8_000 <= value <= 1_536_000:
+        raise ValueError(f"bitrate must be an integer from 8000 to 1536000 bits/s, got {value!r}")
+    return int(value)
+
+
+def _chunk_channels(shape: tuple[int, ...]) -> int:
+    return 1 if len(shape) == 1 else shape[1]
+
+
+@dataclass(frozen=True)
+class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
+    """Stores (samples,) or (samples, channels) int16/float32 chunks as AAC-LC.
+
+    ``sample_rate`` is the true rate of the recording. ``aac_sample_rate`` is the rate declared
+    to the encoder; it defaults to ``sample_rate`` and must be given (any AAC rate) when the
+    true rate is not one AAC allows, which stores the signal time-stretched. ``bitrate`` is in
+    bits per second at the AAC rate; left out, it is chosen from the channel count when the
+    array is created.
+    """
+
+    is_fixed_size = False
+
+    sample_rate: int
+    aac_sample_rate: int
+    bitrate: int | None
+
+    def __init__(self, *, sample_rate: int, bitrate: int | None = None, aac_sample_rate: int | None = None) -> None:
+        rate = parse_sample_rate(sample_rate)
+        object.__setattr__(self, "sample_rate", rate)
+        object.__setattr__(self, "aac_sample_rate", parse_aac_sample_rate(aac_sample_rate, rate))
+        object.__setattr__(self, "bitrate", parse_bitrate(bitrate))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        _, configuration = parse_named_configuration(data, CODEC_NAME)
+        return cls(**configuration)
+
+    def to_dict(self) -> dict[str, Any]:
+        configuration: dict[str, Any] = {"sample_rate": self.sample_rate, "aac_sample_rate": self.aac_sample_rate}
+        if self.bitrate is not None:
+            configuration["bitrate"] = self.bitrate
+        return {"name": CODEC_NAME, "configuration": configuration}
+
+    def validate(self, *, shape: tuple[int, ...], dtype: ZDType[TBaseDType, TBaseScalar], chunk_grid: ChunkGrid) -> None:
+        native = dtype.to_native_dtype()
+        if native not in SUPPORTED_DTYPES:
+            raise UnsupportedAudioError(f"the zarr_aac codec stores int16 or float32 samples, not {native}")
+        if len(shape) not in (1, 2):
+            raise UnsupportedAudioError(
+                f"the zarr_aac codec stores arrays of shape (samples,) or (samples, channels), not {len(shape)}-d"
+            )
+        if isinstance(chunk_grid, RegularChunkGrid):
+            chunk_shape = chunk_grid.chunk_shape
+            aac.channel_layout(_chunk_channels(chunk_shape))
+            if chunk_shape[0] < 1:
+                raise UnsupportedAudioError("chunks must hold at least one sample")
+
+    def evolve_from_array_spec(self, array_spec: ArraySpec) -> Self:
+        if self.bitrate is None:
+            channels = _chunk_channels(array_spec.shape)
+            return replace(self, bitrate=aac.default_bitrate(channels, self.aac_sample_rate))
+        return self
+
+    def _bitrate_for(self, channels: int) -> int:
+        return self.bitrate if self.bitrate is not None else aac.default_bitrate(channels, self.aac_sample_rate)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def encode_pcm(self, pcm: np.ndarray) -> bytes:
+        """One chunk's bytes for PCM of shape (samples,) or (samples, channels)."""
+        frames2d = pcm.reshape(pcm.shape[0], -1)
+        samples = aac.from_dtype(frames2d)
+        if not np.isfinite(samples).all():
+            raise ValueError("cannot encode NaN or infinite samples")
+        channels = samples.shape[1]
+        padded = np.pad(samples, ((LEAD_IN, LEAD_OUT), (0, 0)), mode="reflect" if len(samples) > 1 else "edge")
+        asc, frames = aac.encode_frames(padded, self.aac_sample_rate, self._bitrate_for(channels))
+        return pack_chunk(
+            asc, frames, channels=channels, aac_sample_rate=self.aac_sample_rate,
+            n_samples=samples.shape[0], skip=aac.ENCODER_PRIMING + LEAD_IN,
+        )
+
+    async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
+        data = self.encode_pcm(chunk_array.as_numpy_array())
+        return chunk_spec.prototype.buffer.from_bytes(data)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def decode_chunk(self, data: bytes | memoryview, shape: tuple[int, ...], dtype: np.dtype, key: str | None = None) -> np.ndarray:
+        """Decode a whole chunk sequentially, verifying its payload checksum."""
+        header = parse_header(data, key)
+        _check_geometry(header, shape, key)
+        asc, index = parse_prefix(data, header, key)
+        verify_payload(data, header, key)
+        payload = memoryview(data)[header.prefix_nbytes :]
+        frames = _frames(payload, index, 0, header.n_frames)
+        pcm = _decode(aac.FrameDecoder(asc, header.channels), frames, key)
+        pcm = pcm[header.skip : header.skip + header.n_samples]
+        if pcm.shape[0] != header.n_samples:
+            raise CorruptChunkError(key, f"frames decode to {pcm.shape[0]} samples, header says {header.n_samples}")
+        return aac.to_dtype(pcm, dtype).reshape(shape)
+
+    async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
+        pcm = self.decode_chunk(chunk_bytes.to_bytes(), chunk_spec.shape, chunk_spec.dtype.to_native_dtype())
+        return chunk_spec.prototype.nd_buffer.from_numpy_array(pcm)
+
+    async def _decode_partial_single(
+        self, byte_getter: ByteGetter, selection: SelectorTuple, chunk_spec: ArraySpec
+    ) -> NDBuffer | None:
+        key = _key_of(byte_getter)
+        shape = chunk_spec.shape
+        dtype = chunk_spec.dtype.to_native_dtype()
+        prototype = chunk_spec.prototype
+        rows, first_axis = _requested_rows(selection[0], shape[0])
+        if rows.size == shape[0]:
+            whole = await byte_getter.get(prototype=prototype)
+            if whole is None:
+                return None
+            pcm = self.decode_chunk(whole.to_bytes(), shape, dtype, key)
+            return prototype.nd_buffer.from_numpy_array(pcm[selection])
+
+        n_frames = aac.frames_for_samples(shape[0] + LEAD_IN + LEAD_OUT)
+        prefix_buf = await byte_getter.get(prototype=prototype, byte_range=RangeByteRequest(0, prefix_nbytes_upper_bound(n_frames)))
+        if prefix_buf is None:
+            return None
+        prefix = prefix_buf.to_bytes()
+        header = parse_header(prefix, key)
+        _check_geometry(header, shape, key)
+        if header.prefix_nbytes > len(prefix):
+            rest = await byte_getter.get(prototype=prototype, byte_range=RangeByteRequest(len(prefix), header.prefix_nbytes))
+            prefix += rest.to_bytes() if rest is not None else b""
+        asc, index = parse_prefix(prefix, header, key)
+
+        runs = aac.frame_runs(_frames_needed(rows, index, header.n_frames))
+        first_byte = int(index.byte_offsets[runs[0][0]])
+        last_byte = int(index.byte_offsets[runs[-1][1]])
+        start, stop = header.prefix_nbytes + first_byte, header.prefix_nbytes + last_byte
+        payload_buf = await byte_getter.get(prototype=prototype, byte_range=RangeByteRequest(start, stop))
+        payload = payload_buf.to_bytes() if payload_buf is not None else b""
+        if len(payload) != stop - start:
+            raise CorruptChunkError(key, f"chunk ends before byte {stop} that its index points to (got {len(payload)} of {stop - start} bytes from {start})")
+
+        decoder = aac.FrameDecoder(asc, header.channels)
+        compact = np.empty((rows.size, header.channels), dtype=np.float32)
+        payload_view = memoryview(payload)
+        for run_start, run_stop in runs:
+            frames = _frames(payload_view, index, run_start, run_stop, base=first_byte)
+            pcm = _decode(decoder, frames, key)
+            dropped = 0 if run_start == 0 else aac.FRAME_LENGTH
+            first_sample = run_start * aac.FRAME_LENGTH - header.skip + dropped
+            expected = (run_stop - run_start) * aac.FRAME_LENGTH
+            if pcm.shape[0] != expected:
+                raise CorruptChunkError(key, f"frames {run_start}-{run_stop - 1} decode to {pcm.shape[0]} samples, expected {expected}")
+            lo, hi = np.searchsorted(rows, [first_sample, first_sample + expected - dropped])
+            compact[lo:hi] = pcm[dropped:][rows[lo:hi] - first_sample]
+        out = aac.to_dtype(compact, dtype).reshape((rows.size, *shape[1:]))
+        return prototype.nd_buffer.from_numpy_array(out[(first_axis, *selection[1:])])
+
+
+def _key_of(byte_getter: Any) -> str | None:
+    path = getattr(byte_getter, "path", None)
+    return path if isinstance(path, str) else None
+
+
+def _check_geometry(header: Any, shape: tuple[int, ...], key: str | None) -> None:
+    channels = _chunk_channels(shape)
+    if header.n_samples != shape[0] or header.channels != channels:
+        raise CorruptChunkError(
+            key, f"chunk holds {header.n_samples} samples x {header.channels} channels, the array expects {shape[0]} x {channels}"
+        )
+
+
+def _requested_rows(selector: Any, n: int) -> tuple[np.ndarray, Any]:
+    """Sorted unique sample rows a first-axis selector touches, and the selector re-expressed
+    over an array holding only those rows."""
+    if isinstance(selector, slice):
+        start, stop, step = selector.indices(n)
+        return np.arange(start, stop, step, dtype=np.int64), slice(None)
+    if isinstance(selector, int | np.integer):
+        return np.array([int(selector)], dtype=np.int64), 0
+    indices = np.asarray(selector, dtype=np.int64)
+    rows, inverse = np.unique(indices, return_inverse=True)
+    return rows, inverse.reshape(indices.shape)
+
+
+def _frames_needed(rows: np.ndarray, index: FrameIndex, n_frames: int) -> np.ndarray:
+    """Frames holding ``rows`` plus the pre-roll frame before each."""
+    holding = np.unique(index.frame_of(rows))
+    needed = np.union1d(holding, holding[holding > 0] - 1)
+    if needed[-1] >= n_frames:
+        raise CorruptChunkError(None, f"sample {int(rows[-1])} lies beyond the chunk's {n_frames} frames")
+    return needed
+
+
+def _frames(payload: memoryview, index: FrameIndex, start: int, stop: int, base: int = 0) -> list[memoryview]:
+    offsets = index.byte_offsets
+    return [payload[offsets[i] - base : offsets[i + 1] - base] for i in range(start, stop)]
+
+
+def _decode(decoder: aac.FrameDecoder, frames: list[memoryview], key: str | None) -> np.ndarray:
+    try:
+        return decoder.decode(frames)
+    except AudioDecodeError as exc:
+        raise CorruptChunkError(key, str(exc)) from exc
