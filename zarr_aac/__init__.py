@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from importlib import import_module
+from typing import Any
+
 from zarr_aac.chunk import FrameIndex
 from zarr_aac.codec import AACCodec
 from zarr_aac.errors import AudioDecodeError, CorruptChunkError, UnsupportedAudioError, ZarrAACError
+from zarr_aac.examples import example_recording
+
+_LAZY = {
+    "import_file": "zarr_aac.importer",
+    "import_files": "zarr_aac.importer",
+    "export": "zarr_aac.export",
+    "open_dataset": "zarr_aac.xarray_backend",
+    "AACFileStore": "zarr_aac.store",
+    "verify": "zarr_aac.verify",
+}
+"""Names whose modules pull in heavier optional dependencies, imported on first use."""
 
 __all__ = [
     "AACCodec",
@@ -13,4 +27,13 @@ __all__ = [
     "FrameIndex",
     "UnsupportedAudioError",
     "ZarrAACError",
+    "example_recording",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'zarr_aac' has no attribute {name!r}")
+    return getattr(import_module(module), name)
