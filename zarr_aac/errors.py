@@ -27,3 +27,40 @@ class AudioDecodeError(ZarrAACError):
 
 class UnsupportedAudioError(ZarrAACError, ValueError):
     """A sample rate, channel count, dtype or stream this package cannot store or serve."""
+
+
+class SourceError(ZarrAACError, ValueError):
+    """A source file cannot be imported: missing, unreadable, without audio, or truncated."""
+
+    def __init__(self, source: object, reason: str) -> None:
+        self.source = str(source)
+        self.reason = reason
+        super().__init__(f"cannot import {self.source}: {reason}")
+
+
+class ArchiveError(ZarrAACError, ValueError):
+    """An archive group or path does not hold what was asked of it (a name taken, several recordings)."""
+
+
+class ImportFailedError(ZarrAACError):
+    """Some files of a batch import failed; the others were imported. ``failures`` maps source to error."""
+
+    def __init__(self, failures: dict[str, BaseException]) -> None:
+        self.failures = failures
+        lines = "\n".join(f"  {error}" for error in failures.values())
+        super().__init__(f"{len(failures)} file(s) could not be imported:\n{lines}")
+
+
+class TimeLabelError(ZarrAACError, KeyError):
+    """A time label that cannot be read, or names no sample of the recording's time axis."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class TimeAxisError(ZarrAACError, ValueError):
+    """An operation a lazy time axis cannot do exactly, such as joining recordings that do not abut."""
+
+
+class RecordingMetadataError(ZarrAACError, ValueError):
+    """A recording's attributes (sample_rate, start_time) are missing or unreadable."""
