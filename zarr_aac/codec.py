@@ -26,6 +26,7 @@ from zarr_aac.chunk import (
     prefix_nbytes_upper_bound,
     verify_payload,
 )
+from zarr_aac.edges import extend_edges
 from zarr_aac.errors import AudioDecodeError, CorruptChunkError, UnsupportedAudioError
 
 if TYPE_CHECKING:
@@ -39,12 +40,8 @@ if TYPE_CHECKING:
 CODEC_NAME = "zarr_aac"
 LEAD_IN = 4096
 LEAD_OUT = 2048
-"""Samples of mirrored signal encoded before and after each chunk's own samples.
-
-Each chunk is encoded on its own; starting the encoder on silence makes the first frames a
-transient and degrades the chunk edges by several dB. A mirrored lead-in and lead-out keep the
-signal continuous across the edges; they cost (LEAD_IN + LEAD_OUT) / 1024 frames per chunk.
-"""
+"""Samples of predicted signal encoded before and after each chunk's own samples (see edges.py);
+they cost (LEAD_IN + LEAD_OUT) / 1024 frames per chunk."""
 SUPPORTED_DTYPES = (np.dtype("int16"), np.dtype("float32"))
 
 
@@ -144,7 +141,7 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         if not np.isfinite(samples).all():
             raise ValueError("cannot encode NaN or infinite samples")
         channels = samples.shape[1]
-        padded = np.pad(samples, ((LEAD_IN, LEAD_OUT), (0, 0)), mode="reflect" if len(samples) > 1 else "edge")
+        padded = extend_edges(samples, LEAD_IN, LEAD_OUT)
         asc, frames = aac.encode_frames(padded, self.aac_sample_rate, self._bitrate_for(channels))
         return pack_chunk(
             asc, frames, channels=channels, aac_sample_rate=self.aac_sample_rate,
