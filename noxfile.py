@@ -15,7 +15,7 @@ PYTHON = "3.11"
 def tests(session: nox.Session) -> None:
     """Install the package (not editable, so the entry points are real) and run the tests."""
     session.install(".[test]")
-    session.run("pytest", *session.posargs, env={"PYTHONHASHSEED": "0"})
+    session.run("pytest", *session.posargs, env={"PYTHONHASHSEED": "0", "ZARR_AAC_REQUIRE_INSTALLED": "1"})
 
 
 @nox.session(python=PYTHON)
