@@ -278,3 +278,18 @@ class TestConfiguration:
         z = make_array(zarr.storage.MemoryStore(), (10, 1), (10, 1), dtype="float32")
         with pytest.raises(ValueError, match="NaN"):
             z[:] = np.full((10, 1), np.nan, dtype=np.float32)
+
+
+@pytest.mark.parametrize("channels", range(1, 9))
+def test_every_channel_count_keeps_channel_order(channels):
+    rate, n = 48000, 48000
+    freqs = 300.0 + 450.0 * np.arange(channels)
+    t = np.arange(n) / rate
+    pcm = (0.3 * np.sin(2 * np.pi * t[:, None] * freqs[None, :])).astype(np.float32)
+    z = make_array(zarr.storage.MemoryStore(), pcm.shape, (n, channels), dtype="float32")
+    z[:] = pcm
+    spectrum = np.abs(np.fft.rfft(z[:], axis=0))
+    peaks = np.fft.rfftfreq(n, 1 / rate)[np.argmax(spectrum, axis=0)]
+    np.testing.assert_allclose(peaks, freqs, atol=2.0)
+    for c in range(channels):
+        assert _snr(pcm[:, c].astype(np.float64), z[:, c].astype(np.float64)) > 10, f"channel {c}"

@@ -23,7 +23,8 @@ AAC_SAMPLE_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 1600
 """The sampling-frequency table of ISO/IEC 14496-3, in index order."""
 
 MAX_CHANNELS = 8
-_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "6.0", 7: "7.0", 8: "octagonal"}
+"""Layouts without an LFE channel: AAC low-passes LFE to 120 Hz, which would ruin a microphone."""
 MAX_BITS_PER_SAMPLE = 6
 """AAC caps a frame at 6144 bits per channel, i.e. 6 bits per sample and channel."""
 
@@ -80,7 +81,8 @@ def encode_frames(
     """Encode float32 PCM of shape (n, channels) to AAC-LC; return (ASC, raw frames).
 
     PNS is switched off: its noise generator carries state across frames, which would make a
-    decode that starts mid-stream differ from a sequential one.
+    decode that starts mid-stream differ from a sequential one. Frames go in interleaved (PyAV
+    builds planar frames of 8 channels with a bogus ninth plane); the encoder converts them.
     """
     n, channels = pcm.shape
     layout = channel_layout(channels)
@@ -91,11 +93,11 @@ def encode_frames(
     ctx.bit_rate = bitrate
     ctx.options = {"aac_pns": "0"}
     ctx.open()
-    planar = np.ascontiguousarray(pcm.T, dtype=np.float32)
+    interleaved = np.ascontiguousarray(pcm, dtype=np.float32)
     frames: list[bytes] = []
     for start in range(0, n, FRAME_LENGTH):
-        block = np.ascontiguousarray(planar[:, start : start + FRAME_LENGTH])
-        frame = av.AudioFrame.from_ndarray(block, format="fltp", layout=layout)
+        block = interleaved[start : start + FRAME_LENGTH].reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(block, format="flt", layout=layout)
         frame.sample_rate = aac_sample_rate
         frame.pts = start
         frames.extend(bytes(p) for p in ctx.encode(frame))
@@ -136,15 +138,16 @@ class FrameDecoder:
 
     @staticmethod
     def _planes(frame: av.AudioFrame, channels: int) -> np.ndarray:
-        if frame.format.name != "fltp" or len(frame.planes) != channels:
+        if frame.format.name != "fltp" or frame.layout.nb_channels != channels:
             raise AudioDecodeError(
-                f"decoder produced {frame.format.name} with {len(frame.planes)} planes, "
+                f"decoder produced {frame.format.name} with {frame.layout.nb_channels} channels, "
                 f"expected fltp with {channels}"
             )
         n = frame.samples
         out = np.empty((n, channels), dtype=np.float32)
-        for c, plane in enumerate(frame.planes):
-            out[:, c] = np.frombuffer(plane, dtype=np.float32, count=n)
+        planes = frame.planes
+        for c in range(channels):
+            out[:, c] = np.frombuffer(planes[c], dtype=np.float32, count=n)
         return out
 
 
