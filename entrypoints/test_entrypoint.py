@@ -29,7 +29,8 @@ def test_installed_not_only_editable():
     if not os.environ.get("ZARR_AAC_REQUIRE_INSTALLED"):
         return
     module_path = Path(zarr_aac.__file__).resolve()
-    assert REPO not in module_path.parents, f"zarr_aac imported from the checkout: {module_path}"
+    assert module_path.parent != REPO / "zarr_aac", f"zarr_aac imported from the checkout: {module_path}"
+    assert "site-packages" in module_path.parts
     direct_url = distribution("zarr-aac").read_text("direct_url.json")
     assert direct_url is None or not json.loads(direct_url).get("dir_info", {}).get("editable", False)
 
