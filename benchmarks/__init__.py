@@ -1,0 +1,100 @@
+"""Benchmarks run by ``python -m benchmarks`` (``nox -s bench``).
+
+Each section module has ``run(ctx: Context) -> dict`` returning
+``{"title": str, "rows": [dict, ...], "notes": [str, ...]}``, optionally with ``"tables"``
+(``[{"title": str, "rows": [...]}]``, rendered after the main one) and a ``"plot"`` (see
+``__main__.plot_section``). Sections compare against peers measured in the same run.
+
+The shared input, ``ctx.hour_wav``, is a stereo 48 kHz int16 WAV looped from the package's
+example recording (``zarr_aac/data/forest_birds_32k.flac``, a real 10 s, 32 kHz mono field
+soundscape with bird song, BSD-3-Clause): it is the one real non-AAC recording that ships with
+the code, so the benchmark runs anywhere without ../shared. It is resampled to 48 kHz with
+PyAV's ``AudioResampler`` (FFmpeg's swresample); the right channel is the left one delayed by
+half the recording, so the channels differ and a stereo coder cannot collapse them. The hour
+is that 10 s loop repeated; no chunk size used here (at most ~61 s) lines up with the loop in
+a way a codec could exploit beyond what real long recordings of a steady soundscape offer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import av
+import numpy as np
+import soundfile as sf
+
+from zarr_aac.examples import example_recording
+
+HOUR_RATE = 48_000
+HOUR_CHANNELS = 2
+QUICK_SECONDS = 120
+"""Length of ``ctx.hour_wav`` in a ``--quick`` smoke run instead of 3600 s."""
+
+
+@dataclass
+class Context:
+    """What every section gets: a scratch directory, the shared input and the run's size."""
+
+    workdir: Path
+    quick: bool = False
+
+    @cached_property
+    def hour_wav(self) -> Path:
+        """1 h (``QUICK_SECONDS`` with --quick) stereo 48 kHz int16 WAV; built once, then reused."""
+        seconds = QUICK_SECONDS if self.quick else 3600
+        path = self.workdir / f"forest_birds_48k_stereo_{seconds}s.wav"
+        if not _is_complete(path, seconds):
+            build_looped_wav(path, seconds)
+        return path
+
+
+def _is_complete(path: Path, seconds: int) -> bool:
+    if not path.exists():
+        return False
+    info = sf.info(str(path))
+    return (info.samplerate, info.channels, info.frames, info.subtype) == (
+        HOUR_RATE, HOUR_CHANNELS, seconds * HOUR_RATE, "PCM_16",
+    )
+
+
+def example_stereo_48k() -> np.ndarray:
+    """The example recording at 48 kHz, int16 (n, 2); right = left delayed by half its length."""
+    with av.open(str(example_recording())) as container:
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=HOUR_RATE)
+        blocks = []
+        for frame in container.decode(audio=0):
+            blocks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
+        blocks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
+    mono = np.concatenate(blocks)
+    return np.stack([mono, np.roll(mono, mono.size // 2)], axis=1)
+
+
+def build_looped_wav(path: Path, seconds: int) -> None:
+    """Write ``seconds`` of the looped example to ``path`` (via a temporary name, then rename)."""
+    loop = example_stereo_48k()
+    total = seconds * HOUR_RATE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial.wav")
+    with sf.SoundFile(str(partial), "w", HOUR_RATE, HOUR_CHANNELS, "PCM_16") as out:
+        written = 0
+        while written < total:
+            block = loop[: total - written]
+            out.write(block)
+            written += len(block)
+    partial.replace(path)
+
+
+def timed(fn: Callable[[], object]) -> float:
+    """Seconds one call of ``fn`` takes (perf_counter)."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def median_p90(values: list[float]) -> tuple[float, float]:
+    median, p90 = np.percentile(values, [50, 90])
+    return float(median), float(p90)
