@@ -71,7 +71,7 @@ def _label_ns(label: Any, is_datetime: bool) -> Any:
         )
     try:
         if is_datetime:
-            if values.dtype.kind == "m":
+            if values.dtype.kind == "m" or any(isinstance(v, datetime.timedelta | np.timedelta64) for v in values.ravel()):
                 raise TypeError("a duration is not an instant")
             parsed = pd.to_datetime(values.ravel(), utc=True, format="ISO8601" if values.dtype.kind in "OUS" else None)
         else:
@@ -225,11 +225,11 @@ class SampleTimeIndex(CoordinateTransformIndex):
             self._require(exact, ns, label, "is not the instant of a sample; pass method='nearest' or 'pad'")
             return before
         if method in ("pad", "ffill"):
-            self._require((before >= 0) & (before <= last), ns, label, "lies outside the recording")
-            positions = before
+            self._require(before >= 0, ns, label, "lies before the recording")
+            positions = np.minimum(before, last)
         elif method in ("backfill", "bfill"):
-            self._require((after >= 0) & (after <= last), ns, label, "lies outside the recording")
-            positions = after
+            self._require(after <= last, ns, label, "lies after the recording")
+            positions = np.maximum(after, 0)
         else:
             below = np.clip(before, 0, last)
             above = np.clip(after, 0, last)
