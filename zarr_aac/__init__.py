@@ -13,7 +13,7 @@ from zarr_aac.examples import example_recording
 _LAZY = {
     "import_file": "zarr_aac.importer",
     "import_files": "zarr_aac.importer",
-    "export": "zarr_aac.export",
+    "export": "zarr_aac.exporter",
     "open_dataset": "zarr_aac.xarray_backend",
     "AACFileStore": "zarr_aac.store",
     "verify": "zarr_aac.verify",

@@ -1,0 +1,142 @@
+"""Metadata of a source recording: its tags, GUANO fields, bit depth and start time.
+
+Everything returned here is JSON-serialisable, because it ends up in Zarr attributes.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import guano
+
+START_TIME_SOURCES = ("user", "guano", "tag", "filename")
+"""Where a recording's start time came from, in order of precedence."""
+
+_AUDIOMOTH_COMMENT = re.compile(
+    r"Recorded at (\d{2}):(\d{2}):(\d{2}) (\d{2})/(\d{2})/(\d{4}) \(UTC(?:([+-])(\d{1,2})(?::?(\d{2}))?)?\)"
+)
+"""AudioMoth's RIFF comment: time, then day/month/year, then the UTC offset it was set to."""
+
+_FILENAME_TIMES = (
+    re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})[_T-]?(\d{2})(\d{2})(\d{2})(?!\d)"),
+    re.compile(r"(?<!\d)(\d{4})-(\d{2})-(\d{2})[_T ](\d{2})[-_.:](\d{2})[-_.:](\d{2})(?!\d)"),
+)
+"""Recorder file names: AudioMoth and Song Meter ``YYYYMMDD_HHMMSS``, ``YYYYMMDDTHHMMSS``,
+and ``YYYY-MM-DD_HH-MM-SS``; the first plausible date in the name wins."""
+
+_DATE_TAGS = ("creation_time", "date", "ICRD", "DATE", "creation_date")
+"""Container tags that may hold a full date and time (a bare year is not a start time)."""
+
+_PCM_BITS = re.compile(r"^pcm_[suf](\d+)")
+
+
+def parse_start_time(value: datetime | str) -> datetime:
+    """A start time given by the user: a datetime or an ISO-8601 string."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            pass
+    raise ValueError(f"start_time must be a datetime or an ISO-8601 string such as 2024-09-03T20:26:15+01:00, got {value!r}")
+
+
+def read_guano(path: Path) -> dict[str, Any]:
+    """GUANO fields of a WAV file (bat detectors write them in a ``guan`` chunk), as JSON values."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return {}
+    try:
+        fields = guano.GuanoFile(str(path))
+    except ValueError:
+        return {}
+    return {f"{ns}|{key}" if ns else key: _json_value(value) for ns, key, value in fields.items_namespaced()}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    return str(value)
+
+
+def start_time_from(
+    *, user: datetime | str | None, guano_fields: dict[str, Any], tags: dict[str, str], filename: str
+) -> tuple[datetime | None, str | None]:
+    """The recording's start time and where it came from (one of START_TIME_SOURCES), or (None, None)."""
+    if user is not None:
+        return parse_start_time(user), "user"
+    stamp = guano_fields.get("Timestamp")
+    if stamp:
+        try:
+            return datetime.fromisoformat(stamp), "guano"
+        except ValueError:
+            pass
+    for key, value in tags.items():
+        found = _time_in_tag(key, value)
+        if found is not None:
+            return found, f"tag:{key}"
+    found = time_in_filename(filename)
+    if found is not None:
+        return found, "filename"
+    return None, None
+
+
+def _time_in_tag(key: str, value: str) -> datetime | None:
+    if key.lower() == "comment":
+        return _audiomoth_time(value)
+    if key in _DATE_TAGS and len(value) >= 16:
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    return None
+
+
+def _audiomoth_time(comment: str) -> datetime | None:
+    match = _AUDIOMOTH_COMMENT.search(comment)
+    if match is None:
+        return None
+    hour, minute, second, day, month, year = (int(g) for g in match.groups()[:6])
+    sign, off_hours, off_minutes = match.groups()[6:]
+    offset = timedelta(hours=int(off_hours or 0), minutes=int(off_minutes or 0))
+    tz = timezone(-offset if sign == "-" else offset)
+    try:
+        return datetime(year, month, day, hour, minute, second, tzinfo=tz)
+    except ValueError:
+        return None
+
+
+def time_in_filename(filename: str) -> datetime | None:
+    """The date and time a recorder wrote into a file name (no time zone: recorders do not say)."""
+    stem = Path(filename).stem
+    for pattern in _FILENAME_TIMES:
+        for match in pattern.finditer(stem):
+            try:
+                found = datetime(*(int(g) for g in match.groups()))
+            except ValueError:
+                continue
+            if 1970 <= found.year <= 2100:
+                return found
+    return None
+
+
+def bit_depth(codec_name: str, sample_format: str, extradata: bytes | None) -> int | None:
+    """Bits per sample of a lossless source; None for lossy codecs, where it has no meaning."""
+    match = _PCM_BITS.match(codec_name)
+    if match:
+        return int(match.group(1))
+    if codec_name == "flac" and extradata is not None and len(extradata) >= 34:
+        # STREAMINFO: bits 103-107 hold bits-per-sample minus one.
+        return (((extradata[12] & 0x01) << 4) | (extradata[13] >> 4)) + 1
+    if codec_name in {"alac", "wavpack", "ape", "tta"}:
+        return {"s16": 16, "s16p": 16, "u8": 8, "u8p": 8}.get(sample_format)
+    return None
