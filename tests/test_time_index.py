@@ -222,3 +222,12 @@ def test_1e10_samples_index_and_selection_never_materialise_the_coordinate():
     last = 10**10 - 1
     assert int(tail.time[-1].values.view(np.int64)) == START_NS + (last * 10**9) // 48000
     assert int(nearest.time.values.view(np.int64)) == START_NS + 10**9 * (57 * 3600)
+
+
+def test_reversed_and_array_isel_materialise_only_the_selection():
+    ds = dataset(5000, 44100)
+    reference = reference_labels(5000, 44100)
+    np.testing.assert_array_equal(ds.isel(time=slice(None, 100, -3)).time.values.view(np.int64), reference[:100:-3])
+    picked = ds.isel(time=[4999, 0, 17])
+    np.testing.assert_array_equal(picked.time.values.view(np.int64), reference[[4999, 0, 17]])
+    assert picked.sel(time=picked.time.values[2]).time.values == picked.time.values[2]

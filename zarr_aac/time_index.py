@@ -147,8 +147,6 @@ class SampleClockTransform(CoordinateTransform):
 
     def sliced(self, positions: slice) -> SampleClockTransform:
         selected = range(self.size)[positions]
-        if selected.step < 0:
-            raise TimeAxisError("a lazy time axis cannot be reversed; select with a positive step")
         return SampleClockTransform(
             origin_ns=self.origin_ns, rate=self.rate, size=len(selected), dim=self.dim, coord_name=self.coord_name,
             first=self.first + selected.start * self.step, step=self.step * selected.step, is_datetime=self.is_datetime,
@@ -181,12 +179,17 @@ class SampleTimeIndex(CoordinateTransformIndex):
         return self.transform.dim
 
     def isel(self, indexers: Mapping[Any, int | slice | np.ndarray | Variable]) -> Index | None:
+        """A forward slice keeps the lazy clock; reversed slices and position arrays materialise
+        only the selected labels."""
         indexer = indexers[self.dim]
-        if isinstance(indexer, slice):
+        if isinstance(indexer, slice) and (indexer.step is None or indexer.step > 0):
             return type(self)(self.transform.sliced(indexer))
-        if np.ndim(indexer) != 1:
+        if isinstance(indexer, slice):
+            positions = np.arange(self.transform.size)[indexer]
+        elif np.ndim(indexer) != 1:
             return None
-        positions = np.asarray(indexer.values if isinstance(indexer, Variable) else indexer)
+        else:
+            positions = np.asarray(indexer.values if isinstance(indexer, Variable) else indexer)
         labels = self.transform.forward({self.dim: positions % max(self.transform.size, 1)})[self.transform.coord_name]
         new_dim = indexer.dims[0] if isinstance(indexer, Variable) else self.dim
         return PandasIndex(pd.Index(labels, name=self.transform.coord_name), new_dim, coord_dtype=labels.dtype)
