@@ -15,6 +15,8 @@ _LAZY = {
     "import_files": "zarr_aac.importer",
     "export": "zarr_aac.exporter",
     "open_dataset": "zarr_aac.xarray_backend",
+    "to_aac": "zarr_aac.xarray_io",
+    "assign_time_index": "zarr_aac.xarray_io",
     "AACFileStore": "zarr_aac.store",
     "verify": "zarr_aac.verify",
 }

@@ -27,6 +27,10 @@ HEADER_NBYTES = HEADER.size
 ASC_MAX_NBYTES = 64
 """Upper bound of an AudioSpecificConfig this format stores (a PCE for 8 channels fits)."""
 INDEX_ITEMSIZE = 2
+MAX_PADDING = 1 << 20
+"""Most samples a chunk may decode beyond its own, before (``skip``) or after them: far above
+what any encoder's priming and flush need, and low enough that a forged header cannot make a
+reader fetch or allocate much more than the chunk's own samples justify."""
 _CRC_OFFSET = HEADER_NBYTES - 4
 
 
@@ -130,6 +134,8 @@ def parse_header(data: bytes | memoryview, key: str | None) -> ChunkHeader:
         problems.append(f"AudioSpecificConfig of {asc_nbytes} bytes")
     if n_frames * FRAME_LENGTH < skip + n_samples:
         problems.append(f"{n_frames} frames cannot hold {skip} + {n_samples} samples")
+    elif skip > MAX_PADDING or n_frames * FRAME_LENGTH > skip + n_samples + MAX_PADDING:
+        problems.append(f"{n_frames} frames and {skip} skipped samples for {n_samples} samples")
     if n_frames * 6144 < payload_nbytes:
         problems.append(f"{payload_nbytes} payload bytes for {n_frames} frames")
     if problems:

@@ -28,6 +28,7 @@ from zarr_aac.chunk import (
 )
 from zarr_aac.edges import extend_edges
 from zarr_aac.errors import AudioDecodeError, CorruptChunkError, UnsupportedAudioError
+from zarr_aac.tolerant import fill_or_raise
 
 if TYPE_CHECKING:
     from zarr.abc.store import ByteGetter
@@ -169,10 +170,22 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         return aac.to_dtype(pcm, dtype).reshape(shape)
 
     async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
-        pcm = self.decode_chunk(chunk_bytes.to_bytes(), chunk_spec.shape, chunk_spec.dtype.to_native_dtype())
+        try:
+            pcm = self.decode_chunk(chunk_bytes.to_bytes(), chunk_spec.shape, chunk_spec.dtype.to_native_dtype())
+        except CorruptChunkError as exc:
+            return fill_or_raise(exc, slice(None), chunk_spec)
         return chunk_spec.prototype.nd_buffer.from_numpy_array(pcm)
 
     async def _decode_partial_single(
+        self, byte_getter: ByteGetter, selection: SelectorTuple, chunk_spec: ArraySpec
+    ) -> NDBuffer | None:
+        """Decode ``selection`` of one chunk; a corrupt chunk raises unless tolerant reads are on."""
+        try:
+            return await self._decode_selection(byte_getter, selection, chunk_spec)
+        except CorruptChunkError as exc:
+            return fill_or_raise(exc, selection, chunk_spec)
+
+    async def _decode_selection(
         self, byte_getter: ByteGetter, selection: SelectorTuple, chunk_spec: ArraySpec
     ) -> NDBuffer | None:
         key = _key_of(byte_getter)

@@ -1,0 +1,215 @@
+"""Hostile chunks: random bytes, truncations, bit flips and forged headers must end in a
+CorruptChunkError naming the chunk, or (where the damage misses what a read uses) in the right
+samples; never another exception, a crash, a hang or a large allocation.
+
+``ZARR_AAC_FUZZ_EXAMPLES`` scales the hypothesis runs (``nox -s fuzz`` sets it high).
+"""
+
+from __future__ import annotations
+
+import os
+import tracemalloc
+
+import numpy as np
+import pytest
+import soundfile as sf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hostile import Chunk, get_bytes, put_bytes, single_chunk_array
+
+from zarr_aac import CorruptChunkError
+from zarr_aac.aac import FrameDecoder
+from zarr_aac.errors import AudioDecodeError
+
+EXAMPLES = int(os.environ.get("ZARR_AAC_FUZZ_EXAMPLES", "150"))
+FUZZ = settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+MEMORY_BOUND = 64 << 20
+"""Peak Python allocation allowed for one hostile read; a well-formed read of the fixture needs ~1 MB."""
+
+
+@pytest.fixture(scope="module")
+def victim(request):
+    """A one-chunk stereo int16 array of the crow recording, its chunk key, bytes and PCM."""
+    crow, rate = sf.read(os.path.join(os.path.dirname(__file__), "data", "crow_44k1.flac"), dtype="int16")
+    pcm = np.stack([crow[:16384], crow[4000:20384]], axis=1)
+    array, key = single_chunk_array(pcm, rate, bitrate=96000)
+    data = get_bytes(array, key)
+    return array, key, data, array[:]
+
+
+def attack(array, key: str, data: bytes, reference: np.ndarray, selection=slice(None)) -> str:
+    """Store ``data`` as the chunk and read ``selection``: 'raised' (a CorruptChunkError naming
+    the chunk), 'correct', or 'wrong' (samples that differ from the reference)."""
+    put_bytes(array, key, data)
+    try:
+        out = array[selection]
+    except CorruptChunkError as exc:
+        assert exc.key is not None and exc.key.endswith(key), f"error does not name the chunk: {exc}"
+        assert key in str(exc)
+        return "raised"
+    assert out.shape == reference[selection].shape and out.dtype == reference.dtype
+    return "correct" if np.array_equal(out, reference[selection]) else "wrong"
+
+
+def test_reads_of_the_intact_chunk_are_correct(victim):
+    array, key, data, reference = victim
+    assert attack(array, key, data, reference) == "correct"
+    assert attack(array, key, data, reference, slice(5000, 5100)) == "correct"
+
+
+@FUZZ
+@given(junk=st.binary(max_size=4096), looks_like_header=st.booleans(), start=st.integers(0, 16383))
+def test_random_bytes_are_rejected(victim, junk, looks_like_header, start):
+    array, key, _, reference = victim
+    if looks_like_header:
+        junk = b"ZAAC\x01" + junk
+    assert attack(array, key, junk, reference) == "raised"
+    assert attack(array, key, junk, reference, slice(start, start + 10)) == "raised"
+
+
+def test_truncation_at_every_position_is_rejected(victim):
+    """Every strict prefix of a chunk fails a whole-chunk read; a partial read fails or, when
+    the frames it needs survive, is exact."""
+    array, key, data, reference = victim
+    codec = array.metadata.codecs[0]
+    for n in range(len(data)):
+        with pytest.raises(CorruptChunkError, match="corrupt chunk 'victim-key'"):
+            codec.decode_chunk(data[:n], reference.shape, reference.dtype, "victim-key")
+    outcomes = {attack(array, key, data[:n], reference, slice(2000, 2600)) for n in range(0, len(data), 97)}
+    assert outcomes <= {"raised", "correct"}
+    assert attack(array, key, data[:-1], reference) == "raised"
+
+
+@FUZZ
+@given(position=st.integers(0, 10**9), bit=st.integers(0, 7), start=st.integers(0, 16000))
+def test_bit_flips(victim, position, bit, start):
+    """A flipped bit anywhere fails a whole-chunk read (header checksum or payload checksum);
+    in the header, ASC or index it also fails every partial read."""
+    array, key, data, reference = victim
+    position %= len(data)
+    flipped = bytearray(data)
+    flipped[position] ^= 1 << bit
+    assert attack(array, key, bytes(flipped), reference) == "raised"
+    partial = attack(array, key, bytes(flipped), reference, slice(start, start + 300))
+    prefix_nbytes = Chunk.parse(data).sizes.size * 2 + 48 + Chunk.parse(data).fields["asc_nbytes"]
+    if position < prefix_nbytes:
+        assert partial == "raised"
+
+
+ABSURD = {
+    "n_frames": [0, 1, 2**32 - 1, 10**9],
+    "n_samples": [0, 2**63, 2**64 - 1, 10**12],
+    "skip": [2**32 - 1, 2**31],
+    "payload_nbytes": [0, 2**63, 2**64 - 1, 2**40],
+    "asc_nbytes": [0, 1, 64, 65, 255],
+    "channels": [0, 3, 9, 255],
+    "aac_sample_rate": [0, 7, 2**32 - 1, 192000],
+    "frame_length": [0, 960, 2048, 2**32 - 1],
+    "flags": [1, 255],
+    "version": [0, 2, 255],
+}
+
+
+def _bounded_attack(victim, data: bytes, selection) -> str:
+    array, key, original, reference = victim
+    log = array.store_path.store.log
+    log.requests.clear()
+    tracemalloc.start()
+    try:
+        outcome = attack(array, key, data, reference, selection)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < MEMORY_BOUND, f"a hostile read allocated {peak} bytes"
+    largest = log.largest_request({key: len(data)})
+    assert largest <= 2 * len(original) + 65536, f"a hostile header made the reader ask for {largest} bytes"
+    return outcome
+
+
+@pytest.mark.parametrize(("field", "value"), [(f, v) for f, values in ABSURD.items() for v in values])
+@pytest.mark.parametrize("selection", [slice(None), slice(8000, 8100)], ids=["whole", "partial"])
+def test_absurd_header_claims_fail_before_allocating_or_fetching(victim, field, value, selection):
+    """Header fields forged to absurd values, with the header checksum recomputed to match."""
+    data = Chunk.parse(victim[2]).pack(**{field: value})
+    assert _bounded_attack(victim, data, selection) == "raised"
+
+
+@FUZZ
+@given(
+    overrides=st.fixed_dictionaries(
+        {},
+        optional={
+            "n_frames": st.integers(0, 2**32 - 1),
+            "n_samples": st.integers(0, 2**64 - 1),
+            "skip": st.integers(0, 2**32 - 1),
+            "payload_nbytes": st.integers(0, 2**64 - 1),
+            "asc_nbytes": st.integers(0, 255),
+            "channels": st.integers(0, 255),
+            "payload_crc32c": st.integers(0, 2**32 - 1),
+        },
+    ),
+    start=st.integers(0, 16000),
+)
+def test_forged_headers_with_valid_checksum(victim, overrides, start):
+    """Consistent but false fields (a smaller skip, say) can shift samples: checksums guard
+    against accidents, not forgery. What must hold is no foreign exception and bounded cost."""
+    data = Chunk.parse(victim[2]).pack(**overrides)
+    for selection in (slice(None), slice(start, start + 200)):
+        _bounded_attack(victim, data, selection)
+
+
+@FUZZ
+@given(data=st.data())
+def test_forged_frame_index_with_valid_checksum(victim, data):
+    """Frame sizes rewritten (and the index checksum recomputed): shifted frame boundaries must
+    fail, not decode to plausible audio."""
+    chunk = Chunk.parse(victim[2])
+    n = chunk.sizes.size
+    i = data.draw(st.integers(0, n - 1))
+    j = data.draw(st.integers(0, n - 1).filter(lambda j: j != i))
+    delta = data.draw(st.integers(1, 200))
+    sizes = chunk.sizes.astype(np.int64)
+    sizes[i] = max(0, sizes[i] - delta)
+    sizes[j] = min(65535, sizes[j] + delta)
+    forged = Chunk(chunk.fields, chunk.asc, sizes.astype("<u2"), chunk.payload).pack(
+        payload_nbytes=int(sizes.sum())
+    )
+    start = data.draw(st.integers(0, 16000))
+    assert _bounded_attack(victim, forged, slice(None)) == "raised"
+    assert _bounded_attack(victim, forged, slice(start, start + 200)) in ("raised", "correct", "wrong")
+
+
+def test_garbage_aac_frames_never_crash_the_decoder(victim):
+    """PyAV/FFmpeg fed random frames, truncated frames and flipped real frames: a clean
+    AudioDecodeError or some PCM, never a crash or a hang."""
+    chunk = Chunk.parse(victim[2])
+    offsets = np.concatenate([[0], np.cumsum(chunk.sizes.astype(np.int64))])
+    real = [chunk.payload[offsets[i] : offsets[i + 1]] for i in range(chunk.sizes.size)]
+    decoder = FrameDecoder(chunk.asc, chunk.fields["channels"])
+    rng = np.random.default_rng(6)
+    outcomes = {"error": 0, "pcm": 0}
+    cases = 20 * EXAMPLES
+    for case in range(cases):
+        kind = case % 3
+        if kind == 0:
+            frames = [rng.bytes(int(rng.integers(0, 1600))) for _ in range(int(rng.integers(1, 6)))]
+        elif kind == 1:
+            start = int(rng.integers(0, len(real) - 4))
+            frames = [f[: int(rng.integers(0, len(f) + 1))] for f in real[start : start + 4]]
+        else:
+            start = int(rng.integers(0, len(real) - 4))
+            frames = [bytearray(f) for f in real[start : start + 4]]
+            for _ in range(int(rng.integers(1, 8))):
+                frame = frames[int(rng.integers(0, 4))]
+                frame[int(rng.integers(0, len(frame)))] ^= 1 << int(rng.integers(0, 8))
+            frames = [bytes(f) for f in frames]
+        try:
+            pcm = decoder.decode(frames)
+        except AudioDecodeError:
+            outcomes["error"] += 1
+        else:
+            assert pcm.dtype == np.float32 and pcm.ndim == 2 and pcm.shape[1] == chunk.fields["channels"]
+            outcomes["pcm"] += 1
+    assert sum(outcomes.values()) == cases
