@@ -37,6 +37,10 @@ class SourceError(ZarrAACError, ValueError):
         self.reason = reason
         super().__init__(f"cannot import {self.source}: {reason}")
 
+    def __reduce__(self):
+        # Crosses process boundaries in import_files: rebuild from the constructor's arguments.
+        return type(self), (self.source, self.reason)
+
 
 class ArchiveError(ZarrAACError, ValueError):
     """An archive group or path does not hold what was asked of it (a name taken, several recordings)."""
