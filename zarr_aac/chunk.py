@@ -32,6 +32,9 @@ MAX_PADDING = 1 << 20
 what any encoder's priming and flush need, and low enough that a forged header cannot make a
 reader fetch or allocate much more than the chunk's own samples justify."""
 _CRC_OFFSET = HEADER_NBYTES - 4
+FLAG_NO_PAYLOAD_CRC = 0x02
+"""Header flag: the payload checksum field is unused (chunks that AACFileStore synthesises
+from frames of an existing file, whose prefix is served before the frames are read)."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ class ChunkHeader:
     skip: int
     asc_nbytes: int
     payload_nbytes: int
-    payload_crc32c: int
+    payload_crc32c: int | None
     frame_length: int = FRAME_LENGTH
 
     @property
@@ -98,17 +101,31 @@ def pack_chunk(
     asc: bytes, frames: list[bytes], *, channels: int, aac_sample_rate: int, n_samples: int, skip: int
 ) -> bytes:
     """Lay out header, ASC, frame index and frames of one chunk."""
-    if len(asc) > ASC_MAX_NBYTES:
-        raise ValueError(f"AudioSpecificConfig of {len(asc)} bytes exceeds {ASC_MAX_NBYTES}")
     sizes = np.fromiter((len(f) for f in frames), dtype="<u2", count=len(frames))
     payload = b"".join(frames)
+    prefix = pack_prefix(
+        asc, sizes, channels=channels, aac_sample_rate=aac_sample_rate, n_samples=n_samples, skip=skip,
+        payload_crc32c=google_crc32c.value(payload),
+    )
+    return prefix + payload
+
+
+def pack_prefix(
+    asc: bytes, frame_sizes: np.ndarray, *, channels: int, aac_sample_rate: int, n_samples: int, skip: int,
+    payload_crc32c: int | None,
+) -> bytes:
+    """Header, ASC and frame index of a chunk; ``payload_crc32c=None`` sets FLAG_NO_PAYLOAD_CRC."""
+    if len(asc) > ASC_MAX_NBYTES:
+        raise ValueError(f"AudioSpecificConfig of {len(asc)} bytes exceeds {ASC_MAX_NBYTES}")
+    sizes = np.asarray(frame_sizes, dtype="<u2")
+    flags = FLAG_NO_PAYLOAD_CRC if payload_crc32c is None else 0
     head = HEADER.pack(
-        MAGIC, VERSION, 0, channels, len(asc), aac_sample_rate, len(frames), n_samples, skip,
-        FRAME_LENGTH, len(payload), google_crc32c.value(payload), 0,
+        MAGIC, VERSION, flags, channels, len(asc), aac_sample_rate, len(sizes), n_samples, skip,
+        FRAME_LENGTH, int(sizes.sum(dtype=np.int64)), payload_crc32c or 0, 0,
     )
     described = head[:_CRC_OFFSET]
     crc = google_crc32c.extend(google_crc32c.value(described + asc), sizes.tobytes())
-    return b"".join((described, struct.pack("<I", crc), asc, sizes.tobytes(), payload))
+    return b"".join((described, struct.pack("<I", crc), asc, sizes.tobytes()))
 
 
 def parse_header(data: bytes | memoryview, key: str | None) -> ChunkHeader:
@@ -122,7 +139,7 @@ def parse_header(data: bytes | memoryview, key: str | None) -> ChunkHeader:
     if version != VERSION:
         raise CorruptChunkError(key, f"format version {version} is not supported (this reader knows {VERSION})")
     problems = []
-    if flags != 0:
+    if flags & ~FLAG_NO_PAYLOAD_CRC:
         problems.append(f"unknown flags {flags:#x}")
     if not 1 <= channels <= MAX_CHANNELS:
         problems.append(f"{channels} channels")
@@ -142,7 +159,8 @@ def parse_header(data: bytes | memoryview, key: str | None) -> ChunkHeader:
         raise CorruptChunkError(key, "header claims " + ", ".join(problems))
     return ChunkHeader(
         channels=channels, aac_sample_rate=rate, n_frames=n_frames, n_samples=n_samples,
-        skip=skip, asc_nbytes=asc_nbytes, payload_nbytes=payload_nbytes, payload_crc32c=payload_crc,
+        skip=skip, asc_nbytes=asc_nbytes, payload_nbytes=payload_nbytes,
+        payload_crc32c=None if flags & FLAG_NO_PAYLOAD_CRC else payload_crc,
     )
 
 
@@ -166,9 +184,11 @@ def parse_prefix(data: bytes | memoryview, header: ChunkHeader, key: str | None)
 
 
 def verify_payload(data: bytes | memoryview, header: ChunkHeader, key: str | None) -> None:
-    """Check the length and checksum of a whole chunk's frames."""
+    """Check the length and checksum of a whole chunk's frames (the length only when it has no checksum)."""
     if len(data) != header.total_nbytes:
         raise CorruptChunkError(key, f"chunk is {len(data)} bytes, its header describes {header.total_nbytes}")
+    if header.payload_crc32c is None:
+        return
     crc = google_crc32c.value(bytes(memoryview(data)[header.prefix_nbytes :]))
     if crc != header.payload_crc32c:
         raise CorruptChunkError(key, f"payload checksum mismatch (stored {header.payload_crc32c:#010x}, computed {crc:#010x})")

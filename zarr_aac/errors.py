@@ -68,3 +68,15 @@ class TimeAxisError(ZarrAACError, ValueError):
 
 class RecordingMetadataError(ZarrAACError, ValueError):
     """A recording's attributes (sample_rate, start_time) are missing or unreadable."""
+
+
+class CorruptSourceError(ZarrAACError, ValueError):
+    """An AAC file or old archive is malformed where its frames or sample tables are read.
+
+    ``source`` names the file, URL or archive; the reason names the byte offset or table at fault.
+    """
+
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = source
+        self.reason = reason
+        super().__init__(f"{source}: {reason}")

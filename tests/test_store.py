@@ -1,0 +1,310 @@
+"""AACFileStore against PyAV's full decode of files the ffmpeg command line made.
+
+Reference: ``av.open(file)`` decoding every frame in order, which honours the MP4 edit list as
+any FFmpeg-based player does. Files made with ``-aac_pns 0`` must match bit for bit; with
+FFmpeg's default PNS the noise-substituted bands differ (see docs/store-adapter.md) and the
+tolerance below is asserted instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import soundfile
+import zarr
+from helpers import CountingStore, assert_selections_match, reference_decode
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zarr_aac.aac import to_dtype
+from zarr_aac.chunk import FLAG_NO_PAYLOAD_CRC, pack_chunk, pack_prefix, parse_header, verify_payload
+from zarr_aac.errors import CorruptChunkError
+from zarr_aac.store import INDEX_SUFFIX, AACFileStore, open_aac_file
+
+RATES = (16000, 44100, 48000)
+SECONDS = 2.5
+CHUNK = 10_000
+"""Virtual chunk length: not a multiple of 1024, so chunk edges fall inside frames."""
+
+
+def pyav_decode(path) -> np.ndarray:
+    """float32 (n, channels): every sample FFmpeg presents for the first audio stream."""
+    with av.open(str(path)) as container:
+        return np.concatenate([frame.to_ndarray().T for frame in container.decode(audio=0)])
+
+
+def signal(rate: int, channels: int, seconds: float = SECONDS, seed: int = 0) -> np.ndarray:
+    """Tones plus white noise (the noise makes FFmpeg's encoder use PNS when it may)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(rate * seconds)) / rate
+    tones = 0.4 * np.sin(2 * np.pi * 440.0 * (1 + np.arange(channels))[None, :] * t[:, None])
+    return (tones + 0.05 * rng.standard_normal((t.size, channels))).astype(np.float32)
+
+
+class Encoded:
+    """Files made by the ffmpeg command line, built on first use and shared by the module."""
+
+    def __init__(self, ffmpeg: str, root: Path) -> None:
+        self.ffmpeg, self.root, self.files = ffmpeg, root, {}
+
+    def get(self, container: str, rate: int, channels: int, pns: bool) -> Path:
+        key = (container, rate, channels, pns)
+        if key not in self.files:
+            wav = self.root / f"{rate}_{channels}.wav"
+            if not wav.exists():
+                soundfile.write(wav, signal(rate, channels), rate, subtype="PCM_16")
+            out = self.root / f"{rate}_{channels}_{'pns' if pns else 'nopns'}.{container}"
+            options = [] if pns else ["-aac_pns", "0"]
+            subprocess.run([self.ffmpeg, "-v", "error", "-y", "-i", str(wav), "-c:a", "aac", *options, str(out)], check=True)
+            self.files[key] = out
+        return self.files[key]
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory) -> Encoded:
+    import shutil
+
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        pytest.skip("ffmpeg command line not installed")
+    return Encoded(ffmpeg, tmp_path_factory.mktemp("encoded"))
+
+
+def assert_pns_tolerance(got: np.ndarray, ref: np.ndarray, rate: int) -> None:
+    """What random access changes in a file with PNS: only the substituted noise.
+
+    The decoder draws PNS noise from a generator whose state depends on every frame decoded
+    before, so a read that starts mid-stream draws different noise of the same energy.
+    """
+    assert got.shape == ref.shape
+    rms_ref = np.sqrt(np.mean(ref.astype(np.float64) ** 2))
+    rms_got = np.sqrt(np.mean(got.astype(np.float64) ** 2))
+    assert abs(rms_got / rms_ref - 1) < 0.01
+    assert np.sqrt(np.mean((got - ref).astype(np.float64) ** 2)) < 0.15 * rms_ref
+    assert np.abs(got - ref).max() < 0.3
+    low = np.fft.rfftfreq(len(ref), 1 / rate) < 2000
+    lowpass = np.fft.irfft(np.fft.rfft(got - ref, axis=0) * low[:, None], n=len(ref), axis=0)
+    assert np.abs(lowpass).max() < 0.01
+
+
+@pytest.mark.parametrize("container", ["aac", "m4a"])
+@pytest.mark.parametrize("rate", RATES)
+@pytest.mark.parametrize("channels", [1, 2])
+def test_pns_free_files_match_pyav_bit_for_bit(encoded, container, rate, channels, tmp_path):
+    path = encoded.get(container, rate, channels, pns=False)
+    ref = pyav_decode(path)
+    array = open_aac_file(path, dtype="float32", chunk_samples=CHUNK, index_path=tmp_path / "index.npz")
+    assert array.shape == ref.shape and array.dtype == np.float32
+    np.testing.assert_array_equal(array[:], ref)
+    assert_selections_match(array, ref, np.random.default_rng(rate + channels))
+    np.testing.assert_array_equal(reference_decode(array), ref)
+    assert array.attrs["sample_rate"] == rate
+    assert array.attrs["source"]["priming"] == (1024 if container == "m4a" else 0)
+
+
+@pytest.mark.parametrize("container", ["aac", "m4a"])
+@pytest.mark.parametrize("rate", RATES)
+@pytest.mark.parametrize("channels", [1, 2])
+def test_files_with_pns_match_within_the_documented_tolerance(encoded, container, rate, channels):
+    path = encoded.get(container, rate, channels, pns=True)
+    ref = pyav_decode(path)
+    array = open_aac_file(path, dtype="float32", chunk_samples=CHUNK, index_path=False)
+    assert array.shape == ref.shape
+    assert_pns_tolerance(array[:], ref, rate)
+    a, b = 12_345, 12_345 + rate // 2
+    assert_pns_tolerance(array[a:b], ref[a:b], rate)
+
+
+def test_int16_is_the_default_and_converts_like_the_codec(encoded):
+    path = encoded.get("m4a", 48000, 2, pns=False)
+    array = open_aac_file(path, index_path=False)
+    ref = to_dtype(pyav_decode(path), np.dtype("int16"))
+    assert array.dtype == np.int16
+    np.testing.assert_array_equal(array[1000:50_000], ref[1000:50_000])
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_random_ranges_equal_pyav(encoded, data):
+    path = encoded.get(data.draw(st.sampled_from(["aac", "m4a"])), 44100, 2, pns=False)
+    array, ref = _opened(path)
+    n = len(ref)
+    start = data.draw(st.integers(0, n))
+    stop = data.draw(st.integers(start, min(n, start + 3 * CHUNK)))
+    step = data.draw(st.sampled_from([1, 1, 7, 1000]))
+    np.testing.assert_array_equal(array[start:stop:step], ref[start:stop:step])
+
+
+_OPENED: dict = {}
+
+
+def _opened(path: Path) -> tuple[zarr.Array, np.ndarray]:
+    if path not in _OPENED:
+        _OPENED[path] = (open_aac_file(path, dtype="float32", chunk_samples=CHUNK, index_path=False), pyav_decode(path))
+    return _OPENED[path]
+
+
+@pytest.mark.parametrize("name", ["music_lena_44k1.m4a", "music_lena_44k1_adts.aac"])
+def test_repository_fixtures_from_another_encoder(data_dir, name, tmp_path):
+    path = tmp_path / name
+    path.write_bytes((data_dir / name).read_bytes())
+    ref = pyav_decode(path)
+    array = open_aac_file(path, dtype="float32")
+    assert array.shape == ref.shape
+    assert_pns_tolerance(array[:], ref, 44100)
+    assert_pns_tolerance(array[100_000:144_100], ref[100_000:144_100], 44100)
+
+
+def test_shared_recordings(shared_audio, tmp_path):
+    for name in ("music_lena_44k1.m4a", "music_lena_44k1_adts.aac"):
+        ref = pyav_decode(shared_audio / name)
+        array = open_aac_file(shared_audio / name, dtype="float32", index_path=tmp_path / f"{name}.npz")
+        assert array.shape == ref.shape
+        assert_pns_tolerance(array[:], ref, 44100)
+
+
+def test_clicks_land_on_their_input_sample_in_m4a(encoded, tmp_path):
+    """Sample i of an M4A is input sample i (edit list honoured); ADTS keeps FFmpeg's 1024
+    samples of priming, as every decoder presents it."""
+    rate = 48000
+    pcm = np.zeros((rate * 2, 1), dtype=np.float32)
+    clicks = np.array([3000, 20_000, 47_111, 70_001])
+    pcm[clicks] = 0.9
+    wav = tmp_path / "clicks.wav"
+    soundfile.write(wav, pcm, rate, subtype="FLOAT")
+    for container, shift in (("m4a", 0), ("aac", 1024)):
+        out = tmp_path / f"clicks.{container}"
+        subprocess.run([encoded.ffmpeg, "-v", "error", "-y", "-i", str(wav), "-c:a", "aac", "-aac_pns", "0", "-b:a", "256k", str(out)], check=True)
+        array = open_aac_file(out, dtype="float32", chunk_samples=CHUNK, index_path=False)
+        for click in clicks:
+            window = array[click + shift - 200 : click + shift + 200, 0]
+            assert int(np.argmax(np.abs(window))) - 200 == 0
+
+
+def test_m4a_without_edit_list_presents_the_priming_like_ffmpeg(encoded, tmp_path):
+    wav = encoded.root / "44100_2.wav"
+    encoded.get("m4a", 44100, 2, pns=False)
+    out = tmp_path / "noedit.m4a"
+    subprocess.run([encoded.ffmpeg, "-v", "error", "-y", "-i", str(wav), "-c:a", "aac", "-aac_pns", "0",
+                    "-use_editlist", "0", str(out)], check=True)
+    ref = pyav_decode(out)
+    array = open_aac_file(out, dtype="float32", chunk_samples=CHUNK, index_path=False)
+    assert array.attrs["source"]["priming_from"] == "none"
+    np.testing.assert_array_equal(array[:], ref)
+
+
+# -- index cache -------------------------------------------------------------------------------
+
+
+def test_second_open_uses_the_sidecar_index(encoded, tmp_path, monkeypatch):
+    path = tmp_path / "rec.aac"
+    path.write_bytes(encoded.get("aac", 16000, 1, pns=False).read_bytes())
+    first = open_aac_file(path, dtype="float32")
+    sidecar = Path(str(path) + INDEX_SUFFIX)
+    assert sidecar.is_file()
+
+    def no_rescan(*args, **kwargs):
+        raise AssertionError("the file was scanned again")
+
+    monkeypatch.setattr("zarr_aac.store.index_stream", no_rescan)
+    second = open_aac_file(path, dtype="float32")
+    np.testing.assert_array_equal(second[:], first[:])
+    assert second.attrs.asdict() == first.attrs.asdict()
+
+
+def test_changed_file_invalidates_the_cached_index(encoded, tmp_path):
+    path = tmp_path / "rec.m4a"
+    path.write_bytes(encoded.get("m4a", 16000, 1, pns=False).read_bytes())
+    before = open_aac_file(path).shape
+    path.write_bytes(encoded.get("m4a", 48000, 2, pns=False).read_bytes())
+    os.utime(path, ns=(1, 1))
+    after = open_aac_file(path)
+    assert after.shape != before and after.shape == pyav_decode(path).shape
+
+
+def test_user_given_index_location_and_no_cache(encoded, tmp_path):
+    source = encoded.get("aac", 16000, 2, pns=False)
+    index_path = tmp_path / "elsewhere" / "rec.npz"
+    index_path.parent.mkdir()
+    open_aac_file(source, index_path=index_path)
+    assert index_path.is_file() and not Path(str(source) + INDEX_SUFFIX).exists()
+    open_aac_file(source, index_path=False)
+    assert not Path(str(source) + INDEX_SUFFIX).exists()
+    assert not [p for p in index_path.parent.iterdir() if p.name != "rec.npz"]
+
+
+def test_track_is_part_of_the_cache_key(encoded, tmp_path):
+    path = tmp_path / "two.m4a"
+    wav = encoded.root / "48000_2.wav"
+    encoded.get("m4a", 48000, 2, pns=False)
+    subprocess.run([encoded.ffmpeg, "-v", "error", "-y", "-i", str(wav), "-i", str(wav), "-map", "0:a", "-map", "1:a",
+                    "-ac:a:1", "1", "-c:a", "aac", "-aac_pns", "0", str(path)], check=True)
+    assert open_aac_file(path).shape[1] == 2
+    second = open_aac_file(path, track=1, dtype="float32")
+    assert second.shape[1] == 1
+    with av.open(str(path)) as container:
+        ref = np.concatenate([f.to_ndarray().T for f in container.decode(container.streams.audio[1])])
+    np.testing.assert_array_equal(second[:], ref)
+
+
+# -- store behaviour -----------------------------------------------------------------------------
+
+
+def test_partial_read_costs_two_bounded_requests(encoded):
+    path = encoded.get("m4a", 48000, 2, pns=False)
+    store = AACFileStore(path, index_path=False, chunk_samples=48000)
+    counting = CountingStore(store)
+    array = zarr.open_array(store=counting, mode="r")
+    counting.log.reset()
+    array[60_000:61_000]
+    assert counting.log.gets == 2
+    assert counting.log.bytes < 8 * 1024
+
+
+def test_store_is_read_only_and_lists_its_keys(encoded):
+    store = AACFileStore(encoded.get("aac", 16000, 1, pns=False), index_path=False, chunk_samples=CHUNK)
+    array = zarr.open_array(store=store, mode="r")
+    with pytest.raises(ValueError, match="read.only|read-only"):
+        array[:10] = 0
+    keys = asyncio.run(_collect(store.list()))
+    assert keys[0] == "zarr.json" and keys[1:] == [f"c/{i}/0" for i in range(array.nchunks)]
+    assert asyncio.run(_collect(store.list_dir("c"))) == [str(i) for i in range(array.nchunks)]
+    assert asyncio.run(store.exists("c/0/0")) and not asyncio.run(store.exists(f"c/{array.nchunks}/0"))
+    assert asyncio.run(store.getsize("c/1/0")) == len(asyncio.run(store.get("c/1/0")).to_bytes())
+
+
+async def _collect(iterator) -> list:
+    return [item async for item in iterator]
+
+
+def test_rejects_bad_options(encoded):
+    path = encoded.get("aac", 16000, 1, pns=False)
+    with pytest.raises(ValueError, match="chunk_samples"):
+        AACFileStore(path, chunk_samples=10)
+    with pytest.raises(ValueError, match="int16 or float32"):
+        AACFileStore(path, dtype="float64")
+
+
+def test_chunk_without_payload_checksum_round_trips():
+    """FLAG_NO_PAYLOAD_CRC: the prefix is served before the frames are read, so the payload
+    checksum is absent; the length is still checked, and chunks with a checksum still verify it."""
+    asc, frames = b"\x12\x10", [b"\x01\x02\x03", b"\x04\x05"]
+    sizes = np.array([3, 2])
+    prefix = pack_prefix(asc, sizes, channels=2, aac_sample_rate=44100, n_samples=1024, skip=1024, payload_crc32c=None)
+    chunk = prefix + b"".join(frames)
+    header = parse_header(chunk, "c/0/0")
+    assert chunk[5] == FLAG_NO_PAYLOAD_CRC and header.payload_crc32c is None
+    verify_payload(chunk, header, "c/0/0")
+    with pytest.raises(CorruptChunkError, match="chunk is 58 bytes, its header describes 59"):
+        verify_payload(chunk[:-1], header, "c/0/0")
+    checked = pack_chunk(asc, frames, channels=2, aac_sample_rate=44100, n_samples=1024, skip=1024)
+    assert checked[5] == 0
+    tampered = checked[:-1] + b"\xff"
+    with pytest.raises(CorruptChunkError, match="payload checksum mismatch"):
+        verify_payload(tampered, parse_header(tampered, "c/0/0"), "c/0/0")

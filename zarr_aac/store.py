@@ -1,0 +1,441 @@
+"""A read-only Zarr store that shows an existing AAC file as a PCM array, without re-encoding.
+
+``AACFileStore`` presents ``zarr.json`` for one (samples, channels) array coded with the
+``zarr_aac`` codec, and virtual chunks ``c/<i>/0`` laid out as zarr_aac/chunk.py describes:
+a synthesised header and frame index, then the raw AAC frames of the file. A byte range of a
+virtual chunk maps onto byte ranges of the file, so the codec's partial decode becomes a couple
+of range reads of the original file, local or remote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, Store, SuffixByteRequest
+from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
+from zarr.core.sync import sync
+from zarr.storage import FsspecStore, LocalStore
+
+from zarr_aac.aac import FRAME_LENGTH
+from zarr_aac.chunk import pack_prefix
+from zarr_aac.codec import CODEC_NAME, SUPPORTED_DTYPES
+from zarr_aac.containers import StreamIndex, index_stream
+from zarr_aac.errors import CorruptSourceError, UnsupportedAudioError
+
+DEFAULT_CHUNK_SAMPLES = 1 << 19
+"""Samples per virtual chunk: ~11 s at 48 kHz, a ~1 KB frame index to fetch per partial read."""
+MAX_GAP = 64 << 10
+"""File ranges closer than this are fetched as one request (ADTS headers sit between frames)."""
+INDEX_CACHE_VERSION = 1
+INDEX_SUFFIX = ".zaac-index.npz"
+FINGERPRINT_NBYTES = 64 << 10
+"""Bytes hashed at each end of a remote file to tell a changed file from a cached index."""
+METADATA_KEY = "zarr.json"
+
+
+@dataclass(frozen=True)
+class StoreByteSource:
+    """One file seen as a key of a zarr store: LocalStore for paths, FsspecStore for URLs."""
+
+    store: Store
+    key: str
+    name: str
+    nbytes: int
+
+    @classmethod
+    async def open(cls, source: str | os.PathLike, storage_options: dict | None = None) -> StoreByteSource:
+        text = os.fspath(source)
+        if "://" in text and not text.startswith("file://"):
+            store: Store = FsspecStore.from_url(text, storage_options=storage_options, read_only=True)
+            key = ""
+        else:
+            path = Path(text.removeprefix("file://")).absolute()
+            if not path.is_file():
+                raise FileNotFoundError(f"no such audio file: {path}")
+            store, key, text = LocalStore(path.parent, read_only=True), path.name, str(path)
+        try:
+            nbytes = await store.getsize(key)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no such audio file: {text}") from None
+        return cls(store, key, text, nbytes)
+
+    async def size(self) -> int:
+        return self.nbytes
+
+    async def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        prototype = default_buffer_prototype()
+        buffers = await asyncio.gather(
+            *(self.store.get(self.key, prototype, RangeByteRequest(start, stop)) for start, stop in ranges)
+        )
+        out = []
+        for (start, stop), buffer in zip(ranges, buffers, strict=True):
+            data = b"" if buffer is None else buffer.to_bytes()
+            if len(data) != stop - start:
+                raise CorruptSourceError(self.name, f"bytes {start}-{stop} asked, {len(data)} received: the file changed or is truncated")
+            out.append(data)
+        return out
+
+
+@dataclass(frozen=True)
+class ArrayByteSource:
+    """The bytes of a 1-d uint8 zarr array (the old archives' concatenated ADTS frames)."""
+
+    array: zarr.AsyncArray
+    name: str
+
+    async def size(self) -> int:
+        return int(self.array.shape[0])
+
+    async def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        parts = await asyncio.gather(*(self.array.getitem(slice(start, stop)) for start, stop in ranges))
+        return [np.asarray(part, dtype=np.uint8).tobytes() for part in parts]
+
+
+def _fingerprint(head: bytes, tail: bytes) -> str:
+    return hashlib.sha256(head + tail).hexdigest()
+
+
+async def _source_identity(source: StoreByteSource) -> dict[str, Any]:
+    """What a cached index is keyed by: size and mtime for local files, size and end hashes else."""
+    identity: dict[str, Any] = {"nbytes": source.nbytes}
+    if isinstance(source.store, LocalStore):
+        identity["mtime_ns"] = os.stat(source.name).st_mtime_ns
+    else:
+        span = min(FINGERPRINT_NBYTES, source.nbytes)
+        head, tail = await source.read_ranges([(0, span), (source.nbytes - span, source.nbytes)])
+        identity["sha256_ends"] = _fingerprint(head, tail)
+    return identity
+
+
+def save_index(path: Path, index: StreamIndex, identity: dict[str, Any], track: int | None) -> None:
+    """Write the index sidecar atomically (a temporary file renamed into place)."""
+    meta = {
+        "version": INDEX_CACHE_VERSION, "identity": identity, "track": track,
+        "channels": index.channels, "sample_rate": index.sample_rate, "priming": index.priming,
+        "n_samples": index.n_samples, "container": index.container, "attributes": index.attributes,
+    }
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as f:
+            np.savez(
+                f, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+                asc=np.frombuffer(index.asc, dtype=np.uint8),
+                frame_offsets=index.frame_offsets, frame_sizes=index.frame_sizes,
+            )
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def load_index(path: Path, identity: dict[str, Any], track: int | None) -> StreamIndex | None:
+    """The cached index at ``path`` if it was made for this very file and track, else None."""
+    try:
+        with np.load(path) as saved:
+            meta = json.loads(saved["meta"].tobytes())
+            if meta.get("version") != INDEX_CACHE_VERSION or meta["identity"] != identity or meta["track"] != track:
+                return None
+            return StreamIndex(
+                asc=saved["asc"].tobytes(), channels=meta["channels"], sample_rate=meta["sample_rate"],
+                frame_offsets=saved["frame_offsets"], frame_sizes=saved["frame_sizes"], priming=meta["priming"],
+                n_samples=meta["n_samples"], container=meta["container"], attributes=meta["attributes"],
+            )
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError) as exc:
+        warnings.warn(f"ignoring unreadable index cache {path}: {exc}", stacklevel=3)
+        return None
+
+
+def _default_index_path(source: StoreByteSource) -> Path | None:
+    if isinstance(source.store, LocalStore):
+        return Path(source.name + INDEX_SUFFIX)
+    return None
+
+
+async def _open_index(
+    source: StoreByteSource, track: int | None, index_path: str | os.PathLike | bool | None
+) -> StreamIndex:
+    path = _default_index_path(source) if index_path is None or index_path is True else index_path
+    if path is None or path is False:
+        return await index_stream(source, track)
+    path = Path(path)
+    identity = await _source_identity(source)
+    index = load_index(path, identity, track)
+    if index is None:
+        index = await index_stream(source, track)
+        try:
+            save_index(path, index, identity, track)
+        except OSError as exc:
+            if index_path is not None:
+                raise
+            warnings.warn(f"could not write the index cache {path} ({exc}); the next open will rescan", stacklevel=4)
+    return index
+
+
+def parse_chunk_samples(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < FRAME_LENGTH:
+        raise ValueError(f"chunk_samples must be an integer of at least {FRAME_LENGTH}, got {value!r}")
+    return int(value)
+
+
+def parse_dtype(value: Any) -> np.dtype:
+    dtype = np.dtype(value)
+    if dtype not in SUPPORTED_DTYPES:
+        raise UnsupportedAudioError(f"AACFileStore presents int16 or float32 samples, not {dtype}")
+    return dtype
+
+
+class AACFileStore(Store):
+    """A read-only Zarr v3 store presenting an ADTS ``.aac`` or MP4/M4A file as one PCM array.
+
+    ``source`` is a local path or an fsspec URL. Array sample ``i`` is the ``i``-th sample a
+    standard decoder (FFmpeg) presents: the MP4 edit list's priming is dropped; ADTS has none.
+    The frame index is built once and cached in ``<file>.zaac-index.npz`` (local files) or at
+    ``index_path``; ``index_path=False`` disables the cache. ``track`` picks among an MP4 file's
+    audio tracks. Open it with ``zarr.open_array(store=AACFileStore(...), mode="r")``.
+    """
+
+    supports_writes = False
+    supports_deletes = False
+    supports_partial_writes = False
+    supports_listing = True
+
+    def __init__(
+        self,
+        source: str | os.PathLike,
+        *,
+        dtype: str | np.dtype = "int16",
+        chunk_samples: int = DEFAULT_CHUNK_SAMPLES,
+        track: int | None = None,
+        index_path: str | os.PathLike | bool | None = None,
+        storage_options: dict | None = None,
+    ) -> None:
+        super().__init__(read_only=True)
+        dtype, chunk_samples = parse_dtype(dtype), parse_chunk_samples(chunk_samples)
+        byte_source = sync(StoreByteSource.open(source, storage_options))
+        index = sync(_open_index(byte_source, track, index_path))
+        self._attach(byte_source, index, dtype, chunk_samples, {})
+
+    @classmethod
+    def from_index(
+        cls, byte_source: Any, index: StreamIndex, *, dtype: str | np.dtype = "int16",
+        chunk_samples: int = DEFAULT_CHUNK_SAMPLES, attributes: dict | None = None,
+    ) -> AACFileStore:
+        """A store over frames located by ``index`` in ``byte_source`` (see zarr_aac.legacy)."""
+        store = cls.__new__(cls)
+        Store.__init__(store, read_only=True)
+        store._attach(byte_source, index, parse_dtype(dtype), parse_chunk_samples(chunk_samples), attributes or {})
+        return store
+
+    def _attach(self, source: Any, index: StreamIndex, dtype: np.dtype, chunk_samples: int, attributes: dict) -> None:
+        if index.frame_sizes.size and int(index.frame_sizes.max()) > 0xFFFF:
+            raise CorruptSourceError(source.name, f"an AAC frame of {int(index.frame_sizes.max())} bytes is impossible")
+        self.source = source
+        self.index = index
+        self.dtype = dtype
+        self.chunk_samples = chunk_samples
+        self.n_chunks = -(-index.n_samples // chunk_samples)
+        self._metadata = self._array_metadata(attributes)
+
+    # -- what the store presents ----------------------------------------------------------------
+
+    def _array_metadata(self, extra_attributes: dict) -> bytes:
+        index = self.index
+        attributes = {
+            "sample_rate": index.sample_rate,
+            "start_time": None,
+            "source": {
+                "name": self.source.name, "container": index.container, "priming": index.priming,
+                "n_frames": index.n_frames, **index.attributes,
+            },
+            **extra_attributes,
+        }
+        metadata = {
+            "zarr_format": 3,
+            "node_type": "array",
+            "shape": [index.n_samples, index.channels],
+            "data_type": self.dtype.name,
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [self.chunk_samples, index.channels]}},
+            "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+            "fill_value": 0,
+            "codecs": [{"name": CODEC_NAME, "configuration": {"sample_rate": index.sample_rate, "aac_sample_rate": index.sample_rate}}],
+            "attributes": attributes,
+            "dimension_names": ["time", "channel"],
+        }
+        return json.dumps(metadata).encode()
+
+    def _chunk_number(self, key: str) -> int | None:
+        parts = key.split("/")
+        if len(parts) != 3 or parts[0] != "c" or parts[2] != "0" or not parts[1].isdigit():
+            return None
+        number = int(parts[1])
+        return number if number < self.n_chunks else None
+
+    def chunk_frames(self, number: int) -> tuple[np.ndarray, int]:
+        """(numbers of the file frames, skip) of virtual chunk ``number``.
+
+        The chunk starts one pre-roll frame before the frame holding its first sample (none
+        when that is the stream's first frame), so ``skip`` is at least 1024 except there. Like
+        every zarr chunk it holds ``chunk_samples`` samples: past the end of the stream the
+        last frame is repeated, and zarr drops those samples.
+        """
+        start = number * self.chunk_samples + self.index.priming
+        first_frame = max(start // FRAME_LENGTH - 1, 0)
+        stop_frame = (start + self.chunk_samples - 1) // FRAME_LENGTH + 1
+        frames = np.minimum(np.arange(first_frame, stop_frame), self.index.n_frames - 1)
+        return frames, start - first_frame * FRAME_LENGTH
+
+    def _prefix(self, number: int) -> tuple[bytes, np.ndarray]:
+        """(header and frame index bytes, file frame numbers) of virtual chunk ``number``."""
+        frames, skip = self.chunk_frames(number)
+        prefix = pack_prefix(
+            self.index.asc, self.index.frame_sizes[frames], channels=self.index.channels,
+            aac_sample_rate=self.index.sample_rate, n_samples=self.chunk_samples, skip=skip, payload_crc32c=None,
+        )
+        return prefix, frames
+
+    async def _chunk_bytes(self, number: int, byte_range: ByteRequest | None) -> bytes:
+        prefix, frames = self._prefix(number)
+        sizes = self.index.frame_sizes[frames]
+        virtual = np.zeros(sizes.size + 1, dtype=np.int64)
+        np.cumsum(sizes, out=virtual[1:])
+        total = len(prefix) + int(virtual[-1])
+        start, stop = _resolve(byte_range, total)
+        head = prefix[start:stop]
+        payload_start, payload_stop = max(start - len(prefix), 0), max(stop - len(prefix), 0)
+        if payload_stop <= payload_start:
+            return head
+        body = await self._payload(self.index.frame_offsets[frames], sizes, virtual, payload_start, payload_stop)
+        return head + body
+
+    async def _payload(
+        self, offsets: np.ndarray, sizes: np.ndarray, virtual: np.ndarray, start: int, stop: int
+    ) -> bytes:
+        """Bytes [start, stop) of the concatenated frames, read as few coalesced file ranges."""
+        first = int(np.searchsorted(virtual, start, side="right")) - 1
+        last = int(np.searchsorted(virtual, stop, side="left"))
+        piece_start = offsets[first:last] + np.maximum(start - virtual[first:last], 0)
+        piece_stop = offsets[first:last] + np.minimum(stop - virtual[first:last], sizes[first:last])
+        if np.array_equal(piece_start[1:], piece_stop[:-1]):
+            (blob,) = await self.source.read_ranges([(int(piece_start[0]), int(piece_stop[-1]))])
+            return blob
+        order = np.argsort(piece_start, kind="stable")
+        sorted_start, reach = piece_start[order], np.maximum.accumulate(piece_stop[order])
+        new_span = np.concatenate(([True], sorted_start[1:] > reach[:-1] + MAX_GAP))
+        span_of = np.empty(order.size, dtype=np.int64)
+        span_of[order] = np.cumsum(new_span) - 1
+        span_starts = sorted_start[new_span]
+        span_stops = reach[np.append(np.flatnonzero(new_span)[1:] - 1, order.size - 1)]
+        blobs = [memoryview(b) for b in await self.source.read_ranges(list(zip(span_starts.tolist(), span_stops.tolist(), strict=True)))]
+        base = span_starts[span_of]
+        return b"".join(
+            blobs[s][a:b] for s, a, b in zip(span_of.tolist(), (piece_start - base).tolist(), (piece_stop - base).tolist(), strict=True)
+        )
+
+    # -- the Store interface ----------------------------------------------------------------------
+
+    async def get(self, key: str, prototype: BufferPrototype | None = None, byte_range: ByteRequest | None = None) -> Buffer | None:
+        prototype = prototype or default_buffer_prototype()
+        if key == METADATA_KEY:
+            start, stop = _resolve(byte_range, len(self._metadata))
+            return prototype.buffer.from_bytes(self._metadata[start:stop])
+        number = self._chunk_number(key)
+        if number is None:
+            return None
+        return prototype.buffer.from_bytes(await self._chunk_bytes(number, byte_range))
+
+    async def get_partial_values(
+        self, prototype: BufferPrototype, key_ranges: Iterable[tuple[str, ByteRequest | None]]
+    ) -> list[Buffer | None]:
+        return list(await asyncio.gather(*(self.get(key, prototype, byte_range) for key, byte_range in key_ranges)))
+
+    async def exists(self, key: str) -> bool:
+        return key == METADATA_KEY or self._chunk_number(key) is not None
+
+    async def getsize(self, key: str) -> int:
+        if key == METADATA_KEY:
+            return len(self._metadata)
+        number = self._chunk_number(key)
+        if number is None:
+            raise FileNotFoundError(key)
+        prefix, frames = self._prefix(number)
+        return len(prefix) + int(self.index.frame_sizes[frames].sum())
+
+    async def set(self, key: str, value: Buffer) -> None:
+        self._check_writable()
+
+    async def delete(self, key: str) -> None:
+        self._check_writable()
+
+    async def list(self) -> AsyncIterator[str]:
+        yield METADATA_KEY
+        for number in range(self.n_chunks):
+            yield f"c/{number}/0"
+
+    async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+        async for key in self.list():
+            if key.startswith(prefix):
+                yield key
+
+    async def list_dir(self, prefix: str) -> AsyncIterator[str]:
+        prefix = prefix.rstrip("/")
+        if prefix == "":
+            yield METADATA_KEY
+            if self.n_chunks:
+                yield "c"
+        elif prefix == "c":
+            for number in range(self.n_chunks):
+                yield str(number)
+        elif prefix.startswith("c/") and self._chunk_number(f"{prefix}/0") is not None:
+            yield "0"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, AACFileStore) and self.source == other.source and self.dtype == other.dtype
+            and self.chunk_samples == other.chunk_samples and self.index.priming == other.index.priming
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"AACFileStore({self.source.name!r}, {self.index.n_samples} samples x {self.index.channels} ch)"
+
+
+def _resolve(byte_range: ByteRequest | None, total: int) -> tuple[int, int]:
+    """[start, stop) within ``total`` bytes, clamped as files clamp reads past their end."""
+    if byte_range is None:
+        return 0, total
+    if isinstance(byte_range, RangeByteRequest):
+        return min(byte_range.start, total), min(byte_range.end, total)
+    if isinstance(byte_range, OffsetByteRequest):
+        return min(byte_range.offset, total), total
+    if isinstance(byte_range, SuffixByteRequest):
+        return max(total - byte_range.suffix, 0), total
+    raise TypeError(f"unexpected byte range {byte_range!r}")
+
+
+def open_aac_file(
+    source: str | os.PathLike,
+    *,
+    dtype: str | np.dtype = "int16",
+    chunk_samples: int = DEFAULT_CHUNK_SAMPLES,
+    track: int | None = None,
+    index_path: str | os.PathLike | bool | None = None,
+    storage_options: dict | None = None,
+) -> zarr.Array:
+    """An ``.m4a``/``.mp4``/``.aac`` file (path or fsspec URL) as a read-only PCM zarr array."""
+    store = AACFileStore(
+        source, dtype=dtype, chunk_samples=chunk_samples, track=track, index_path=index_path,
+        storage_options=storage_options,
+    )
+    return zarr.open_array(store=store, mode="r")
