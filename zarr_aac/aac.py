@@ -6,7 +6,7 @@ Everything here works on raw AAC frames (no ADTS/MP4 container) plus the AudioSp
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import av
 import numpy as np
@@ -121,34 +121,34 @@ class FrameDecoder:
         ctx.extradata = self.asc
         return ctx
 
-    def decode(self, frames: Iterable[bytes | memoryview]) -> np.ndarray:
-        """Decode ``frames`` in order with a fresh decoder; FRAME_LENGTH samples per frame."""
+    def decode(self, frames: Sequence[bytes | memoryview]) -> np.ndarray:
+        """Decode ``frames`` in order with a fresh decoder; FRAME_LENGTH samples per frame.
+
+        Each frame's planes are copied straight into one planar buffer sized for the run (per
+        frame Python work is what limits the speed); the result is its (n, channels) view.
+        """
         ctx = self._context()
         channels = self.channels
-        blocks: list[np.ndarray] = []
+        planar = np.empty((channels, len(frames) * FRAME_LENGTH), dtype=np.float32)
+        filled = 0
         try:
             for data in frames:
                 for frame in ctx.decode(av.Packet(data)):
-                    blocks.append(self._planes(frame, channels))
+                    if frame.format.name != "fltp" or frame.layout.nb_channels != channels:
+                        raise AudioDecodeError(
+                            f"decoder produced {frame.format.name} with {frame.layout.nb_channels} channels, "
+                            f"expected fltp with {channels}"
+                        )
+                    n = frame.samples
+                    if filled + n > planar.shape[1]:
+                        planar = np.concatenate((planar[:, :filled], np.empty((channels, n), np.float32)), axis=1)
+                    planes = frame.planes
+                    for c in range(channels):
+                        planar[c, filled : filled + n] = np.frombuffer(planes[c], dtype=np.float32, count=n)
+                    filled += n
         except av.FFmpegError as exc:
             raise AudioDecodeError(f"AAC decoder failed: {exc}") from exc
-        if not blocks:
-            return np.zeros((0, channels), dtype=np.float32)
-        return np.concatenate(blocks, axis=0) if len(blocks) > 1 else blocks[0]
-
-    @staticmethod
-    def _planes(frame: av.AudioFrame, channels: int) -> np.ndarray:
-        if frame.format.name != "fltp" or frame.layout.nb_channels != channels:
-            raise AudioDecodeError(
-                f"decoder produced {frame.format.name} with {frame.layout.nb_channels} channels, "
-                f"expected fltp with {channels}"
-            )
-        n = frame.samples
-        out = np.empty((n, channels), dtype=np.float32)
-        planes = frame.planes
-        for c in range(channels):
-            out[:, c] = np.frombuffer(planes[c], dtype=np.float32, count=n)
-        return out
+        return planar[:, :filled].T
 
 
 def frame_runs(frames: Sequence[int] | np.ndarray) -> list[tuple[int, int]]:
