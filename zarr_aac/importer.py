@@ -191,7 +191,8 @@ def _write_source(
             fill_value=0,
             dimension_names=("time", "channel"),
         )
-        declared = _declared_samples(audio)
+        riff = source_metadata.read_riff(source)
+        declared = riff.declared_frames if riff.declared_frames is not None else _declared_samples(audio)
         written = 0
         bar = tqdm(total=declared, unit="sample", unit_scale=True, desc=source.name, disable=None if progress else True)
         with bar:
@@ -215,7 +216,7 @@ def _write_source(
                 "(pass allow_truncated=True to import what is there)"
             )
         tags = _tags(container, audio)
-        guano_fields = source_metadata.read_guano(source)
+        guano_fields = riff.guano
         started, started_from = source_metadata.start_time_from(
             user=start_time, guano_fields=guano_fields, tags=tags, filename=source.name
         )

@@ -6,6 +6,8 @@ Everything returned here is JSON-serialisable, because it ends up in Zarr attrib
 from __future__ import annotations
 
 import re
+import struct
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -45,17 +47,41 @@ def parse_start_time(value: datetime | str) -> datetime:
     raise ValueError(f"start_time must be a datetime or an ISO-8601 string such as 2024-09-03T20:26:15+01:00, got {value!r}")
 
 
-def read_guano(path: Path) -> dict[str, Any]:
-    """GUANO fields of a WAV file (bat detectors write them in a ``guan`` chunk), as JSON values."""
+@dataclass(frozen=True)
+class RiffInfo:
+    """What a WAV file's own chunk headers say, where FFmpeg does not tell: GUANO fields (bat
+    detectors write a ``guan`` chunk, often after the samples) and the sample frames its ``data``
+    header declares (None when unknown, as a recorder that lost power leaves it)."""
+
+    guano: dict[str, Any]
+    declared_frames: int | None
+
+
+def read_riff(path: Path) -> RiffInfo:
+    """Walk the top-level chunks of a RIFF/WAVE file, seeking over the samples."""
+    guano_text, block_align, data_size = None, None, None
     with open(path, "rb") as f:
         head = f.read(12)
-    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        return {}
-    try:
-        fields = guano.GuanoFile(str(path))
-    except ValueError:
-        return {}
-    return {f"{ns}|{key}" if ns else key: _json_value(value) for ns, key, value in fields.items_namespaced()}
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return RiffInfo({}, None)
+        size_of_file = f.seek(0, 2)
+        position = 12
+        while position + 8 <= size_of_file:
+            f.seek(position)
+            chunk_id, size = struct.unpack("<4sI", f.read(8))
+            if chunk_id == b"fmt " and size >= 14:
+                block_align = struct.unpack("<12xH", f.read(14))[0]
+            elif chunk_id == b"data":
+                data_size = size
+            elif chunk_id == b"guan":
+                guano_text = f.read(size)
+            position += 8 + size + (size & 1)
+    fields = {}
+    if guano_text:
+        parsed = guano.GuanoFile.from_string(guano_text.rstrip(b"\0").decode("utf-8", errors="replace"))
+        fields = {f"{ns}|{key}" if ns else key: _json_value(value) for ns, key, value in parsed.items_namespaced()}
+    unknown = data_size in (None, 0, 0xFFFFFFFF) or not block_align
+    return RiffInfo(fields, None if unknown else data_size // block_align)
 
 
 def _json_value(value: Any) -> Any:
