@@ -192,8 +192,9 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         shape = chunk_spec.shape
         dtype = chunk_spec.dtype.to_native_dtype()
         prototype = chunk_spec.prototype
-        rows, first_axis = _requested_rows(selection[0], shape[0])
-        if rows.size == shape[0]:
+        span = _contiguous_span(selection[0], shape[0])
+        rows, first_axis = (None, slice(None)) if span is not None else _requested_rows(selection[0], shape[0])
+        if span == (0, shape[0]) or (rows is not None and rows.size == shape[0]):
             whole = await byte_getter.get(prototype=prototype)
             if whole is None:
                 return None
@@ -212,7 +213,10 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
             prefix += rest.to_bytes() if rest is not None else b""
         asc, index = parse_prefix(prefix, header, key)
 
-        runs = aac.frame_runs(_frames_needed(rows, index, header.n_frames))
+        if span is not None:
+            runs = [_frames_spanned(*span, index, header.n_frames, key)]
+        else:
+            runs = aac.frame_runs(_frames_needed(rows, index, header.n_frames, key))
         first_byte = int(index.byte_offsets[runs[0][0]])
         last_byte = int(index.byte_offsets[runs[-1][1]])
         start, stop = header.prefix_nbytes + first_byte, header.prefix_nbytes + last_byte
@@ -222,19 +226,21 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
             raise CorruptChunkError(key, f"chunk ends before byte {stop} that its index points to (got {len(payload)} of {stop - start} bytes from {start})")
 
         decoder = aac.FrameDecoder(asc, header.channels)
-        compact = np.empty((rows.size, header.channels), dtype=np.float32)
         payload_view = memoryview(payload)
-        for run_start, run_stop in runs:
-            frames = _frames(payload_view, index, run_start, run_stop, base=first_byte)
-            pcm = _decode(decoder, frames, key)
-            dropped = 0 if run_start == 0 else aac.FRAME_LENGTH
-            first_sample = run_start * aac.FRAME_LENGTH - header.skip + dropped
-            expected = (run_stop - run_start) * aac.FRAME_LENGTH
-            if pcm.shape[0] != expected:
-                raise CorruptChunkError(key, f"frames {run_start}-{run_stop - 1} decode to {pcm.shape[0]} samples, expected {expected}")
-            lo, hi = np.searchsorted(rows, [first_sample, first_sample + expected - dropped])
-            compact[lo:hi] = pcm[dropped:][rows[lo:hi] - first_sample]
-        out = aac.to_dtype(compact, dtype).reshape((rows.size, *shape[1:]))
+        if span is not None:
+            run_start, run_stop = runs[0]
+            pcm = _decode_run(decoder, payload_view, index, run_start, run_stop, first_byte, key)
+            offset = run_start * aac.FRAME_LENGTH - header.skip
+            compact = pcm[span[0] - offset : span[1] - offset]
+        else:
+            compact = np.empty((rows.size, header.channels), dtype=np.float32)
+            for run_start, run_stop in runs:
+                pcm = _decode_run(decoder, payload_view, index, run_start, run_stop, first_byte, key)
+                dropped = 0 if run_start == 0 else aac.FRAME_LENGTH
+                first_sample = run_start * aac.FRAME_LENGTH - header.skip + dropped
+                lo, hi = np.searchsorted(rows, [first_sample, first_sample + pcm.shape[0] - dropped])
+                compact[lo:hi] = pcm[dropped:][rows[lo:hi] - first_sample]
+        out = aac.to_dtype(compact, dtype).reshape((compact.shape[0], *shape[1:]))
         return prototype.nd_buffer.from_numpy_array(out[(first_axis, *selection[1:])])
 
 
@@ -264,18 +270,48 @@ def _requested_rows(selector: Any, n: int) -> tuple[np.ndarray, Any]:
     return rows, inverse.reshape(indices.shape)
 
 
-def _frames_needed(rows: np.ndarray, index: FrameIndex, n_frames: int) -> np.ndarray:
-    """Frames holding ``rows`` plus the pre-roll frame before each."""
-    holding = np.unique(index.frame_of(rows))
-    needed = np.union1d(holding, holding[holding > 0] - 1)
-    if needed[-1] >= n_frames:
-        raise CorruptChunkError(None, f"sample {int(rows[-1])} lies beyond the chunk's {n_frames} frames")
-    return needed
+def _contiguous_span(selector: Any, n: int) -> tuple[int, int] | None:
+    """(start, stop) when a first-axis selector is a non-empty slice with step 1, else None."""
+    if isinstance(selector, slice):
+        start, stop, step = selector.indices(n)
+        if step == 1 and stop > start:
+            return start, stop
+    return None
+
+
+def _frames_spanned(start: int, stop: int, index: FrameIndex, n_frames: int, key: str | None) -> tuple[int, int]:
+    """The [first, last + 1) run of frames holding samples [start, stop), with its pre-roll frame."""
+    last = index.frame_of(stop - 1)
+    if last >= n_frames:
+        raise CorruptChunkError(key, f"sample {stop - 1} lies beyond the chunk's {n_frames} frames")
+    return max(index.frame_of(start) - 1, 0), last + 1
+
+
+def _frames_needed(rows: np.ndarray, index: FrameIndex, n_frames: int, key: str | None) -> np.ndarray:
+    """Frames holding ``rows`` (sorted, unique) plus the pre-roll frame before each."""
+    holding = index.frame_of(rows)
+    if holding[-1] >= n_frames:
+        raise CorruptChunkError(key, f"sample {int(rows[-1])} lies beyond the chunk's {n_frames} frames")
+    needed = np.zeros(n_frames, dtype=bool)
+    needed[holding] = True
+    needed[holding[holding > 0] - 1] = True
+    return np.flatnonzero(needed)
 
 
 def _frames(payload: memoryview, index: FrameIndex, start: int, stop: int, base: int = 0) -> list[memoryview]:
     offsets = index.byte_offsets
     return [payload[offsets[i] - base : offsets[i + 1] - base] for i in range(start, stop)]
+
+
+def _decode_run(
+    decoder: aac.FrameDecoder, payload: memoryview, index: FrameIndex, start: int, stop: int, base: int, key: str | None
+) -> np.ndarray:
+    """PCM of frames [start, stop), whose bytes begin at ``payload[index.byte_offsets[start] - base]``."""
+    pcm = _decode(decoder, _frames(payload, index, start, stop, base), key)
+    expected = (stop - start) * aac.FRAME_LENGTH
+    if pcm.shape[0] != expected:
+        raise CorruptChunkError(key, f"frames {start}-{stop - 1} decode to {pcm.shape[0]} samples, expected {expected}")
+    return pcm
 
 
 def _decode(decoder: aac.FrameDecoder, frames: list[memoryview], key: str | None) -> np.ndarray:
