@@ -54,7 +54,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
     if not sources:
         raise ZarrAACError(f"no audio files found in {', '.join(args.sources)}")
     options: dict[str, Any] = dict(
-        bitrate=args.bitrate, chunk_duration=args.chunk_duration, start_time=args.start_time,
+        bitrate=args.bitrate, aac_sample_rate=args.aac_rate, chunk_duration=args.chunk_duration, start_time=args.start_time,
         metadata=dict(args.meta) or None, stream=args.stream, dtype=args.dtype,
         allow_truncated=args.allow_truncated, progress=not args.quiet,
     )
@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("dest", metavar="DEST", help="the archive (a Zarr group, created if missing)")
     imp.add_argument("--name", help="array name (one source only; default: the file name)")
     imp.add_argument("--bitrate", type=int, help="AAC bits per second (default: 130k mono, 160k stereo)")
+    imp.add_argument("--aac-rate", type=int, help="AAC rate declared to the encoder (default: see docs/importing.md)")
     imp.add_argument("--chunk-duration", type=float, default=60.0, help="seconds per chunk (default 60)")
     imp.add_argument("--start-time", help="ISO-8601 start time, overriding tags and file names")
     imp.add_argument("--stream", type=int, help="stream index when a file has several audio streams")

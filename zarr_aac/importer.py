@@ -55,8 +55,21 @@ def chunk_length(chunk_duration: float, sample_rate: int) -> int:
     return frames * aac.FRAME_LENGTH
 
 
+ULTRASONIC_AAC_RATE = 48000
+"""Rate declared for sources above 96 kHz. FFmpeg's encoder low-passes near 20-24 kHz of the
+declared rate whatever that rate is, so declaring 48 kHz keeps the band up to the true Nyquist
+frequency (measured on bat recordings: 250 kHz kept to 114 kHz, where 96 kHz keeps 62 kHz), at
+twice the bytes of declaring 96 kHz. See docs/importing.md."""
+
+
 def aac_rate_for(sample_rate: int) -> int:
-    """The AAC rate declared to the encoder for a source at ``sample_rate`` (see docs/importing.md)."""
+    """The AAC rate declared to the encoder for a source at ``sample_rate`` Hz.
+
+    A legal AAC rate is kept; above 96 kHz the source is time-stretched onto 48 kHz so its whole
+    band survives; other rates go to the nearest legal rate at or above them.
+    """
+    if sample_rate > max(aac.AAC_SAMPLE_RATES):
+        return ULTRASONIC_AAC_RATE
     return aac.nearest_aac_sample_rate(sample_rate)
 
 
@@ -155,6 +168,7 @@ def _write_source(
     digest: str,
     *,
     bitrate: int | None,
+    aac_sample_rate: int | None,
     chunk_duration: float,
     start_time: datetime | str | None,
     user_metadata: dict[str, Any] | None,
@@ -177,10 +191,16 @@ def _write_source(
         array_dtype = np.dtype(dtype or ("int16" if ctx.format.name in _INT16_SAMPLE_FORMATS else "float32"))
         if array_dtype not in (np.dtype("int16"), np.dtype("float32")):
             raise ValueError(f"dtype must be int16 or float32, got {dtype!r}")
-        aac_rate = aac_rate_for(rate)
+        aac_rate = aac_sample_rate or aac_rate_for(rate)
         chunk_channels = min(channels, aac.MAX_CHANNELS)
         bitrate = bitrate or aac.default_bitrate(chunk_channels, aac_rate)
+        riff = source_metadata.read_riff(source)
+        declared = riff.declared_frames if riff.declared_frames is not None else _declared_samples(audio)
         length = chunk_length(chunk_duration, rate)
+        if declared:
+            # zarr encodes an edge chunk at full length: a recording shorter than one chunk gets
+            # a chunk of its own length (in whole frames), not seconds of encoded padding.
+            length = min(length, -(-declared // aac.FRAME_LENGTH) * aac.FRAME_LENGTH)
         array = group.create_array(
             temp_name,
             shape=(0, channels),
@@ -191,8 +211,6 @@ def _write_source(
             fill_value=0,
             dimension_names=("time", "channel"),
         )
-        riff = source_metadata.read_riff(source)
-        declared = riff.declared_frames if riff.declared_frames is not None else _declared_samples(audio)
         written = 0
         bar = tqdm(total=declared, unit="sample", unit_scale=True, desc=source.name, disable=None if progress else True)
         with bar:
@@ -347,6 +365,7 @@ def import_file(
     name: str | None = None,
     *,
     bitrate: int | None = None,
+    aac_sample_rate: int | None = None,
     chunk_duration: float = DEFAULT_CHUNK_DURATION,
     start_time: datetime | str | None = None,
     metadata: dict[str, Any] | None = None,
@@ -360,12 +379,13 @@ def import_file(
     The array holds exactly the source's samples at its true rate (int16 for sources of 16 bits
     or fewer, float32 otherwise, unless ``dtype`` says). A file whose content was already
     imported is not imported again: its existing array is returned. ``name`` defaults to the
-    file's stem, made unique.
+    file's stem, made unique. ``aac_sample_rate`` overrides the rate declared to the encoder
+    (:func:`aac_rate_for` picks it by default; the array always keeps the true rate).
     """
     archive = open_archive(group)
     path, digest = _prepare(source)
     _check_user_metadata(metadata)
-    parse_options(chunk_duration=chunk_duration, start_time=start_time)
+    parse_options(chunk_duration=chunk_duration, start_time=start_time, aac_sample_rate=aac_sample_rate)
     entries = _catalogue_entries(archive)
     existing = _existing_with_hash(entries, digest)
     if existing is not None and existing in archive:
@@ -376,7 +396,8 @@ def import_file(
     final = name if name is not None else _unique_name(_name_for(path), taken)
     temp = f"{TEMP_PREFIX}{uuid.uuid4().hex}"
     options = dict(
-        bitrate=bitrate, chunk_duration=chunk_duration, start_time=start_time, user_metadata=metadata,
+        bitrate=bitrate, aac_sample_rate=aac_sample_rate, chunk_duration=chunk_duration, start_time=start_time,
+        user_metadata=metadata,
         stream=stream, dtype=dtype, allow_truncated=allow_truncated, progress=progress,
     )
     attrs = _import_into_temp(path, archive.store, archive.path, temp, digest, options)
@@ -387,9 +408,11 @@ def import_file(
         raise
 
 
-def parse_options(*, chunk_duration: float, start_time: datetime | str | None) -> None:
+def parse_options(*, chunk_duration: float, start_time: datetime | str | None, aac_sample_rate: int | None) -> None:
     """Check options before any work starts, so a typo fails at once rather than per file."""
     chunk_length(chunk_duration, 1)
+    if aac_sample_rate is not None:
+        aac.check_aac_sample_rate(aac_sample_rate)
     if start_time is not None:
         source_metadata.parse_start_time(start_time)
 
@@ -400,6 +423,7 @@ def import_files(
     *,
     workers: int | None = None,
     bitrate: int | None = None,
+    aac_sample_rate: int | None = None,
     chunk_duration: float = DEFAULT_CHUNK_DURATION,
     start_time: datetime | str | None = None,
     metadata: dict[str, Any] | None = None,
@@ -417,10 +441,11 @@ def import_files(
     """
     archive = open_archive(group)
     _check_user_metadata(metadata)
-    parse_options(chunk_duration=chunk_duration, start_time=start_time)
+    parse_options(chunk_duration=chunk_duration, start_time=start_time, aac_sample_rate=aac_sample_rate)
     paths = [Path(s) for s in sources]
     options = dict(
-        bitrate=bitrate, chunk_duration=chunk_duration, start_time=start_time, user_metadata=metadata,
+        bitrate=bitrate, aac_sample_rate=aac_sample_rate, chunk_duration=chunk_duration, start_time=start_time,
+        user_metadata=metadata,
         stream=stream, dtype=dtype, allow_truncated=allow_truncated, progress=False,
     )
     failures: dict[str, BaseException] = {}
