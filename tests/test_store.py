@@ -308,3 +308,74 @@ def test_chunk_without_payload_checksum_round_trips():
     tampered = checked[:-1] + b"\xff"
     with pytest.raises(CorruptChunkError, match="payload checksum mismatch"):
         verify_payload(tampered, parse_header(tampered, "c/0/0"), "c/0/0")
+
+
+# -- old archives --------------------------------------------------------------------------------
+
+
+def adts_frames(data: bytes) -> list[tuple[int, int]]:
+    """(offset, length) of each ADTS frame, by the frame_length field of each header."""
+    frames, pos = [], 0
+    while pos + 7 <= len(data):
+        length = ((data[pos + 3] & 3) << 11) | (data[pos + 4] << 3) | (data[pos + 5] >> 5)
+        frames.append((pos, length))
+        pos += length
+    return frames
+
+
+def write_legacy_archive(path: Path, adts: bytes, rate: int, channels: int) -> zarr.Group:
+    """The old system's layout, built from its description: ADTS bytes, 3-column index, attributes."""
+    group = zarr.open_group(path, mode="w")
+    group.create_array("audio", data=np.frombuffer(adts, dtype=np.uint8), chunks=(4096,))
+    table = np.array([(offset, length, k * 1024) for k, (offset, length) in enumerate(adts_frames(adts))], dtype=np.uint64)
+    group.create_array("aac_index", data=table, chunks=(1000, 3))
+    group.attrs.update({"sample_rate": rate, "nb_channels": channels, "first_sample_time_stamp": "2021-06-01T04:30:00+00:00"})
+    return group
+
+
+def test_old_archive_opens_as_the_same_pcm_array(encoded, tmp_path):
+    from zarr_aac.legacy import open_legacy_archive
+
+    adts = encoded.get("aac", 44100, 2, pns=False)
+    write_legacy_archive(tmp_path / "old.zarr", adts.read_bytes(), 44100, 2)
+    array = open_legacy_archive(tmp_path / "old.zarr", dtype="float32", chunk_samples=CHUNK)
+    ref = pyav_decode(adts)
+    assert array.shape == ref.shape
+    np.testing.assert_array_equal(array[:], ref)
+    assert_selections_match(array, ref, np.random.default_rng(5))
+    assert array.attrs["start_time"] == "2021-06-01T04:30:00+00:00"
+    group = zarr.open_group(tmp_path / "old.zarr", mode="r")
+    same = zarr.open_array(store=AACFileStore.from_legacy(group, dtype="float32"), mode="r")
+    np.testing.assert_array_equal(same[5000:9000], ref[5000:9000])
+
+
+def test_old_archive_inconsistencies_are_named(encoded, tmp_path):
+    from zarr_aac.errors import CorruptSourceError
+    from zarr_aac.legacy import open_legacy_archive
+
+    adts = encoded.get("aac", 16000, 1, pns=False).read_bytes()
+    group = write_legacy_archive(tmp_path / "a.zarr", adts, 16000, 2)
+    with pytest.raises(CorruptSourceError, match="attributes say 16000 Hz x 2 channels, the ADTS headers 16000 Hz x 1"):
+        open_legacy_archive(group)
+    group.attrs["nb_channels"] = 1
+    table = group["aac_index"][:]
+    table[7, 2] += 5
+    group["aac_index"][:] = table
+    with pytest.raises(CorruptSourceError, match="aac_index row 7: sample_pos"):
+        open_legacy_archive(group)
+    del group.attrs["first_sample_time_stamp"]
+    with pytest.raises(CorruptSourceError, match="not an old zarr-aac archive"):
+        open_legacy_archive(group)
+
+
+def test_arrays_and_errors_survive_pickling(encoded):
+    """Dask ships the array (store and index) and any error to and from worker processes."""
+    import pickle
+
+    from zarr_aac.errors import CorruptSourceError
+
+    array = open_aac_file(encoded.get("m4a", 44100, 1, pns=False), dtype="float32", chunk_samples=CHUNK, index_path=False)
+    clone = pickle.loads(pickle.dumps(array))
+    np.testing.assert_array_equal(clone[3000:25_000], array[3000:25_000])
+    error = pickle.loads(pickle.dumps(CorruptSourceError("rec.aac", "lost ADTS sync at byte 7")))
+    assert str(error) == "rec.aac: lost ADTS sync at byte 7" and error.source == "rec.aac"

@@ -29,6 +29,8 @@ AUDIO_OBJECT_TYPES = {
 ADTS_SCAN_BLOCK = 8 << 20
 """Bytes read per request while walking ADTS headers (the whole file is read once)."""
 MP4_HEADER_PROBE = 16
+HEAD_NBYTES = 4096
+"""Bytes read first: enough to recognise the container and, often, reach its first boxes."""
 
 
 class ByteSource(Protocol):
@@ -200,7 +202,14 @@ def _walk_adts(buf: bytes, base: int, fixed: int, starts: list[int], lengths: li
     return pos
 
 
-async def scan_adts(source: ByteSource) -> StreamIndex:
+async def _read_frames(source: ByteSource, offsets: np.ndarray, sizes: np.ndarray) -> list[bytes]:
+    """The given frames, fetched as one range (they are checked for being plain AAC-LC)."""
+    start, stop = int(offsets.min()), int((offsets + sizes).max())
+    (blob,) = await source.read_ranges([(start, stop)])
+    return [blob[int(o) - start : int(o + n) - start] for o, n in zip(offsets, sizes, strict=True)]
+
+
+async def scan_adts(source: ByteSource, head: bytes | None = None) -> StreamIndex:
     """Walk the ADTS headers of a whole file; sample 0 is the first sample a decoder presents.
 
     ADTS records no encoder priming, so nothing is dropped: a standard decoder (FFmpeg) also
@@ -208,9 +217,11 @@ async def scan_adts(source: ByteSource) -> StreamIndex:
     """
     name = source.name
     size = await source.size()
-    (head,) = await source.read_ranges([(0, min(size, 4096))])
+    head = head or await _head(source)
     start = _id3v2_size(head)
-    (first_header,) = await source.read_ranges([(start, min(size, start + 9))])
+    first_header = head[start : start + 9]
+    if len(first_header) < 9:
+        (first_header,) = await source.read_ranges([(start, min(size, start + 9))])
     asc, config, header_nbytes = adts_config(first_header, name, start)
     fixed = ((first_header[1] << 16) | (first_header[2] << 8) | first_header[3]) & 0xF7FFF0
     starts: list[int] = []
@@ -230,8 +241,7 @@ async def scan_adts(source: ByteSource) -> StreamIndex:
         raise CorruptSourceError(name, "no whole ADTS frame found")
     frame_offsets = np.asarray(starts, dtype=np.int64) + header_nbytes
     frame_sizes = np.asarray(lengths, dtype=np.int64) - header_nbytes
-    first = [(int(o), int(o + n)) for o, n in zip(frame_offsets[:3], frame_sizes[:3], strict=True)]
-    check_plain_lc(asc, await source.read_ranges(first), config, name)
+    check_plain_lc(asc, await _read_frames(source, frame_offsets[:3], frame_sizes[:3]), config, name)
     return StreamIndex(
         asc=asc, channels=config.channels, sample_rate=config.sample_rate,
         frame_offsets=frame_offsets, frame_sizes=frame_sizes, priming=0,
@@ -297,12 +307,22 @@ def _child(data: bytes, span: tuple[int, int], *path: str) -> tuple[int, int] | 
     return span
 
 
-async def _find_moov(source: ByteSource) -> bytes:
+async def _head(source: ByteSource) -> bytes:
+    """The first bytes of the file, where containers are recognised."""
+    (head,) = await source.read_ranges([(0, min(await source.size(), HEAD_NBYTES))])
+    return head
+
+
+async def _find_moov(source: ByteSource, head: bytes) -> bytes:
     """Read the top-level boxes' headers until ``moov``; return its payload."""
     size = await source.size()
     pos = 0
+    start = head
     while pos + 8 <= size:
-        (head,) = await source.read_ranges([(pos, min(size, pos + MP4_HEADER_PROBE))])
+        if pos + MP4_HEADER_PROBE <= len(start):
+            head = start[pos : pos + MP4_HEADER_PROBE]
+        else:
+            (head,) = await source.read_ranges([(pos, min(size, pos + MP4_HEADER_PROBE))])
         box_size, kind = struct.unpack_from(">I4s", head)
         header = 8
         if box_size == 1:
@@ -454,7 +474,7 @@ def _itunsmpb_priming(moov: bytes) -> int | None:
     return int(found.group(2), 16) if found else None
 
 
-async def read_mp4(source: ByteSource, track: int | None = None) -> StreamIndex:
+async def read_mp4(source: ByteSource, track: int | None = None, head: bytes | None = None) -> StreamIndex:
     """Index the AAC track of an MP4/M4A file from its sample tables (the moov box only).
 
     ``track`` picks among the file's audio tracks (0 = the first). Priming comes from the edit
@@ -462,7 +482,7 @@ async def read_mp4(source: ByteSource, track: int | None = None) -> StreamIndex:
     what FFmpeg presents: whole frames up to the end of the edit, without trimming the last one.
     """
     name = source.name
-    moov = await _find_moov(source)
+    moov = await _find_moov(source, head or await _head(source))
     try:
         return await _index_mp4(source, moov, track)
     except (struct.error, IndexError, _MalformedBox) as exc:
@@ -510,8 +530,7 @@ async def _index_mp4(source: ByteSource, moov: bytes, track: int | None) -> Stre
     n_samples = n_frames * FRAME_LENGTH - priming
     if n_samples <= 0:
         raise CorruptSourceError(name, f"priming of {priming} samples leaves nothing of {n_frames} frames")
-    first = [(int(o), int(o + s)) for o, s in zip(offsets[:3], sizes[:3], strict=True)]
-    check_plain_lc(asc, await source.read_ranges(first), config, name)
+    check_plain_lc(asc, await _read_frames(source, offsets[:3], sizes[:3]), config, name)
     return StreamIndex(
         asc=asc, channels=config.channels, sample_rate=config.sample_rate,
         frame_offsets=offsets[:n_frames], frame_sizes=sizes[:n_frames], priming=priming,
@@ -521,12 +540,11 @@ async def _index_mp4(source: ByteSource, moov: bytes, track: int | None) -> Stre
 
 async def index_stream(source: ByteSource, track: int | None = None) -> StreamIndex:
     """Recognise the container (ADTS or MP4) and index its AAC stream."""
-    size = await source.size()
-    (head,) = await source.read_ranges([(0, min(size, 4096))])
+    head = await _head(source)
     if is_mp4(head):
-        return await read_mp4(source, track)
+        return await read_mp4(source, track, head)
     if is_adts(head):
         if track not in (None, 0):
             raise UnsupportedAudioError(f"{source.name}: an ADTS stream has one track, not track={track}")
-        return await scan_adts(source)
+        return await scan_adts(source, head)
     raise UnsupportedAudioError(f"{source.name}: neither an MP4/M4A file nor an ADTS AAC stream (starts {head[:8].hex()})")

@@ -80,3 +80,7 @@ class CorruptSourceError(ZarrAACError, ValueError):
         self.source = source
         self.reason = reason
         super().__init__(f"{source}: {reason}")
+
+    def __reduce__(self):
+        # Raised inside dask workers too: rebuild from the constructor's arguments.
+        return type(self), (self.source, self.reason)

@@ -237,6 +237,13 @@ class AACFileStore(Store):
         store._attach(byte_source, index, parse_dtype(dtype), parse_chunk_samples(chunk_samples), attributes or {})
         return store
 
+    @classmethod
+    def from_legacy(cls, group: Any, **options: Any) -> AACFileStore:
+        """An old archive (a zarr group of ADTS frames and ``aac_index``, or its path); see zarr_aac.legacy."""
+        from zarr_aac.legacy import legacy_store
+
+        return legacy_store(group, **options)
+
     def _attach(self, source: Any, index: StreamIndex, dtype: np.dtype, chunk_samples: int, attributes: dict) -> None:
         if index.frame_sizes.size and int(index.frame_sizes.max()) > 0xFFFF:
             raise CorruptSourceError(source.name, f"an AAC frame of {int(index.frame_sizes.max())} bytes is impossible")
