@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import distributed
 import numpy as np
 import pandas as pd
 import pytest
@@ -22,8 +23,6 @@ from conftest import tone_with_noise
 
 import zarr_aac
 from zarr_aac import AACCodec
-
-distributed = pytest.importorskip("distributed")
 
 RATE = 8000
 MINUTES = 4
@@ -34,7 +33,7 @@ STARTUP_SECONDS = 90
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory) -> Path:
-    """Four minutes of 8 kHz mono in 30 s chunks, with a louder second half of each minute."""
+    """Four minutes of 8 kHz mono in 30 s chunks, louder every half minute."""
     path = tmp_path_factory.mktemp("dist") / "long.zarr"
     pcm = tone_with_noise(MINUTES * MINUTE, 1, RATE, seed=5)[:, 0]
     pcm *= np.repeat(np.linspace(0.2, 1.0, 2 * MINUTES), MINUTE // 2)
