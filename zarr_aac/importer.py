@@ -503,8 +503,10 @@ def _run(
             except ZarrAACError as exc:
                 yield i, exc
         return
-    # spawn, not fork: zarr runs an event-loop thread that a forked child would inherit mid-state.
-    context = multiprocessing.get_context("spawn")
+    # forkserver, not fork: this process runs zarr's event-loop thread, and forking a threaded
+    # process is unsafe; the server imports the importer once, so workers start in milliseconds.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["zarr_aac.importer"])
     with ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
         futures = {
             pool.submit(_import_into_temp, path, archive.store, archive.path, temp, digest, options): i

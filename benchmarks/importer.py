@@ -1,0 +1,123 @@
+"""Import throughput, peak memory and parallel speed-up, against the ffmpeg command line.
+
+Each import runs in a fresh process that reports its own peak RSS, so memory is measured per
+run and not mixed with the harness. Peers in the same run: the ``ffmpeg`` command line encoding
+the same WAV to AAC (m4a) at the same bitrate with PNS off, and the old system's reported
+19.4 MB/s (350 MB in 18 s through an ffmpeg subprocess and a temp file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import soundfile as sf
+
+from benchmarks import Context, timed
+
+BITRATE = 160_000
+OLD_SYSTEM_MB_S = 350 / 18
+MEMORY_TARGET_MB = 300
+SHORT_SECONDS = 600
+QUICK_SHORT_SECONDS = 30
+
+_IMPORT_SCRIPT = """
+import json, resource, sys, time
+import zarr_aac
+sources, archive, workers = sys.argv[1].split(","), sys.argv[2], int(sys.argv[3])
+start = time.perf_counter()
+zarr_aac.import_files(sources, archive, bitrate=160_000, workers=workers, progress=False)
+seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def _import_in_process(sources: list[Path], archive: Path, workers: int = 1) -> dict:
+    shutil.rmtree(archive, ignore_errors=True)
+    run = subprocess.run(
+        [sys.executable, "-c", _IMPORT_SCRIPT, ",".join(map(str, sources)), str(archive), str(workers)],
+        check=True, capture_output=True, text=True,
+    )
+    result = json.loads(run.stdout)
+    result["stored_bytes"] = sum(p.stat().st_size for p in archive.rglob("*") if p.is_file())
+    return result
+
+
+def _head(wav: Path, seconds: int, target: Path) -> Path:
+    """The first ``seconds`` of ``wav`` (a shorter source for the memory and parallel runs)."""
+    if target.exists() and sf.info(str(target)).duration == seconds:
+        return target
+    data, rate = sf.read(str(wav), frames=seconds * sf.info(str(wav)).samplerate, dtype="int16")
+    sf.write(str(target), data, rate, subtype="PCM_16")
+    return target
+
+
+def run(ctx: Context) -> dict:
+    wav = ctx.hour_wav
+    info = sf.info(str(wav))
+    duration = info.frames / info.samplerate
+    size_mb = wav.stat().st_size / 1e6
+    work = ctx.workdir / "importer"
+    work.mkdir(parents=True, exist_ok=True)
+    short_seconds = QUICK_SHORT_SECONDS if ctx.quick else SHORT_SECONDS
+    short = _head(wav, short_seconds, work / f"head_{short_seconds}s.wav")
+    short_copy = work / f"head_{short_seconds}s_copy.wav"
+    shutil.copyfile(short, short_copy)
+    with open(short_copy, "r+b") as f:  # same audio, different bytes: not deduplicated
+        f.seek(-2, os.SEEK_END)
+        f.write(b"\x01\x00")
+
+    whole = _import_in_process([wav], work / "whole.zarr")
+    short_run = _import_in_process([short], work / "short.zarr")
+    one = _import_in_process([short, short_copy], work / "serial.zarr", workers=1)
+    two = _import_in_process([short, short_copy], work / "parallel.zarr", workers=2)
+
+    rows = [_row("zarr_aac.import_file (PyAV, in-process)", duration, size_mb, whole["seconds"], whole["peak_rss_mb"],
+                 whole["stored_bytes"], info.frames * info.channels * 2)]
+    ffmpeg = shutil.which("ffmpeg")
+    notes = []
+    if ffmpeg is not None:
+        m4a = work / "ffmpeg.m4a"
+        seconds = timed(lambda: subprocess.run(
+            [ffmpeg, "-v", "error", "-y", "-i", str(wav), "-c:a", "aac", "-b:a", str(BITRATE), "-aac_pns", "0", str(m4a)],
+            check=True,
+        ))
+        rows.append(_row("ffmpeg CLI -> m4a (same encoder, same bitrate)", duration, size_mb, seconds, None,
+                         m4a.stat().st_size, info.frames * info.channels * 2))
+        notes.append(f"import / ffmpeg CLI time: {whole['seconds'] / seconds:.2f}x")
+    else:
+        notes.append("ffmpeg command line not installed: its row is missing")
+    rows.append({"method": "old system (reported: ffmpeg subprocess + temp file)", "MB/s of source": OLD_SYSTEM_MB_S})
+    notes += [
+        f"source: {duration / 3600:.2f} h stereo 48 kHz int16 WAV, {size_mb:.0f} MB; AAC-LC {BITRATE // 1000} kbps",
+        f"import vs the old system: {size_mb / whole['seconds'] / OLD_SYSTEM_MB_S:.2f}x its MB/s",
+        f"peak RSS: {short_run['peak_rss_mb']:.0f} MB importing {short_seconds} s, {whole['peak_rss_mb']:.0f} MB importing "
+        f"{duration:.0f} s (bounded if equal; target < {MEMORY_TARGET_MB} MB)",
+        f"import_files of two {short_seconds} s files: 1 process {one['seconds']:.1f} s, 2 processes "
+        f"{two['seconds']:.1f} s: speed-up {one['seconds'] / two['seconds']:.2f}x on {os.cpu_count()} cores "
+        "(includes spawning the workers)",
+    ]
+    return {
+        "title": "Import: WAV to an AAC archive",
+        "rows": rows,
+        "notes": notes,
+        "memory": {"short_s": short_seconds, "short_peak_rss_mb": short_run["peak_rss_mb"],
+                   "long_s": duration, "long_peak_rss_mb": whole["peak_rss_mb"]},
+        "parallel": {"serial_s": one["seconds"], "two_workers_s": two["seconds"],
+                     "speedup": one["seconds"] / two["seconds"]},
+    }
+
+
+def _row(method: str, duration: float, size_mb: float, seconds: float, rss: float | None, stored: int, pcm: int) -> dict:
+    return {
+        "method": method,
+        "seconds": seconds,
+        "x realtime": duration / seconds,
+        "MB/s of source": size_mb / seconds,
+        "peak RSS MB": rss,
+        "size % of PCM": 100 * stored / pcm,
+    }
