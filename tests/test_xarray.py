@@ -20,7 +20,7 @@ import zarr_aac
 from zarr_aac import AACCodec
 from zarr_aac.errors import RecordingMetadataError, TimeAxisError, UnsupportedAudioError
 from zarr_aac.time_index import SampleTimeIndex
-from zarr_aac.xarray_io import assign_time_index, to_aac
+from zarr_aac.xarray_io import assign_time_index, concat_recordings, to_aac
 
 RATE = 8000
 START = "2026-06-10T05:00:00Z"
@@ -237,4 +237,30 @@ def test_1e10_sample_archive_opens_and_selects_without_materialising(tmp_path):
     finally:
         tracemalloc.stop()
     assert minute.shape == (48000 * 60, 2)
+    assert peak < 20 * 2**20
+
+
+def test_concat_recordings_matches_xarray_concat_without_its_per_sample_mask(tmp_path):
+    for name, start in (("a", START), ("b", "2026-06-10T05:00:03Z")):
+        write_recording(str(tmp_path / name), n=RATE * 3, seed=len(name) + ord(name), attrs={"sample_rate": RATE, "start_time": start})
+    parts = [zarr_aac.open_dataset(tmp_path / name) for name in ("a", "b")]
+    joined = concat_recordings(parts)
+    expected = xr.concat([p.chunk() for p in parts], dim="time")
+    xr.testing.assert_identical(joined, expected)
+    assert joined.audio.chunks[0] == (RATE * 3,) * 2
+    huge = []
+    for name, start in (("h1", START), ("h2", "2026-06-11T09:56:06.666666667Z")):
+        zarr.create_array(
+            str(tmp_path / name), shape=(5 * 10**9,), chunks=(2**24,), dtype="int16",
+            serializer=AACCodec(sample_rate=48000), compressors=None,
+            attributes={"sample_rate": 48000, "start_time": start},
+        )
+        huge.append(zarr_aac.open_dataset(tmp_path / name, chunks={}))
+    tracemalloc.start()
+    try:
+        whole = concat_recordings(huge)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert whole.sizes["time"] == 10**10 and isinstance(whole.xindexes["time"], SampleTimeIndex)
     assert peak < 20 * 2**20
