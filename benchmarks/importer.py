@@ -83,7 +83,8 @@ def run(ctx: Context) -> dict:
     if ffmpeg is not None:
         m4a = work / "ffmpeg.m4a"
         seconds = timed(lambda: subprocess.run(
-            [ffmpeg, "-v", "error", "-y", "-i", str(wav), "-c:a", "aac", "-b:a", str(BITRATE), "-aac_pns", "0", str(m4a)],
+            [ffmpeg, "-v", "error", "-y", "-i", str(wav), "-c:a", "aac", "-b:a", str(BITRATE), "-aac_pns", "0",
+             str(m4a)],
             check=True,
         ))
         rows.append(_row("ffmpeg CLI -> m4a (same encoder, same bitrate)", duration, size_mb, seconds, None,
@@ -95,8 +96,8 @@ def run(ctx: Context) -> dict:
     notes += [
         f"source: {duration / 3600:.2f} h stereo 48 kHz int16 WAV, {size_mb:.0f} MB; AAC-LC {BITRATE // 1000} kbps",
         f"import vs the old system: {size_mb / whole['seconds'] / OLD_SYSTEM_MB_S:.2f}x its MB/s",
-        f"peak RSS: {short_run['peak_rss_mb']:.0f} MB importing {short_seconds} s, {whole['peak_rss_mb']:.0f} MB importing "
-        f"{duration:.0f} s (bounded if equal; target < {MEMORY_TARGET_MB} MB)",
+        f"peak RSS: {short_run['peak_rss_mb']:.0f} MB importing {short_seconds} s, "
+        f"{whole['peak_rss_mb']:.0f} MB importing {duration:.0f} s (bounded if equal; target < {MEMORY_TARGET_MB} MB)",
         f"import_files of two {short_seconds} s files: 1 process {one['seconds']:.1f} s, 2 processes "
         f"{two['seconds']:.1f} s: speed-up {one['seconds'] / two['seconds']:.2f}x on {os.cpu_count()} cores "
         "(includes spawning the workers)",
@@ -112,7 +113,9 @@ def run(ctx: Context) -> dict:
     }
 
 
-def _row(method: str, duration: float, size_mb: float, seconds: float, rss: float | None, stored: int, pcm: int) -> dict:
+def _row(
+    method: str, duration: float, size_mb: float, seconds: float, rss: float | None, stored: int, pcm: int
+) -> dict:
     return {
         "method": method,
         "seconds": seconds,

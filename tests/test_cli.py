@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 import soundfile as sf
 import zarr
 
@@ -95,8 +94,8 @@ def test_verify_reports_bad_chunks(tmp_path, capsys):
 
 
 def test_usage_errors_exit_2_in_a_real_process(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "zarr_aac.cli", "export", "only-one-arg"], capture_output=True, text=True)
+    cli = [sys.executable, "-m", "zarr_aac.cli"]
+    run = subprocess.run([*cli, "export", "only-one-arg"], capture_output=True, text=True)
     assert run.returncode == 2 and "usage: zarr-aac export" in run.stderr
-    run = subprocess.run([sys.executable, "-m", "zarr_aac.cli", "ls", str(tmp_path / "none.zarr")], capture_output=True,
-                         text=True)
+    run = subprocess.run([*cli, "ls", str(tmp_path / "none.zarr")], capture_output=True, text=True)
     assert run.returncode == 1 and "none.zarr" in run.stderr and "Traceback" not in run.stderr

@@ -315,8 +315,10 @@ def test_bad_inputs_fail_clearly_and_leave_nothing(kind, tmp_path, ffmpeg):
     else:
         _video_with_audio(path, None)
     group = zarr.open_group(tmp_path / "a.zarr")
-    expected = {"empty": "FFmpeg cannot read it", "text": "FFmpeg cannot read it|declares no sample rate", "truncated_mp3": "truncated",
-                "video_without_audio": "no audio stream", "truncated_wav": "truncated"}[kind]
+    expected = {
+        "empty": "FFmpeg cannot read it", "text": "FFmpeg cannot read it|declares no sample rate",
+        "truncated_mp3": "truncated", "video_without_audio": "no audio stream", "truncated_wav": "truncated",
+    }[kind]
     with pytest.raises(SourceError, match=expected) as info:
         zarr_aac.import_file(path, group, progress=False)
     assert path.name in str(info.value)

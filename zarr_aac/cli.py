@@ -54,7 +54,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
     if not sources:
         raise ZarrAACError(f"no audio files found in {', '.join(args.sources)}")
     options: dict[str, Any] = dict(
-        bitrate=args.bitrate, aac_sample_rate=args.aac_rate, chunk_duration=args.chunk_duration, start_time=args.start_time,
+        bitrate=args.bitrate, aac_sample_rate=args.aac_rate, chunk_duration=args.chunk_duration,
+        start_time=args.start_time,
         metadata=dict(args.meta) or None, stream=args.stream, dtype=args.dtype,
         allow_truncated=args.allow_truncated, progress=not args.quiet,
     )
@@ -86,14 +87,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
     stored = array.nbytes_stored()
     pcm = n * channels * 2
     bitrate = stored * 8 / (n / rate) if n else 0.0
+    declared = f" (AAC declared {codec.aac_sample_rate} Hz)" if codec.aac_sample_rate != rate else ""
+    size = f"{_format_bytes(stored)} ({bitrate / 1000:.1f} kbps of audio, {100 * stored / pcm:.1f} % of 16-bit PCM)"
     lines = [
         ("array", str(array.store_path)),
         ("shape", f"{array.shape} {array.dtype}"),
         ("duration", f"{n / rate:.3f} s ({n} samples)"),
-        ("sample rate", f"{rate} Hz" + (f" (AAC declared {codec.aac_sample_rate} Hz)" if codec.aac_sample_rate != rate else "")),
+        ("sample rate", f"{rate} Hz{declared}"),
         ("encoder bitrate", f"{codec.bitrate / 1000:g} kbps at the AAC rate" if codec.bitrate else "default"),
         ("chunks", f"{array.chunks[0]} samples ({array.chunks[0] / rate:.2f} s)"),
-        ("bytes on disk", f"{_format_bytes(stored)} ({bitrate / 1000:.1f} kbps of audio, {100 * stored / pcm:.1f} % of 16-bit PCM)"),
+        ("bytes on disk", size),
     ]
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
@@ -191,7 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("path", metavar="PATH", help="ARCHIVE/NAME, or an archive holding one recording")
     info.set_defaults(run=_cmd_info)
 
-    exp = commands.add_parser("export", parents=[common], help="write a segment to WAV, FLAC or any format FFmpeg writes")
+    exp = commands.add_parser(
+        "export", parents=[common], help="write a segment to WAV, FLAC or any format FFmpeg writes"
+    )
     exp.add_argument("path", metavar="PATH", help="ARCHIVE/NAME, or an archive holding one recording")
     exp.add_argument("out", metavar="OUT", help="output file; its extension picks the format")
     exp.add_argument("--start", type=float, help="start in seconds (default: the beginning)")

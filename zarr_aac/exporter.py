@@ -68,7 +68,9 @@ def _sample_format(codec: av.Codec, dtype: np.dtype) -> str:
     for name in _PREFERRED_FORMATS[dtype]:
         if name in offered:
             return name
-    raise UnsupportedAudioError(f"the {codec.name} encoder takes none of the sample formats zarr-aac writes ({offered})")
+    raise UnsupportedAudioError(
+        f"the {codec.name} encoder takes none of the sample formats zarr-aac writes ({offered})"
+    )
 
 
 def _as_frame_array(block: np.ndarray, fmt: str) -> np.ndarray:
@@ -154,7 +156,8 @@ def _write(
         if bitrate is not None:
             stream.codec_context.bit_rate = bitrate
         written = 0
-        with tqdm(total=last - first, unit="sample", unit_scale=True, desc=label, disable=None if progress else True) as bar:
+        bar = tqdm(total=last - first, unit="sample", unit_scale=True, desc=label, disable=None if progress else True)
+        with bar:
             try:
                 for block in _blocks(array, first, last):
                     frame = av.AudioFrame.from_ndarray(_as_frame_array(block, fmt), format=fmt, layout=layout)

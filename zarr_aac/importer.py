@@ -111,7 +111,9 @@ def _declared_samples(stream: av.AudioStream) -> int | None:
     return int(round(stream.duration * stream.time_base * stream.codec_context.sample_rate))
 
 
-def _decoded_blocks(container: av.container.InputContainer, stream: av.AudioStream, channels: int) -> Iterator[np.ndarray]:
+def _decoded_blocks(
+    container: av.container.InputContainer, stream: av.AudioStream, channels: int
+) -> Iterator[np.ndarray]:
     """float32 (n, channels) blocks at the stream's own rate and channel order."""
     ctx = stream.codec_context
     resampler = av.AudioResampler(format="flt", layout=ctx.layout, rate=ctx.sample_rate)
@@ -139,7 +141,9 @@ def _chunks(blocks: Iterable[np.ndarray], length: int, channels: int) -> Iterato
         yield buffer[:filled]
 
 
-def _source_info(source: Path, container: av.container.InputContainer, stream: av.AudioStream, digest: str) -> dict[str, Any]:
+def _source_info(
+    source: Path, container: av.container.InputContainer, stream: av.AudioStream, digest: str
+) -> dict[str, Any]:
     ctx = stream.codec_context
     extradata = bytes(ctx.extradata) if ctx.extradata is not None else None
     return {
@@ -275,7 +279,9 @@ def _check_user_metadata(user_metadata: dict[str, Any] | None) -> None:
         raise ValueError(f"metadata must be JSON-serialisable (it is stored in Zarr attributes): {exc}") from exc
 
 
-def _import_into_temp(source: Path, store: Any, group_path: str, temp_name: str, digest: str, options: dict[str, Any]) -> dict[str, Any]:
+def _import_into_temp(
+    source: Path, store: Any, group_path: str, temp_name: str, digest: str, options: dict[str, Any]
+) -> dict[str, Any]:
     """Worker entry point: write ``temp_name`` and return its attributes, or delete it and raise."""
     group = zarr.open_group(store=store, path=group_path, mode="r+")
     try:
@@ -397,8 +403,7 @@ def import_file(
     temp = f"{TEMP_PREFIX}{uuid.uuid4().hex}"
     options = dict(
         bitrate=bitrate, aac_sample_rate=aac_sample_rate, chunk_duration=chunk_duration, start_time=start_time,
-        user_metadata=metadata,
-        stream=stream, dtype=dtype, allow_truncated=allow_truncated, progress=progress,
+        user_metadata=metadata, stream=stream, dtype=dtype, allow_truncated=allow_truncated, progress=progress,
     )
     attrs = _import_into_temp(path, archive.store, archive.path, temp, digest, options)
     try:
@@ -408,7 +413,9 @@ def import_file(
         raise
 
 
-def parse_options(*, chunk_duration: float, start_time: datetime | str | None, aac_sample_rate: int | None) -> None:
+def parse_options(
+    *, chunk_duration: float, start_time: datetime | str | None, aac_sample_rate: int | None
+) -> None:
     """Check options before any work starts, so a typo fails at once rather than per file."""
     chunk_length(chunk_duration, 1)
     if aac_sample_rate is not None:
@@ -445,8 +452,7 @@ def import_files(
     paths = [Path(s) for s in sources]
     options = dict(
         bitrate=bitrate, aac_sample_rate=aac_sample_rate, chunk_duration=chunk_duration, start_time=start_time,
-        user_metadata=metadata,
-        stream=stream, dtype=dtype, allow_truncated=allow_truncated, progress=False,
+        user_metadata=metadata, stream=stream, dtype=dtype, allow_truncated=allow_truncated, progress=False,
     )
     failures: dict[str, BaseException] = {}
     names: dict[int, str] = {}
@@ -500,8 +506,8 @@ def _run(
         for i, (path, digest, temp) in pending.items():
             try:
                 yield i, _import_into_temp(path, archive.store, archive.path, temp, digest, options)
-            except ZarrAACError as exc:
-                yield i, exc
+            except (ZarrAACError, OSError) as exc:
+                yield i, _per_file_error(path, exc)
         return
     # forkserver, not fork: this process runs zarr's event-loop thread, and forking a threaded
     # process is unsafe; the server imports the importer once, so workers start in milliseconds.
@@ -514,13 +520,23 @@ def _run(
         }
         try:
             for future in as_completed(futures):
-                error = future.exception()
-                if error is not None and not isinstance(error, ZarrAACError):
+                i, error = futures[future], future.exception()
+                if error is None:
+                    yield i, future.result()
+                elif isinstance(error, ZarrAACError | OSError):
+                    yield i, _per_file_error(pending[i][0], error)
+                else:
                     raise error
-                yield futures[future], error if error is not None else future.result()
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
+
+
+def _per_file_error(source: Path, error: BaseException) -> BaseException:
+    """A failure that stops one file of a batch, named after it (an OSError may not say which)."""
+    if isinstance(error, OSError):
+        return SourceError(source, f"{type(error).__name__}: {error}")
+    return error
 
 
 # -- reading the catalogue --------------------------------------------------------------------

@@ -44,7 +44,9 @@ def parse_start_time(value: datetime | str) -> datetime:
             return datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             pass
-    raise ValueError(f"start_time must be a datetime or an ISO-8601 string such as 2024-09-03T20:26:15+01:00, got {value!r}")
+    raise ValueError(
+        f"start_time must be a datetime or an ISO-8601 string such as 2024-09-03T20:26:15+01:00, got {value!r}"
+    )
 
 
 @dataclass(frozen=True)
