@@ -103,6 +103,9 @@ def test_bad_requests_leave_no_file(archive, tmp_path):
         zarr_aac.export(z, tmp_path / "x.notaformat", progress=False)
     with pytest.raises(ArchiveError, match="no Zarr array"):
         zarr_aac.export(tmp_path / "missing.zarr", tmp_path / "x.wav", progress=False)
+    plain = zarr.create_array(zarr.storage.MemoryStore(), shape=(100,), dtype="int16")
+    with pytest.raises(ArchiveError, match="not stored with the zarr_aac codec"):
+        zarr_aac.export(plain, tmp_path / "x.wav", progress=False)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -81,7 +81,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from zarr_aac.importer import open_recording
 
     array = open_recording(args.path)
-    codec = array.metadata.codecs[0]
+    codec = array.serializer
     rate = codec.sample_rate
     n, channels = array.shape[0], (1 if array.ndim == 1 else array.shape[1])
     stored = array.nbytes_stored()

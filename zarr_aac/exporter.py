@@ -116,7 +116,7 @@ def export(
     encoder from ``codec`` or the container's default (float32 arrays go to float WAV).
     """
     array = open_recording(array_or_path)
-    rate = int(array.attrs.get("sample_rate") or array.metadata.codecs[0].sample_rate)
+    rate = array.serializer.sample_rate
     channels = 1 if array.ndim == 1 else array.shape[1]
     first, last = sample_bounds(array.shape[0], rate, start, stop, unit)
     target = Path(target)

@@ -556,19 +556,23 @@ def catalogue(group: zarr.Group | PathLike) -> pd.DataFrame:
 
 def open_recording(path_or_array: zarr.Array | zarr.Group | PathLike) -> zarr.Array:
     """A recording: an array, an array path such as ``archive.zarr/NAME``, or an archive that holds
-    exactly one recording."""
-    if isinstance(path_or_array, zarr.Array):
-        return path_or_array
-    node = path_or_array if isinstance(path_or_array, zarr.Group) else _open_node(path_or_array)
+    exactly one recording. It must be stored with the zarr_aac codec."""
+    node = path_or_array if isinstance(path_or_array, zarr.Array | zarr.Group) else _open_node(path_or_array)
     if isinstance(node, zarr.Array):
-        return node
+        return _check_recording(node)
     names = sorted(name for name in node.array_keys() if not name.startswith(TEMP_PREFIX))
     if len(names) != 1:
         where = path_or_array if not isinstance(path_or_array, zarr.Group) else node.store_path
         listing = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
         detail = f"{len(names)} recordings ({listing})" if names else "no recordings"
         raise ArchiveError(f"{where} holds {detail}; name one as {where}/NAME")
-    return node[names[0]]
+    return _check_recording(node[names[0]])
+
+
+def _check_recording(array: zarr.Array) -> zarr.Array:
+    if not isinstance(array.serializer, AACCodec):
+        raise ArchiveError(f"{array.store_path} is not stored with the zarr_aac codec, so it is no recording")
+    return array
 
 
 def _open_node(path: PathLike) -> zarr.Array | zarr.Group:
