@@ -105,29 +105,65 @@ def encode_frames(
     return bytes(ctx.extradata), frames
 
 
+MAX_IDLE_DECODERS = 4
+"""Opened decoders kept per AudioSpecificConfig for reuse (one per thread reading at once)."""
+MAX_DECODER_CONFIGS = 64
+_idle_decoders: dict[bytes, list[tuple[av.CodecContext, str]]] = {}
+
+
 class FrameDecoder:
     """Decodes runs of raw AAC frames to float32 PCM of shape (n, channels).
 
     AAC-LC output for frame k is exact once a fresh decoder has seen frame k-1, so a run that
     does not start the stream begins with one pre-roll frame whose output the caller drops.
+
+    Opening an AAC decoder costs about 200 us (FFmpeg sets up its transforms per context), as
+    much as ten frames of decoding, so with ``reuse=True`` opened decoders are kept per ASC and
+    flushed before the next run. A flush clears the overlap state, and the pre-roll frame sets
+    the rest (window shape), so the output is the same as a fresh decoder's, except with PNS,
+    whose noise generator a flush does not reset: reuse only frames encoded with PNS off. A
+    decoder is kept only after a run without errors that left its channel layout as the ASC
+    set it.
     """
 
-    def __init__(self, asc: bytes, channels: int) -> None:
+    def __init__(self, asc: bytes, channels: int, *, reuse: bool = False) -> None:
         self.asc = asc
         self.channels = channels
+        self.reuse = reuse
 
-    def _context(self) -> av.CodecContext:
+    def _context(self) -> tuple[av.CodecContext, str]:
+        if self.reuse:
+            try:
+                ctx, opened_as = _idle_decoders.get(self.asc, []).pop()
+            except IndexError:
+                pass
+            else:
+                ctx.flush_buffers()
+                return ctx, opened_as
         ctx = av.CodecContext.create("aac", "r")
         ctx.extradata = self.asc
-        return ctx
+        ctx.open()
+        return ctx, ctx.layout.name
+
+    def _keep(self, ctx: av.CodecContext, opened_as: str) -> None:
+        if not self.reuse or ctx.layout.name != opened_as:
+            return
+        if self.asc not in _idle_decoders and len(_idle_decoders) >= MAX_DECODER_CONFIGS:
+            _idle_decoders.pop(next(iter(_idle_decoders)), None)
+        idle = _idle_decoders.setdefault(self.asc, [])
+        if len(idle) < MAX_IDLE_DECODERS:
+            idle.append((ctx, opened_as))
 
     def decode(self, frames: Sequence[bytes | memoryview]) -> np.ndarray:
-        """Decode ``frames`` in order with a fresh decoder; FRAME_LENGTH samples per frame.
+        """Decode ``frames`` in order from a fresh (or flushed) decoder; FRAME_LENGTH samples per frame.
 
         Each frame's planes are copied straight into one planar buffer sized for the run (per
         frame Python work is what limits the speed); the result is its (n, channels) view.
         """
-        ctx = self._context()
+        try:
+            ctx, opened_as = self._context()
+        except av.FFmpegError as exc:
+            raise AudioDecodeError(f"AAC decoder rejected the AudioSpecificConfig: {exc}") from exc
         channels = self.channels
         planar = np.empty((channels, len(frames) * FRAME_LENGTH), dtype=np.float32)
         filled = 0
@@ -148,6 +184,7 @@ class FrameDecoder:
                     filled += n
         except av.FFmpegError as exc:
             raise AudioDecodeError(f"AAC decoder failed: {exc}") from exc
+        self._keep(ctx, opened_as)
         return planar[:, :filled].T
 
 

@@ -19,6 +19,7 @@ from zarr.core.common import parse_named_configuration
 
 from zarr_aac import aac
 from zarr_aac.chunk import (
+    ChunkHeader,
     FrameIndex,
     pack_chunk,
     parse_header,
@@ -163,7 +164,7 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         verify_payload(data, header, key)
         payload = memoryview(data)[header.prefix_nbytes :]
         frames = _frames(payload, index, 0, header.n_frames)
-        pcm = _decode(aac.FrameDecoder(asc, header.channels), frames, key)
+        pcm = _decode(_decoder_for(asc, header), frames, key)
         pcm = pcm[header.skip : header.skip + header.n_samples]
         if pcm.shape[0] != header.n_samples:
             raise CorruptChunkError(key, f"frames decode to {pcm.shape[0]} samples, header says {header.n_samples}")
@@ -225,7 +226,7 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         if len(payload) != stop - start:
             raise CorruptChunkError(key, f"chunk ends before byte {stop} that its index points to (got {len(payload)} of {stop - start} bytes from {start})")
 
-        decoder = aac.FrameDecoder(asc, header.channels)
+        decoder = _decoder_for(asc, header)
         payload_view = memoryview(payload)
         if span is not None:
             run_start, run_stop = runs[0]
@@ -242,6 +243,13 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
                 compact[lo:hi] = pcm[dropped:][rows[lo:hi] - first_sample]
         out = aac.to_dtype(compact, dtype).reshape((compact.shape[0], *shape[1:]))
         return prototype.nd_buffer.from_numpy_array(out[(first_axis, *selection[1:])])
+
+
+def _decoder_for(asc: bytes, header: ChunkHeader) -> aac.FrameDecoder:
+    """Chunks this codec encoded have PNS off, so a reused decoder gives a fresh one's samples;
+    frames taken from other encoders' files (no payload checksum) may use PNS, and fresh
+    decoders keep their reads repeatable."""
+    return aac.FrameDecoder(asc, header.channels, reuse=header.payload_crc32c is not None)
 
 
 def _key_of(byte_getter: Any) -> str | None:
