@@ -67,17 +67,19 @@ def _label_ns(label: Any, is_datetime: bool) -> Any:
     if values.dtype.kind in "iufcb":
         raise TimeLabelError(
             f"time label {label!r} is a bare number; pass a "
-            + ("timestamp (e.g. '2026-06-10T05:00:00Z')" if is_datetime else "duration (e.g. '90s' or pandas.Timedelta)")
+            + ("timestamp (e.g. '2026-06-10T05:00:00Z')" if is_datetime
+               else "duration (e.g. '90s' or pandas.Timedelta)")
         )
+    items = values.ravel()
     try:
         if is_datetime:
-            if values.dtype.kind == "m" or any(isinstance(v, datetime.timedelta | np.timedelta64) for v in values.ravel()):
+            if values.dtype.kind == "m" or any(isinstance(v, datetime.timedelta | np.timedelta64) for v in items):
                 raise TypeError("a duration is not an instant")
-            parsed = pd.to_datetime(values.ravel(), utc=True, format="ISO8601" if values.dtype.kind in "OUS" else None)
+            parsed = pd.to_datetime(items, utc=True, format="ISO8601" if values.dtype.kind in "OUS" else None)
         else:
-            if values.dtype.kind == "M" or any(isinstance(v, datetime.datetime | datetime.date) for v in values.ravel()):
+            if values.dtype.kind == "M" or any(isinstance(v, datetime.datetime | datetime.date) for v in items):
                 raise TypeError("an instant is not a duration")
-            parsed = pd.to_timedelta(values.ravel())
+            parsed = pd.to_timedelta(items)
         ns = parsed.as_unit("ns").asi8
     except (ValueError, TypeError, OverflowError) as exc:
         kind = "timestamp" if is_datetime else "duration (this recording has no start time)"
@@ -97,7 +99,8 @@ class SampleClockTransform(CoordinateTransform):
         self, *, origin_ns: int, rate: int, size: int, dim: str, coord_name: Hashable | None = None,
         first: int = 0, step: int = 1, is_datetime: bool = True,
     ) -> None:
-        super().__init__([dim if coord_name is None else coord_name], {dim: int(size)}, DATETIME if is_datetime else TIMEDELTA)
+        name = dim if coord_name is None else coord_name
+        super().__init__([name], {dim: int(size)}, DATETIME if is_datetime else TIMEDELTA)
         self.origin_ns = int(origin_ns)
         self.rate = int(rate)
         self.first = int(first)
@@ -143,7 +146,9 @@ class SampleClockTransform(CoordinateTransform):
         return isinstance(other, SampleClockTransform) and self._key() == other._key()
 
     def _key(self) -> tuple:
-        return (self.origin_ns, self.rate, self.first, self.step, self.size, self.is_datetime, self.coord_name, self.dim)
+        return (
+            self.origin_ns, self.rate, self.first, self.step, self.size, self.is_datetime, self.coord_name, self.dim,
+        )
 
     def sliced(self, positions: slice) -> SampleClockTransform:
         selected = range(self.size)[positions]
@@ -212,9 +217,10 @@ class SampleTimeIndex(CoordinateTransformIndex):
     def _slice_positions(self, label: slice) -> slice:
         if label.step is not None:
             raise TimeLabelError(f"time slices take no step (got {label.step!r}); use .isel or resample for decimation")
-        size = self.transform.size
-        start = 0 if label.start is None else self.transform._position_at_or_after(_label_ns(label.start, self.transform.is_datetime))
-        stop = size if label.stop is None else self.transform._position_at_or_after(_label_ns(label.stop, self.transform.is_datetime))
+        clock = self.transform
+        size = clock.size
+        start = 0 if label.start is None else clock._position_at_or_after(_label_ns(label.start, clock.is_datetime))
+        stop = size if label.stop is None else clock._position_at_or_after(_label_ns(label.stop, clock.is_datetime))
         start = min(max(start, 0), size)
         return slice(start, max(start, min(stop, size)))
 
@@ -240,7 +246,8 @@ class SampleTimeIndex(CoordinateTransformIndex):
             positions = np.where(use_above, above, below)
         if tolerance is not None:
             limit = int(_label_ns(tolerance, False))
-            self._require(np.abs(clock.instant_ns(positions) - ns) <= limit, ns, label, f"has no sample within {tolerance!r}")
+            within = np.abs(clock.instant_ns(positions) - ns) <= limit
+            self._require(within, ns, label, f"has no sample within {tolerance!r}")
         return positions
 
     def _require(self, ok: np.ndarray, ns: np.ndarray, label: Any, problem: str) -> None:
@@ -268,9 +275,11 @@ class SampleTimeIndex(CoordinateTransformIndex):
             if not isinstance(part, SampleClockTransform):
                 raise TimeAxisError(f"cannot concatenate a lazy time axis with a {type(index).__name__}")
             if (part.rate, part.step, part.is_datetime) != (head.rate, head.step, head.is_datetime):
+                if part.is_datetime != head.is_datetime:
+                    raise TimeAxisError("cannot concatenate a datetime axis with a timedelta axis")
                 raise TimeAxisError(
-                    f"cannot concatenate time axes of {head.rate} Hz (step {head.step}) and {part.rate} Hz (step {part.step})"
-                    if part.is_datetime == head.is_datetime else "cannot concatenate a datetime axis with a timedelta axis"
+                    f"cannot concatenate time axes of {head.rate} Hz (step {head.step}) "
+                    f"and {part.rate} Hz (step {part.step})"
                 )
             expected_ns = head.instant_ns(size)
             actual_ns = part.instant_ns(0)
@@ -293,7 +302,10 @@ class SampleTimeIndex(CoordinateTransformIndex):
 
     def _repr_inline_(self, max_width: int) -> str:
         clock = self.transform
-        return f"{type(self).__name__} (start={clock._origin_label()}, rate={clock.rate} Hz, first={clock.first}, step={clock.step})"
+        return (
+            f"{type(self).__name__} (start={clock._origin_label()}, rate={clock.rate} Hz, "
+            f"first={clock.first}, step={clock.step})"
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.transform!r})"

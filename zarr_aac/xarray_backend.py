@@ -51,13 +51,17 @@ def recording_sample_rate(array: zarr.Array) -> int:
     codec = aac_codec_of(array)
     if attr is None:
         if codec is None:
-            raise RecordingMetadataError(f"array {array.path or '/'!r} has no sample_rate attribute and is not zarr_aac-encoded")
+            raise RecordingMetadataError(
+                f"array {_where(array)} has no sample_rate attribute and is not zarr_aac-encoded"
+            )
         return codec.sample_rate
     if isinstance(attr, bool) or not isinstance(attr, int) or attr <= 0:
-        raise RecordingMetadataError(f"array {array.path or '/'!r}: sample_rate attribute must be a positive integer, got {attr!r}")
+        raise RecordingMetadataError(
+            f"array {_where(array)}: sample_rate attribute must be a positive integer, got {attr!r}"
+        )
     if codec is not None and codec.sample_rate != attr:
         raise RecordingMetadataError(
-            f"array {array.path or '/'!r}: sample_rate attribute {attr} disagrees with its codec's {codec.sample_rate}"
+            f"array {_where(array)}: sample_rate attribute {attr} disagrees with its codec's {codec.sample_rate}"
         )
     return attr
 
@@ -69,7 +73,7 @@ def recording_time_index(array: zarr.Array, dim: str) -> SampleTimeIndex:
         try:
             parse_start_ns(start)
         except (KeyError, ValueError) as exc:
-            raise RecordingMetadataError(f"array {array.path or '/'!r}: unreadable start_time {start!r}: {exc}") from exc
+            raise RecordingMetadataError(f"array {_where(array)}: unreadable start_time {start!r}: {exc}") from exc
     return SampleTimeIndex.for_recording(array.shape[0], recording_sample_rate(array), start, dim=dim)
 
 
@@ -92,7 +96,9 @@ def variable_name(path: str) -> str:
     return path.replace("/", ".")
 
 
-def dataset_from_node(node: zarr.Array | zarr.Group, variable: str | None = None, drop_variables: Iterable[str] | None = None) -> xr.Dataset:
+def dataset_from_node(
+    node: zarr.Array | zarr.Group, variable: str | None = None, drop_variables: Iterable[str] | None = None
+) -> xr.Dataset:
     """One recording: ``audio(time, channel)``. A group: one variable per recording, named by its path
     ("/" becomes "."), on its own ``time_<name>`` / ``channel_<name>`` dimensions."""
     if isinstance(node, zarr.Array):
@@ -101,13 +107,13 @@ def dataset_from_node(node: zarr.Array | zarr.Group, variable: str | None = None
         try:
             array = node[variable]
         except KeyError as exc:
-            raise KeyError(f"no recording {variable!r} in group {node.path or '/'!r}") from exc
+            raise KeyError(f"no recording {variable!r} in group {_where(node)}") from exc
         if not isinstance(array, zarr.Array):
-            raise KeyError(f"{variable!r} in group {node.path or '/'!r} is a group, not a recording")
+            raise KeyError(f"{variable!r} in group {_where(node)} is a group, not a recording")
         return _single_recording(array)
     recordings = find_recordings(node)
     if not recordings:
-        raise UnsupportedAudioError(f"group {node.path or '/'!r} holds no zarr_aac recordings")
+        raise UnsupportedAudioError(f"group {_where(node)} holds no zarr_aac recordings")
     dropped = set(drop_variables or ())
     names = {variable_name(path): path for path in recordings}
     if len(names) != len(recordings):
@@ -124,7 +130,12 @@ def dataset_from_node(node: zarr.Array | zarr.Group, variable: str | None = None
 
 def _single_recording(array: zarr.Array) -> xr.Dataset:
     coords = xr.Coordinates.from_xindex(recording_time_index(array, "time"))
-    return xr.Dataset({SINGLE_RECORDING: recording_variable(array, "time", "channel")}, coords=coords, attrs=dict(array.attrs))
+    variables = {SINGLE_RECORDING: recording_variable(array, "time", "channel")}
+    return xr.Dataset(variables, coords=coords, attrs=dict(array.attrs))
+
+
+def _where(node: zarr.Array | zarr.Group) -> str:
+    return repr(node.path or "/")
 
 
 def open_node(store: Any, group: str | None = None, storage_options: dict | None = None) -> zarr.Array | zarr.Group:
@@ -158,7 +169,9 @@ class ZarrAACBackendEntrypoint(BackendEntrypoint):
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
         """A local Zarr v3 directory holding at least one zarr_aac recording."""
-        if not isinstance(filename_or_obj, str | os.PathLike) or not os.path.isfile(os.path.join(filename_or_obj, "zarr.json")):
+        if not isinstance(filename_or_obj, str | os.PathLike):
+            return False
+        if not os.path.isfile(os.path.join(filename_or_obj, "zarr.json")):
             return False
         node = zarr.open(os.fspath(filename_or_obj), mode="r")
         return aac_codec_of(node) is not None if isinstance(node, zarr.Array) else bool(find_recordings(node))

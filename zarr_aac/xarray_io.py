@@ -32,7 +32,9 @@ def assign_time_index(ds: xr.Dataset) -> xr.Dataset:
         if rate is None:
             continue
         if isinstance(rate, bool) or not isinstance(rate, int | np.integer) or rate <= 0:
-            raise RecordingMetadataError(f"variable {name!r}: sample_rate attribute must be a positive integer, got {rate!r}")
+            raise RecordingMetadataError(
+                f"variable {name!r}: sample_rate attribute must be a positive integer, got {rate!r}"
+            )
         dim = str(var.dims[0])
         index = SampleTimeIndex.for_recording(var.shape[0], int(rate), var.attrs.get("start_time"), dim=dim)
         if dim in indexes and not indexes[dim].equals(index):
@@ -96,7 +98,8 @@ def to_aac(
     dtype = np.dtype("float32") if data.dtype == np.float64 else data.dtype
     chunk_len = int(chunk_samples or DEFAULT_CHUNK_SECONDS * rate)
     attributes = {key: value for key, value in data.attrs.items() if key not in ("start_time",)}
-    attributes.update(sample_rate=rate, channels=1 if data.ndim == 1 else data.shape[1], duration_s=data.shape[0] / rate)
+    channels = 1 if data.ndim == 1 else data.shape[1]
+    attributes.update(sample_rate=rate, channels=channels, duration_s=data.shape[0] / rate)
     if start is not None:
         attributes["start_time"] = format_start_time(start)
     array = zarr.create_array(
@@ -126,7 +129,9 @@ def _clock_of(data: xr.DataArray, time_dim: str, sample_rate: int | None, start_
     if isinstance(index, SampleTimeIndex):
         clock = index.transform
         if clock.rate % clock.step:
-            raise TimeAxisError(f"a time axis taking every {clock.step}th sample of {clock.rate} Hz has no integer rate")
+            raise TimeAxisError(
+                f"a time axis taking every {clock.step}th sample of {clock.rate} Hz has no integer rate"
+            )
         rate = clock.rate // clock.step
         if sample_rate is not None and sample_rate != rate:
             raise RecordingMetadataError(f"sample_rate={sample_rate} disagrees with the time axis ({rate} Hz)")
@@ -134,7 +139,8 @@ def _clock_of(data: xr.DataArray, time_dim: str, sample_rate: int | None, start_
         return rate, start if start_time is None else parse_start_ns(start_time)
     if time_dim in data.coords:
         raise TimeAxisError(
-            f"{time_dim!r} is a materialised coordinate; to_aac writes no time arrays: drop it and pass sample_rate= and start_time="
+            f"{time_dim!r} is a materialised coordinate; to_aac writes no time arrays: "
+            "drop it and pass sample_rate= and start_time="
         )
     rate = sample_rate if sample_rate is not None else data.attrs.get("sample_rate")
     if rate is None:
