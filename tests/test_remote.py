@@ -133,12 +133,16 @@ def test_one_second_read_costs_a_bounded_number_of_range_requests(served, record
     start = 7 * RATE + 123
     got = array[start : start + RATE]
     reads = list(log)
-    assert 2 <= len(reads) <= 4, reads
+    assert len(reads) <= 2, reads  # one per chunk touched: this read crosses a chunk boundary
     assert all(method == "GET" and header is not None for method, header in reads)
     assert fetched_bytes(reads, size) < size / 8
     ref = pyav_decode(path)
     np.testing.assert_array_equal(got, ref[start : start + RATE])
     assert array.shape == ref.shape
+    log.clear()
+    short = array[start : start + RATE // 50]
+    assert len(log) == 1, log
+    np.testing.assert_array_equal(short, ref[start : start + RATE // 50])
 
 
 def test_remote_index_cache_at_a_user_location_skips_the_scan(served, recordings, tmp_path):

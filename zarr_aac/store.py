@@ -26,9 +26,9 @@ from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
 
-from zarr_aac.aac import FRAME_LENGTH
-from zarr_aac.chunk import pack_prefix
-from zarr_aac.codec import CODEC_NAME, SUPPORTED_DTYPES
+from zarr_aac.aac import FRAME_LENGTH, frames_for_samples
+from zarr_aac.chunk import HEADER_NBYTES, INDEX_ITEMSIZE, pack_prefix, prefix_nbytes_upper_bound
+from zarr_aac.codec import CODEC_NAME, LEAD_IN, LEAD_OUT, SUPPORTED_DTYPES
 from zarr_aac.containers import StreamIndex, index_stream
 from zarr_aac.errors import CorruptSourceError, UnsupportedAudioError
 
@@ -252,6 +252,9 @@ class AACFileStore(Store):
         self.dtype = dtype
         self.chunk_samples = chunk_samples
         self.n_chunks = -(-index.n_samples // chunk_samples)
+        self.asc = index.asc + b"\0" * (len(index.asc) % INDEX_ITEMSIZE)
+        index_bound = prefix_nbytes_upper_bound(frames_for_samples(chunk_samples + LEAD_IN + LEAD_OUT))
+        self.min_frames = (index_bound - HEADER_NBYTES - len(self.asc)) // INDEX_ITEMSIZE
         self._metadata = self._array_metadata(attributes)
 
     # -- what the store presents ----------------------------------------------------------------
@@ -294,11 +297,15 @@ class AACFileStore(Store):
         The chunk starts one pre-roll frame before the frame holding its first sample (none
         when that is the stream's first frame), so ``skip`` is at least 1024 except there. Like
         every zarr chunk it holds ``chunk_samples`` samples: past the end of the stream the
-        last frame is repeated, and zarr drops those samples.
+        last frame is repeated, and zarr drops those samples. It also lists at least
+        ``min_frames`` frames (the following ones, never decoded by a partial read), so the
+        codec's first request, a bound on header and index, is exactly the synthesised prefix
+        and needs no file read. For that the ASC is padded to an even length with a zero byte,
+        which decoders ignore (trailing bits after the config).
         """
         start = number * self.chunk_samples + self.index.priming
         first_frame = max(start // FRAME_LENGTH - 1, 0)
-        stop_frame = (start + self.chunk_samples - 1) // FRAME_LENGTH + 1
+        stop_frame = max((start + self.chunk_samples - 1) // FRAME_LENGTH + 1, first_frame + self.min_frames)
         frames = np.minimum(np.arange(first_frame, stop_frame), self.index.n_frames - 1)
         return frames, start - first_frame * FRAME_LENGTH
 
@@ -306,7 +313,7 @@ class AACFileStore(Store):
         """(header and frame index bytes, file frame numbers) of virtual chunk ``number``."""
         frames, skip = self.chunk_frames(number)
         prefix = pack_prefix(
-            self.index.asc, self.index.frame_sizes[frames], channels=self.index.channels,
+            self.asc, self.index.frame_sizes[frames], channels=self.index.channels,
             aac_sample_rate=self.index.sample_rate, n_samples=self.chunk_samples, skip=skip, payload_crc32c=None,
         )
         return prefix, frames
