@@ -113,14 +113,11 @@ def test_16bit_wav_keeps_its_int16_scale(sources, tmp_path):
     assert ours == pytest.approx(theirs, rel=0.02)
 
 
-@pytest.fixture(scope="module")
-def ffmpeg_sources(tmp_path_factory) -> dict[str, Path]:
-    import shutil
-
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        pytest.skip("ffmpeg command line not installed")
-    folder = tmp_path_factory.mktemp("ffmpeg_sources")
+@pytest.fixture
+def ffmpeg_sources(tmp_path, ffmpeg) -> dict[str, Path]:
+    """A WAV and the same signal as MP3 (with ID3 tags) and M4A, made by the ffmpeg command line."""
+    folder = tmp_path / "ffmpeg_sources"
+    folder.mkdir()
     wav = folder / "source.wav"
     sf.write(wav, clicky_signal(RATE, 2, RATE, seed=3), RATE, subtype="PCM_16")
     paths = {"wav": wav, "mp3": folder / "s.mp3", "m4a": folder / "s.m4a", "video": folder / "v.mp4"}
