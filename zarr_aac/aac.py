@@ -119,11 +119,12 @@ class FrameDecoder:
 
     Opening an AAC decoder costs about 200 us (FFmpeg sets up its transforms per context), as
     much as ten frames of decoding, so with ``reuse=True`` opened decoders are kept per ASC and
-    flushed before the next run. A flush clears the overlap state, and the pre-roll frame sets
-    the rest (window shape), so the output is the same as a fresh decoder's, except with PNS,
-    whose noise generator a flush does not reset: reuse only frames encoded with PNS off. A
-    decoder is kept only after a run without errors that left its channel layout as the ASC
-    set it.
+    flushed before the next run. A flush clears the overlap state but not the previous frame's
+    window shape, so a reused decoder's output equals a fresh one's from the second frame of a
+    run on; the first frame's output (the pre-roll, or the encoder priming at the stream start)
+    can differ and must be dropped. With PNS, whose noise generator a flush does not reset,
+    outputs differ further: reuse only frames encoded with PNS off. A decoder is kept only after
+    a run without errors that left its channel layout as the ASC set it.
     """
 
     def __init__(self, asc: bytes, channels: int, *, reuse: bool = False) -> None:

@@ -246,10 +246,11 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
 
 
 def _decoder_for(asc: bytes, header: ChunkHeader) -> aac.FrameDecoder:
-    """Chunks this codec encoded have PNS off, so a reused decoder gives a fresh one's samples;
-    frames taken from other encoders' files (no payload checksum) may use PNS, and fresh
-    decoders keep their reads repeatable."""
-    return aac.FrameDecoder(asc, header.channels, reuse=header.payload_crc32c is not None)
+    """Chunks this codec encoded have PNS off and skip at least the first frame, so a reused
+    decoder gives a fresh one's samples; frames taken from other encoders' files (no payload
+    checksum) may use PNS, and fresh decoders keep their reads repeatable."""
+    reuse = header.payload_crc32c is not None and header.skip >= aac.FRAME_LENGTH
+    return aac.FrameDecoder(asc, header.channels, reuse=reuse)
 
 
 def _key_of(byte_getter: Any) -> str | None:
