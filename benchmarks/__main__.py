@@ -20,8 +20,6 @@ import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import psutil
-
 from benchmarks import Context
 
 SECTIONS = ["codec", "importer", "adapter", "xarray"]
@@ -43,6 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def machine_info() -> dict:
+    import psutil
+
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:

@@ -1,0 +1,66 @@
+"""The benchmark harness and the codec section on a short input (speed is not asserted here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def benchmarks(monkeypatch):
+    """The repository's benchmarks package (not installed with zarr_aac), with a 15 s quick input."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    import benchmarks
+
+    monkeypatch.setattr(benchmarks, "QUICK_SECONDS", 15)
+    return benchmarks
+
+
+def test_looped_input_is_the_example_at_48k_stereo(benchmarks, tmp_path):
+    ctx = benchmarks.Context(workdir=tmp_path, quick=True)
+    pcm, rate = sf.read(str(ctx.hour_wav), dtype="int16")
+    loop = benchmarks.example_stereo_48k()
+    assert rate == 48000 and pcm.shape == (15 * 48000, 2)
+    assert sf.info(str(ctx.hour_wav)).subtype == "PCM_16"
+    np.testing.assert_array_equal(pcm[: len(loop)], loop)
+    np.testing.assert_array_equal(pcm[len(loop) : 2 * len(loop)], loop[: 15 * 48000 - len(loop)])
+    assert not np.array_equal(pcm[:, 0], pcm[:, 1])
+    assert abs(len(loop) - 10 * 48000) <= 48, "10 s at 32 kHz resampled to 48 kHz"
+    built = ctx.hour_wav.stat().st_mtime_ns
+    assert benchmarks.Context(workdir=tmp_path, quick=True).hour_wav.stat().st_mtime_ns == built, "built once"
+
+
+def test_missing_section_is_skipped_and_report_written(benchmarks, tmp_path):
+    from benchmarks.__main__ import run_section, write_markdown
+
+    ctx = benchmarks.Context(workdir=tmp_path, quick=True)
+    skipped = run_section("no_such_section", ctx)
+    assert skipped["skipped"] and "does not exist" in skipped["notes"][0]
+    report = {
+        "date": "today", "quick": True, "sections": {"no_such_section": skipped},
+        "machine": {"git_commit": "abc", "cpu": "cpu", "cores": 2, "memory_gb": 1, "platform": "p",
+                    "python": "3", "ffmpeg": None, "packages": {"zarr": "3"}},
+    }
+    skipped["rows"] = [{"method": "a", "ms": 1.25}, {"method": "b", "ms": 250.0, "extra": 3}]
+    write_markdown(report, tmp_path, "python -m benchmarks --quick")
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert "| method | ms | extra |" in text and "| b | 250 | 3 |" in text and "does not exist" in text
+
+
+def test_codec_section_runs_and_checks_every_reader(benchmarks, tmp_path, ffmpeg):
+    from benchmarks import codec
+
+    result = codec.run(benchmarks.Context(workdir=tmp_path, quick=True))
+    methods = [row["method"] for row in result["rows"]]
+    assert methods == ["zarr_aac", "zarr int16 blosc-zstd", "zarr int16 raw", "soundfile FLAC", "PyAV m4a (ffmpeg aac)"]
+    storage = {row["method"]: row for row in result["tables"][0]["rows"]}
+    assert storage["zarr int16 raw"]["check vs source"] == "exact"
+    assert storage["soundfile FLAC"]["check vs source"] == "exact"
+    assert storage["zarr_aac"]["% of int16 PCM"] < 15
+    assert all(row["1 s median ms"] > 0 for row in result["rows"])
+    assert len(result["targets"]) == 5
