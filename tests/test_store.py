@@ -202,12 +202,18 @@ def test_m4a_without_edit_list_presents_the_priming_like_ffmpeg(encoded, tmp_pat
 # -- index cache -------------------------------------------------------------------------------
 
 
-def test_second_open_uses_the_sidecar_index(encoded, tmp_path, monkeypatch):
-    path = tmp_path / "rec.aac"
-    path.write_bytes(encoded.get("aac", 16000, 1, pns=False).read_bytes())
+@pytest.mark.parametrize("container", ["aac", "m4a"])
+def test_second_open_uses_the_sidecar_index(encoded, tmp_path, monkeypatch, container):
+    path = tmp_path / f"rec.{container}"
+    path.write_bytes(encoded.get(container, 16000, 1, pns=False).read_bytes())
     first = open_aac_file(path, dtype="float32")
     sidecar = Path(str(path) + INDEX_SUFFIX)
     assert sidecar.is_file()
+    built = first.store.index
+    cached = AACFileStore(path, dtype="float32").index
+    np.testing.assert_array_equal(cached.frame_offsets, built.frame_offsets)
+    np.testing.assert_array_equal(cached.frame_sizes, built.frame_sizes)
+    assert (cached.asc, cached.priming, cached.n_samples) == (built.asc, built.priming, built.n_samples)
 
     def no_rescan(*args, **kwargs):
         raise AssertionError("the file was scanned again")
@@ -379,3 +385,19 @@ def test_arrays_and_errors_survive_pickling(encoded):
     np.testing.assert_array_equal(clone[3000:25_000], array[3000:25_000])
     error = pickle.loads(pickle.dumps(CorruptSourceError("rec.aac", "lost ADTS sync at byte 7")))
     assert str(error) == "rec.aac: lost ADTS sync at byte 7" and error.source == "rec.aac"
+
+
+@pytest.mark.parametrize(
+    ("suffix", "options"),
+    [(".aac", ["-write_id3v2", "1", "-metadata", "title=dawn chorus"]), (".m4a", ["-movflags", "+faststart"])],
+    ids=["adts-with-id3v2-tag", "m4a-moov-first"],
+)
+def test_container_variants_match_pyav(encoded, tmp_path, suffix, options):
+    wav = encoded.root / "44100_1.wav"
+    encoded.get("aac", 44100, 1, pns=False)
+    out = tmp_path / f"variant{suffix}"
+    subprocess.run([encoded.ffmpeg, "-v", "error", "-y", "-i", str(wav), "-c:a", "aac", "-aac_pns", "0", *options, str(out)], check=True)
+    if suffix == ".aac":
+        assert out.read_bytes()[:3] == b"ID3"
+    array = open_aac_file(out, dtype="float32", chunk_samples=CHUNK, index_path=False)
+    np.testing.assert_array_equal(array[:], pyav_decode(out))

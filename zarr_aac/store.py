@@ -118,7 +118,11 @@ async def _source_identity(source: StoreByteSource) -> dict[str, Any]:
 
 
 def save_index(path: Path, index: StreamIndex, identity: dict[str, Any], track: int | None) -> None:
-    """Write the index sidecar atomically (a temporary file renamed into place)."""
+    """Write the index sidecar atomically (a temporary file renamed into place).
+
+    Offsets are stored as the gap after the previous frame (the ADTS header size, or 0 for
+    contiguous MP4 samples), which compresses to almost nothing.
+    """
     meta = {
         "version": INDEX_CACHE_VERSION, "identity": identity, "track": track,
         "channels": index.channels, "sample_rate": index.sample_rate, "priming": index.priming,
@@ -127,10 +131,11 @@ def save_index(path: Path, index: StreamIndex, identity: dict[str, Any], track: 
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(temporary, "wb") as f:
-            np.savez(
+            gaps = np.diff(index.frame_offsets, prepend=0) - np.concatenate(([0], index.frame_sizes[:-1]))
+            np.savez_compressed(
                 f, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
                 asc=np.frombuffer(index.asc, dtype=np.uint8),
-                frame_offsets=index.frame_offsets, frame_sizes=index.frame_sizes,
+                frame_gaps=gaps, frame_sizes=index.frame_sizes.astype(np.uint32),
             )
         os.replace(temporary, path)
     finally:
@@ -144,9 +149,11 @@ def load_index(path: Path, identity: dict[str, Any], track: int | None) -> Strea
             meta = json.loads(saved["meta"].tobytes())
             if meta.get("version") != INDEX_CACHE_VERSION or meta["identity"] != identity or meta["track"] != track:
                 return None
+            sizes = saved["frame_sizes"].astype(np.int64)
+            offsets = np.cumsum(saved["frame_gaps"] + np.concatenate(([0], sizes[:-1])))
             return StreamIndex(
                 asc=saved["asc"].tobytes(), channels=meta["channels"], sample_rate=meta["sample_rate"],
-                frame_offsets=saved["frame_offsets"], frame_sizes=saved["frame_sizes"], priming=meta["priming"],
+                frame_offsets=offsets, frame_sizes=sizes, priming=meta["priming"],
                 n_samples=meta["n_samples"], container=meta["container"], attributes=meta["attributes"],
             )
     except FileNotFoundError:
