@@ -17,6 +17,7 @@ a way a codec could exploit beyond what real long recordings of a steady soundsc
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,11 +75,12 @@ def example_stereo_48k() -> np.ndarray:
 
 
 def build_looped_wav(path: Path, seconds: int) -> None:
-    """Write ``seconds`` of the looped example to ``path`` (via a temporary name, then rename)."""
+    """Write ``seconds`` of the looped example to ``path`` (under a name of this process's, then
+    renamed, so concurrent runs never see or write a half-built file)."""
     loop = example_stereo_48k()
     total = seconds * HOUR_RATE
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial.wav")
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.wav")
     with sf.SoundFile(str(partial), "w", HOUR_RATE, HOUR_CHANNELS, "PCM_16") as out:
         written = 0
         while written < total:

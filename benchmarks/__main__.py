@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import traceback
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -88,7 +89,13 @@ def run_section(name: str, ctx: Context) -> dict:
         return {"title": name, "rows": [], "notes": [f"skipped: benchmarks/{name}.py does not exist yet"], "skipped": True}
     print(f"[bench] {name} ...", file=sys.stderr, flush=True)
     started = datetime.datetime.now(datetime.UTC)
-    result = module.run(ctx)
+    try:
+        result = module.run(ctx)
+    except Exception as exc:
+        # One owner's broken section must not cost the others' numbers; the run still fails.
+        trace = traceback.format_exc()
+        print(trace, file=sys.stderr)
+        result = {"title": name, "rows": [], "notes": [f"FAILED: {exc!r} (traceback in benchmarks.json)"], "error": trace}
     result["seconds"] = round((datetime.datetime.now(datetime.UTC) - started).total_seconds(), 1)
     return result
 
@@ -196,6 +203,9 @@ def main(argv: list[str] | None = None) -> None:
     shutil.copyfile(args.out / "benchmarks.json", args.docs / "benchmarks.json")
     write_markdown(report, args.docs, command.strip())
     print(f"[bench] wrote {args.out / 'benchmarks.json'} and {args.docs / 'benchmarks.md'}", file=sys.stderr)
+    failed = [name for name, result in report["sections"].items() if "error" in result]
+    if failed:
+        sys.exit(f"[bench] sections failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":

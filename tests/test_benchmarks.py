@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +66,14 @@ def test_codec_section_runs_and_checks_every_reader(benchmarks, tmp_path, ffmpeg
     assert storage["zarr_aac"]["% of int16 PCM"] < 15
     assert all(row["1 s median ms"] > 0 for row in result["rows"])
     assert len(result["targets"]) == 5
+
+
+def test_failing_section_is_reported_not_hidden(benchmarks, tmp_path, monkeypatch):
+    from benchmarks.__main__ import run_section
+
+    def run(ctx):
+        raise RuntimeError("section exploded")
+
+    monkeypatch.setitem(sys.modules, "benchmarks.broken", types.SimpleNamespace(run=run))
+    result = run_section("broken", benchmarks.Context(workdir=tmp_path, quick=True))
+    assert "section exploded" in result["notes"][0] and "RuntimeError" in result["error"]
