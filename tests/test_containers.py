@@ -13,10 +13,9 @@ import pytest
 import soundfile
 from zarr.core.sync import sync
 
-from zarr_aac.containers import make_asc, parse_asc
-from zarr_aac.errors import CorruptSourceError, UnsupportedAudioError
+from zarr_aac.containers import index_stream, make_asc, parse_asc
+from zarr_aac.errors import CorruptSourceError, SourceNotFoundError, UnsupportedAudioError
 from zarr_aac.store import StoreByteSource, open_aac_file
-from zarr_aac.containers import index_stream
 
 
 def _index(path, track=None):
@@ -142,5 +141,5 @@ def test_files_that_are_not_aac_are_refused_by_name(wav, data_dir):
         open_aac_file(wav, index_path=False)
     with pytest.raises(UnsupportedAudioError, match="crow_44k1.flac"):
         open_aac_file(data_dir / "crow_44k1.flac", index_path=False)
-    with pytest.raises(FileNotFoundError, match="no such audio file"):
+    with pytest.raises(SourceNotFoundError, match="no such audio file: .*absent.m4a"):
         open_aac_file(wav.with_name("absent.m4a"))

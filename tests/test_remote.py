@@ -156,3 +156,11 @@ def test_remote_index_cache_at_a_user_location_skips_the_scan(served, recordings
     second = open_aac_file(f"{url}/rec.aac", index_path=index_path)
     assert fetched_bytes(log, size) <= 2 * 64 * 1024, "the cached index is checked by hashing the file's ends only"
     np.testing.assert_array_equal(second[RATE : 2 * RATE], first[RATE : 2 * RATE])
+
+
+def test_missing_remote_file_is_named(served):
+    from zarr_aac.errors import SourceNotFoundError
+
+    url, _, _ = served
+    with pytest.raises(SourceNotFoundError, match="absent.m4a"):
+        open_aac_file(f"{url}/absent.m4a")

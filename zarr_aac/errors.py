@@ -84,3 +84,7 @@ class CorruptSourceError(ZarrAACError, ValueError):
     def __reduce__(self):
         # Raised inside dask workers too: rebuild from the constructor's arguments.
         return type(self), (self.source, self.reason)
+
+
+class SourceNotFoundError(ZarrAACError, FileNotFoundError):
+    """The AAC file or URL an AACFileStore was asked to open does not exist."""

@@ -30,7 +30,7 @@ from zarr_aac.aac import FRAME_LENGTH, frames_for_samples
 from zarr_aac.chunk import HEADER_NBYTES, INDEX_ITEMSIZE, pack_prefix, prefix_nbytes_upper_bound
 from zarr_aac.codec import CODEC_NAME, LEAD_IN, LEAD_OUT, SUPPORTED_DTYPES
 from zarr_aac.containers import StreamIndex, index_stream
-from zarr_aac.errors import CorruptSourceError, UnsupportedAudioError
+from zarr_aac.errors import CorruptSourceError, SourceNotFoundError, UnsupportedAudioError
 
 DEFAULT_CHUNK_SAMPLES = 1 << 19
 """Samples per virtual chunk: ~11 s at 48 kHz, a ~1 KB frame index to fetch per partial read."""
@@ -61,12 +61,12 @@ class StoreByteSource:
         else:
             path = Path(text.removeprefix("file://")).absolute()
             if not path.is_file():
-                raise FileNotFoundError(f"no such audio file: {path}")
+                raise SourceNotFoundError(f"no such audio file: {path}")
             store, key, text = LocalStore(path.parent, read_only=True), path.name, str(path)
         try:
             nbytes = await store.getsize(key)
         except FileNotFoundError:
-            raise FileNotFoundError(f"no such audio file: {text}") from None
+            raise SourceNotFoundError(f"no such audio file: {text}") from None
         return cls(store, key, text, nbytes)
 
     async def size(self) -> int:
