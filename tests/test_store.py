@@ -401,3 +401,21 @@ def test_container_variants_match_pyav(encoded, tmp_path, suffix, options):
         assert out.read_bytes()[:3] == b"ID3"
     array = open_aac_file(out, dtype="float32", chunk_samples=CHUNK, index_path=False)
     np.testing.assert_array_equal(array[:], pyav_decode(out))
+
+
+def test_xarray_backend_opens_the_adapter_array(encoded, tmp_path):
+    """zarr_aac.open_dataset takes the opened array: time axis from the file's rate, and from
+    an old archive's first_sample_time_stamp."""
+    import zarr_aac
+    from zarr_aac.legacy import open_legacy_archive
+
+    path = encoded.get("m4a", 48000, 2, pns=False)
+    array = open_aac_file(path, index_path=False)
+    ds = zarr_aac.open_dataset(array)
+    np.testing.assert_array_equal(ds["audio"].isel(time=slice(4800, 9600)).values, array[4800:9600])
+    assert ds.sizes["time"] == array.shape[0]
+
+    write_legacy_archive(tmp_path / "old.zarr", encoded.get("aac", 44100, 2, pns=False).read_bytes(), 44100, 2)
+    old = zarr_aac.open_dataset(open_legacy_archive(tmp_path / "old.zarr"))
+    assert old["time"].values[0] == np.datetime64("2021-06-01T04:30:00")
+    assert old["time"].values[44100] == np.datetime64("2021-06-01T04:30:01")
