@@ -383,3 +383,16 @@ def test_shared_recordings_import_exactly(shared_audio, tmp_path):
     assert moth.attrs["start_time_source"] == "guano"
     assert moth.attrs["guano"]["Model"] == "AudioMoth"
     assert "AudioMoth" in moth.attrs["tags"]["comment"]
+
+
+def test_shared_lossy_recordings_match_the_ffmpeg_command_line(shared_audio, ffmpeg, tmp_path):
+    """The real OGG Vorbis, M4A and ADTS AAC files: length and alignment as `ffmpeg` decodes them."""
+    files = sorted(p for p in shared_audio.iterdir() if p.suffix in {".ogg", ".m4a", ".aac"})
+    arrays = zarr_aac.import_files(files, tmp_path / "a.zarr", progress=False)
+    for path, z in zip(files, arrays, strict=True):
+        reference = ffmpeg_decode(ffmpeg, path, z.shape[1])
+        assert z.shape == reference.shape, path.name
+        assert z.dtype == np.float32
+        assert lag_of_peak(z[:, 0], reference[:, 0]) == 0, path.name
+        assert np.corrcoef(z[:, 0], reference[:, 0])[0, 1] > 0.95, path.name
+        assert z.attrs["source"]["codec"] in {"vorbis", "aac"}
