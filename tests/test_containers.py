@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import soundfile
@@ -119,13 +120,18 @@ def test_adts_with_garbage_in_the_middle_names_the_offset(ffmpeg, wav, tmp_path)
 
 
 def test_truncated_adts_drops_the_partial_last_frame(ffmpeg, wav, tmp_path):
+    """As FFmpeg does: it decodes the whole frames, then fails on the cut one."""
     data = _encode(ffmpeg, wav, tmp_path / "whole.aac").read_bytes()
     whole = _index(tmp_path / "whole.aac")
     path = tmp_path / "cut.aac"
     path.write_bytes(data[: int(whole.frame_offsets[-1]) + 5])
-    array = open_aac_file(path, index_path=False)
+    array = open_aac_file(path, index_path=False, dtype="float32")
     assert array.shape[0] == (whole.n_frames - 1) * 1024
     assert array.attrs["source"]["truncated_tail_bytes"] == 12
+    decoded = []
+    with pytest.raises(av.FFmpegError), av.open(str(path)) as container:
+        decoded.extend(frame.to_ndarray().T for frame in container.decode(audio=0))
+    np.testing.assert_array_equal(array[:], np.concatenate(decoded))
 
 
 def test_mp4_without_moov_is_reported_as_unfinished(ffmpeg, wav, tmp_path):
@@ -143,3 +149,19 @@ def test_files_that_are_not_aac_are_refused_by_name(wav, data_dir):
         open_aac_file(data_dir / "crow_44k1.flac", index_path=False)
     with pytest.raises(SourceNotFoundError, match="no such audio file: .*absent.m4a"):
         open_aac_file(wav.with_name("absent.m4a"))
+
+
+def test_frames_that_decode_unlike_their_config_are_refused(ffmpeg, wav, tmp_path):
+    """The implicit-SBR guard: frames that decode at another rate or channel count than the
+    ASC announces (as LC-signalled HE-AAC does, at twice the rate) are refused at open."""
+    from zarr_aac.containers import AudioSpecificConfig, check_plain_lc
+
+    path = _encode(ffmpeg, wav, tmp_path / "lc.aac")
+    index = _index(path)
+    data = path.read_bytes()
+    frames = [data[o : o + n] for o, n in zip(index.frame_offsets[:3], index.frame_sizes[:3], strict=True)]
+    check_plain_lc(index.asc, frames, AudioSpecificConfig(2, 44100, 2), "rec.aac")
+    with pytest.raises(UnsupportedAudioError, match=r"rec.aac: frames decode to 1024 samples at 44100 Hz, not 1024 at 22050 Hz: HE-AAC \(implicit SBR\)"):
+        check_plain_lc(index.asc, frames, AudioSpecificConfig(2, 22050, 2), "rec.aac")
+    with pytest.raises(UnsupportedAudioError, match="frames decode to 2 channels, the header says 1"):
+        check_plain_lc(index.asc, frames, AudioSpecificConfig(2, 44100, 1), "rec.aac")
