@@ -92,7 +92,7 @@ def open_archive(group: zarr.Group | PathLike, mode: str = "a") -> zarr.Group:
 
 def _pick_stream(container: av.container.InputContainer, stream: int | None, source: Path) -> av.AudioStream:
     streams = container.streams
-    listing = ", ".join(f"#{s.index} {s.type} {s.codec_context.name}" for s in streams) or "none"
+    listing = ", ".join(f"#{s.index} {s.type} {_codec_name(s)}" for s in streams) or "none"
     if stream is not None:
         if not 0 <= stream < len(streams) or streams[stream].type != "audio":
             raise SourceError(source, f"stream {stream} is not an audio stream (streams: {listing})")
@@ -105,23 +105,45 @@ def _pick_stream(container: av.container.InputContainer, stream: int | None, sou
     return audio[0]
 
 
+def _codec_name(stream: av.stream.Stream) -> str:
+    return stream.codec_context.name if stream.codec_context is not None else "(no decoder)"
+
+
 def _declared_samples(stream: av.AudioStream) -> int | None:
     if stream.duration is None or stream.time_base is None:
         return None
     return int(round(stream.duration * stream.time_base * stream.codec_context.sample_rate))
 
 
+_FULL_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2.0**31, "s64": 2.0**63}
+"""Integer sample formats and the value of full scale; u8 is offset by 128 as well."""
+
+
 def _decoded_blocks(
-    container: av.container.InputContainer, stream: av.AudioStream, channels: int
+    container: av.container.InputContainer, stream: av.AudioStream, source: Path
 ) -> Iterator[np.ndarray]:
-    """float32 (n, channels) blocks at the stream's own rate and channel order."""
+    """float32 (n, channels) blocks at the stream's own rate and channel order.
+
+    Converted here rather than by FFmpeg's resampler, which stops at 64 channels (microphone
+    arrays have more); the scale is the resampler's, so 8/16-bit sources come back exactly.
+    """
     ctx = stream.codec_context
-    resampler = av.AudioResampler(format="flt", layout=ctx.layout, rate=ctx.sample_rate)
+    rate, channels = ctx.sample_rate, ctx.channels
     for frame in container.decode(stream):
-        for out in resampler.resample(frame):
-            yield out.to_ndarray().reshape(-1, channels)
-    for out in resampler.resample(None):
-        yield out.to_ndarray().reshape(-1, channels)
+        if frame.sample_rate != rate or frame.layout.nb_channels != channels:
+            raise SourceError(
+                source, f"its audio changes from {rate} Hz x {channels} channels to {frame.sample_rate} Hz x "
+                f"{frame.layout.nb_channels} channels mid-stream; split it first"
+            )
+        data = frame.to_ndarray()
+        samples = data.T if frame.format.is_planar else data.reshape(-1, channels)
+        kind = frame.format.name.rstrip("p")
+        if kind == "u8":
+            yield (samples.astype(np.float32) - 128.0) / 128.0
+        elif kind in _FULL_SCALE:
+            yield samples.astype(np.float32) / np.float32(_FULL_SCALE[kind])
+        else:
+            yield samples.astype(np.float32)
 
 
 def _chunks(blocks: Iterable[np.ndarray], length: int, channels: int) -> Iterator[np.ndarray]:
@@ -189,9 +211,12 @@ def _write_source(
     with container:
         audio = _pick_stream(container, stream, source)
         ctx = audio.codec_context
+        if ctx is None or not ctx.sample_rate or not ctx.channels or ctx.format is None:
+            raise SourceError(
+                source, f"its audio stream #{audio.index} declares no sample rate, channel count or sample format "
+                "(is its header cut short?)"
+            )
         rate, channels = ctx.sample_rate, ctx.channels
-        if not rate or not channels:
-            raise SourceError(source, f"its audio stream #{audio.index} declares no sample rate or channel count")
         array_dtype = np.dtype(dtype or ("int16" if ctx.format.name in _INT16_SAMPLE_FORMATS else "float32"))
         if array_dtype not in (np.dtype("int16"), np.dtype("float32")):
             raise ValueError(f"dtype must be int16 or float32, got {dtype!r}")
@@ -219,7 +244,7 @@ def _write_source(
         bar = tqdm(total=declared, unit="sample", unit_scale=True, desc=source.name, disable=None if progress else True)
         with bar:
             try:
-                for chunk in _chunks(_decoded_blocks(container, audio, channels), length, channels):
+                for chunk in _chunks(_decoded_blocks(container, audio, source), length, channels):
                     if not np.isfinite(chunk).all():
                         raise SourceError(source, f"it decodes to NaN or infinite samples near sample {written}")
                     stop = written + chunk.shape[0]
