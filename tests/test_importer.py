@@ -379,6 +379,8 @@ def test_shared_recordings_import_exactly(shared_audio, tmp_path):
         assert z.attrs["sample_rate"] == rate
         head = slice(0, min(len(reference), 200_000))
         assert lag_of_peak(as_float(z[head, 0]), reference[head, 0]) == 0, path.name
+    selection = next(z for z in arrays if z.attrs["source"]["name"] == "bat_192k.wav")
+    assert (selection.attrs["start_time"], selection.attrs["start_time_source"]) == ("2023-03-22T17:20:00", "tag:title")
     moth = next(z for z in arrays if z.attrs["source"]["name"] == "bat_audiomoth_250k.wav")
     assert moth.attrs["start_time_source"] == "guano"
     assert moth.attrs["guano"]["Model"] == "AudioMoth"

@@ -121,6 +121,8 @@ def start_time_from(
 def _time_in_tag(key: str, value: str) -> datetime | None:
     if key.lower() == "comment":
         return _audiomoth_time(value)
+    if key.lower() == "title":  # recorders and selection tools title a clip with its file name
+        return time_in_filename(value)
     if key in _DATE_TAGS and len(value) >= 16:
         try:
             return datetime.fromisoformat(value.replace("Z", "+00:00"))
