@@ -74,9 +74,8 @@ class StoreByteSource:
 
     async def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         prototype = default_buffer_prototype()
-        buffers = await asyncio.gather(
-            *(self.store.get(self.key, prototype, RangeByteRequest(start, stop)) for start, stop in ranges)
-        )
+        requests = [self.store.get(self.key, prototype, RangeByteRequest(start, stop)) for start, stop in ranges]
+        buffers = [await requests[0]] if len(requests) == 1 else await asyncio.gather(*requests)
         out = []
         for (start, stop), buffer in zip(ranges, buffers, strict=True):
             data = b"" if buffer is None else buffer.to_bytes()
