@@ -158,15 +158,16 @@ class FrameDecoder:
     def decode(self, frames: Sequence[bytes | memoryview]) -> np.ndarray:
         """Decode ``frames`` in order from a fresh (or flushed) decoder; FRAME_LENGTH samples per frame.
 
-        Each frame's planes are copied straight into one planar buffer sized for the run (per
-        frame Python work is what limits the speed); the result is its (n, channels) view.
+        Each frame's planes are copied straight into one (n, channels) buffer sized for the run:
+        per frame Python work is what limits the speed, and interleaving frame by frame, while
+        the frame is in cache, is cheaper than transposing the whole run later.
         """
         try:
             ctx, opened_as = self._context()
         except av.FFmpegError as exc:
             raise AudioDecodeError(f"AAC decoder rejected the AudioSpecificConfig: {exc}") from exc
         channels = self.channels
-        planar = np.empty((channels, len(frames) * FRAME_LENGTH), dtype=np.float32)
+        pcm = np.empty((len(frames) * FRAME_LENGTH, channels), dtype=np.float32)
         filled = 0
         try:
             for data in frames:
@@ -177,16 +178,16 @@ class FrameDecoder:
                             f"expected fltp with {channels}"
                         )
                     n = frame.samples
-                    if filled + n > planar.shape[1]:
-                        planar = np.concatenate((planar[:, :filled], np.empty((channels, n), np.float32)), axis=1)
+                    if filled + n > pcm.shape[0]:
+                        pcm = np.concatenate((pcm[:filled], np.empty((n, channels), np.float32)))
                     planes = frame.planes
                     for c in range(channels):
-                        planar[c, filled : filled + n] = np.frombuffer(planes[c], dtype=np.float32, count=n)
+                        pcm[filled : filled + n, c] = np.frombuffer(planes[c], dtype=np.float32, count=n)
                     filled += n
         except av.FFmpegError as exc:
             raise AudioDecodeError(f"AAC decoder failed: {exc}") from exc
         self._keep(ctx, opened_as)
-        return planar[:, :filled].T
+        return pcm[:filled]
 
 
 def frame_runs(frames: Sequence[int] | np.ndarray) -> list[tuple[int, int]]:
@@ -204,7 +205,10 @@ def to_dtype(pcm: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Convert decoded float32 PCM to the array dtype (int16 is scaled by 32768 and clipped)."""
     if dtype == np.float32:
         return pcm
-    return np.clip(np.rint(pcm * 32768.0), -32768, 32767).astype(np.int16)
+    scaled = pcm * np.float32(32768.0)
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, -32768, 32767, out=scaled)
+    return scaled.astype(np.int16)
 
 
 def from_dtype(pcm: np.ndarray) -> np.ndarray:
