@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,13 +20,17 @@ import numpy as np
 import pytest
 import soundfile
 import zarr
+from zarr.core.buffer import default_buffer_prototype
+from zarr.storage import MemoryStore
 from helpers import CountingStore, assert_selections_match, reference_decode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import zarr_aac
 from zarr_aac.aac import to_dtype
 from zarr_aac.chunk import FLAG_NO_PAYLOAD_CRC, pack_chunk, pack_prefix, parse_header, verify_payload
-from zarr_aac.errors import CorruptChunkError
+from zarr_aac.errors import CorruptChunkError, CorruptSourceError, SourceNotFoundError
+from zarr_aac.legacy import open_legacy_archive
 from zarr_aac.store import INDEX_SUFFIX, AACFileStore, open_aac_file
 
 RATES = (16000, 44100, 48000)
@@ -68,8 +74,6 @@ class Encoded:
 
 @pytest.fixture(scope="module")
 def encoded(tmp_path_factory) -> Encoded:
-    import shutil
-
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         pytest.skip("ffmpeg command line not installed")
@@ -340,8 +344,6 @@ def write_legacy_archive(path: Path, adts: bytes, rate: int, channels: int) -> z
 
 
 def test_old_archive_opens_as_the_same_pcm_array(encoded, tmp_path):
-    from zarr_aac.legacy import open_legacy_archive
-
     adts = encoded.get("aac", 44100, 2, pns=False)
     write_legacy_archive(tmp_path / "old.zarr", adts.read_bytes(), 44100, 2)
     array = open_legacy_archive(tmp_path / "old.zarr", dtype="float32", chunk_samples=CHUNK)
@@ -356,9 +358,6 @@ def test_old_archive_opens_as_the_same_pcm_array(encoded, tmp_path):
 
 
 def test_old_archive_inconsistencies_are_named(encoded, tmp_path):
-    from zarr_aac.errors import CorruptSourceError
-    from zarr_aac.legacy import open_legacy_archive
-
     adts = encoded.get("aac", 16000, 1, pns=False).read_bytes()
     group = write_legacy_archive(tmp_path / "a.zarr", adts, 16000, 2)
     with pytest.raises(CorruptSourceError, match="attributes say 16000 Hz x 2 channels, the ADTS headers 16000 Hz x 1"):
@@ -376,10 +375,6 @@ def test_old_archive_inconsistencies_are_named(encoded, tmp_path):
 
 def test_arrays_and_errors_survive_pickling(encoded):
     """Dask ships the array (store and index) and any error to and from worker processes."""
-    import pickle
-
-    from zarr_aac.errors import CorruptSourceError
-
     array = open_aac_file(encoded.get("m4a", 44100, 1, pns=False), dtype="float32", chunk_samples=CHUNK, index_path=False)
     clone = pickle.loads(pickle.dumps(array))
     np.testing.assert_array_equal(clone[3000:25_000], array[3000:25_000])
@@ -406,9 +401,6 @@ def test_container_variants_match_pyav(encoded, tmp_path, suffix, options):
 def test_xarray_backend_opens_the_adapter_array(encoded, tmp_path):
     """zarr_aac.open_dataset takes the opened array: time axis from the file's rate, and from
     an old archive's first_sample_time_stamp."""
-    import zarr_aac
-    from zarr_aac.legacy import open_legacy_archive
-
     path = encoded.get("m4a", 48000, 2, pns=False)
     array = open_aac_file(path, index_path=False)
     ds = zarr_aac.open_dataset(array)
@@ -419,3 +411,14 @@ def test_xarray_backend_opens_the_adapter_array(encoded, tmp_path):
     old = zarr_aac.open_dataset(open_legacy_archive(tmp_path / "old.zarr"))
     assert old["time"].values[0] == np.datetime64("2021-06-01T04:30:00")
     assert old["time"].values[44100] == np.datetime64("2021-06-01T04:30:01")
+
+
+def test_any_zarr_store_can_hold_the_file(encoded):
+    """A (store, key) pair: here a MemoryStore, in practice an ObjectStore over S3 or GCS."""
+    path = encoded.get("m4a", 44100, 2, pns=False)
+    memory = MemoryStore()
+    asyncio.run(memory.set("recordings/rec.m4a", default_buffer_prototype().buffer.from_bytes(path.read_bytes())))
+    array = open_aac_file((memory, "recordings/rec.m4a"), dtype="float32", chunk_samples=CHUNK)
+    np.testing.assert_array_equal(array[:], pyav_decode(path))
+    with pytest.raises(SourceNotFoundError, match="absent.m4a"):
+        open_aac_file((memory, "recordings/absent.m4a"))

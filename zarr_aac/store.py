@@ -41,6 +41,8 @@ INDEX_SUFFIX = ".zaac-index.npz"
 FINGERPRINT_NBYTES = 64 << 10
 """Bytes hashed at each end of a remote file to tell a changed file from a cached index."""
 METADATA_KEY = "zarr.json"
+AudioSource = str | os.PathLike | tuple[Store, str]
+"""A local path, an fsspec URL, or (any zarr store, key of the file in it), e.g. an ObjectStore."""
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,11 @@ class StoreByteSource:
     nbytes: int
 
     @classmethod
-    async def open(cls, source: str | os.PathLike, storage_options: dict | None = None) -> StoreByteSource:
-        text = os.fspath(source)
-        if "://" in text and not text.startswith("file://"):
+    async def open(cls, source: AudioSource, storage_options: dict | None = None) -> StoreByteSource:
+        if isinstance(source, tuple):
+            store, key = source
+            text = f"{store}/{key}"
+        elif "://" in (text := os.fspath(source)) and not text.startswith("file://"):
             store: Store = FsspecStore.from_url(text, storage_options=storage_options, read_only=True)
             key = ""
         else:
@@ -204,7 +208,7 @@ def parse_dtype(value: Any) -> np.dtype:
 class AACFileStore(Store):
     """A read-only Zarr v3 store presenting an ADTS ``.aac`` or MP4/M4A file as one PCM array.
 
-    ``source`` is a local path or an fsspec URL. Array sample ``i`` is the ``i``-th sample a
+    ``source`` is a local path, an fsspec URL, or a (zarr store, key) pair. Array sample ``i`` is the ``i``-th sample a
     standard decoder (FFmpeg) presents: the MP4 edit list's priming is dropped; ADTS has none.
     The frame index is built once and cached in ``<file>.zaac-index.npz`` (local files) or at
     ``index_path``; ``index_path=False`` disables the cache. ``track`` picks among an MP4 file's
@@ -218,7 +222,7 @@ class AACFileStore(Store):
 
     def __init__(
         self,
-        source: str | os.PathLike,
+        source: AudioSource,
         *,
         dtype: str | np.dtype = "int16",
         chunk_samples: int = DEFAULT_CHUNK_SAMPLES,
@@ -445,7 +449,7 @@ def _resolve(byte_range: ByteRequest | None, total: int) -> tuple[int, int]:
 
 
 def open_aac_file(
-    source: str | os.PathLike,
+    source: AudioSource,
     *,
     dtype: str | np.dtype = "int16",
     chunk_samples: int = DEFAULT_CHUNK_SAMPLES,
@@ -453,7 +457,7 @@ def open_aac_file(
     index_path: str | os.PathLike | bool | None = None,
     storage_options: dict | None = None,
 ) -> zarr.Array:
-    """An ``.m4a``/``.mp4``/``.aac`` file (path or fsspec URL) as a read-only PCM zarr array."""
+    """An ``.m4a``/``.mp4``/``.aac`` file (path, fsspec URL, or (store, key)) as a read-only PCM zarr array."""
     store = AACFileStore(
         source, dtype=dtype, chunk_samples=chunk_samples, track=track, index_path=index_path,
         storage_options=storage_options,
