@@ -89,7 +89,7 @@ def local_minute_rms(path: Path) -> np.ndarray:
 
 def test_per_minute_rms_on_two_worker_processes(archive, tmp_path):
     def minute_rms(path: str, minute: int) -> float:
-        """Runs on a worker (shipped by value, being local): opens the archive by path, selects a minute by clock time."""
+        """Runs on a worker (shipped by value, being local): opens the archive by path, selects a minute."""
         start = pd.Timestamp(START) + pd.Timedelta(minutes=minute)
         audio = zarr_aac.open_dataset(path).audio.sel(time=slice(start, start + pd.Timedelta(minutes=1)))
         return float(np.sqrt(np.mean(audio.values.astype(np.float64) ** 2)))

@@ -128,7 +128,8 @@ def test_a_one_second_slice_holds_rate_samples_and_slices_tile():
 
 def test_vector_labels_keep_their_dimension():
     ds = dataset(8000 * 10, 8000)
-    labels = xr.DataArray(pd.to_datetime(["2026-06-10T05:00:01", "2026-06-10T05:00:02.0001"], format="ISO8601"), dims="clip")
+    instants = pd.to_datetime(["2026-06-10T05:00:01", "2026-06-10T05:00:02.0001"], format="ISO8601")
+    labels = xr.DataArray(instants, dims="clip")
     picked = ds.assign(k=("time", np.arange(80000))).sel(time=labels, method="nearest")
     assert picked.k.dims == ("clip",)
     np.testing.assert_array_equal(picked.k.values, [8000, 16001])
