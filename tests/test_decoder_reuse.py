@@ -98,3 +98,11 @@ def test_pool_is_bounded_and_opt_in(arrays):
     for ctx, opened_as in decoders:
         aac.FrameDecoder(asc, channels, reuse=True)._keep(ctx, opened_as)
     assert len(aac._idle_decoders[asc]) == aac.MAX_IDLE_DECODERS
+
+
+def test_pool_starts_over_past_its_config_limit(arrays, monkeypatch):
+    z, _ = arrays[0]
+    asc, channels, frames = chunk_frames(z)
+    monkeypatch.setattr(aac, "_idle_decoders", {bytes([i]): [] for i in range(aac.MAX_DECODER_CONFIGS)})
+    aac.FrameDecoder(asc, channels, reuse=True).decode(frames[:3])
+    assert list(aac._idle_decoders) == [asc]

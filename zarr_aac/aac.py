@@ -108,6 +108,7 @@ def encode_frames(
 MAX_IDLE_DECODERS = 4
 """Opened decoders kept per AudioSpecificConfig for reuse (one per thread reading at once)."""
 MAX_DECODER_CONFIGS = 64
+"""AudioSpecificConfigs with kept decoders; past this many the pool starts over."""
 _idle_decoders: dict[bytes, list[tuple[av.CodecContext, str]]] = {}
 
 
@@ -150,7 +151,7 @@ class FrameDecoder:
         if not self.reuse or ctx.layout.name != opened_as:
             return
         if self.asc not in _idle_decoders and len(_idle_decoders) >= MAX_DECODER_CONFIGS:
-            _idle_decoders.pop(next(iter(_idle_decoders)), None)
+            _idle_decoders.clear()  # atomic, unlike evicting one entry while other threads use the dict
         idle = _idle_decoders.setdefault(self.asc, [])
         if len(idle) < MAX_IDLE_DECODERS:
             idle.append((ctx, opened_as))
