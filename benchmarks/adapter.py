@@ -38,7 +38,9 @@ def run(ctx: Context) -> dict:
     m4a, aac = _encode(ctx.hour_wav, work)
 
     index_rows, index_notes = _index_costs(m4a, aac, work)
-    arrays = {name: open_aac_file(path, index_path=False) for name, path in (("adapter m4a", m4a), ("adapter ADTS", aac))}
+    arrays = {
+        name: open_aac_file(path, index_path=False) for name, path in (("adapter m4a", m4a), ("adapter ADTS", aac))
+    }
     rate = arrays["adapter m4a"].attrs["sample_rate"]
     n = arrays["adapter m4a"].shape[0]
     kept_open = M4AReader(m4a)
@@ -63,9 +65,7 @@ def run(ctx: Context) -> dict:
             row[f"{length} median ms"] = round(1e3 * med, 3)
             row[f"{length} p90 ms"] = round(1e3 * p90, 3)
         rows.append(row)
-    ratios = {
-        length: stats["PyAV m4a, kept open", length][0] / stats["adapter m4a", length][0] for length in LENGTHS
-    }
+    ratios = {length: stats["PyAV m4a, kept open", length][0] / stats["adapter m4a", length][0] for length in LENGTHS}
     per_read = {
         length: stats["PyAV m4a, opened per read", length][0] / stats["adapter m4a", length][0] for length in LENGTHS
     }
@@ -78,8 +78,12 @@ def run(ctx: Context) -> dict:
         f"largest difference between methods at check positions (float, full scale 1): {agreement:.2e}",
         *index_notes,
     ]
-    return {"title": "Store adapter: existing AAC files read in place", "rows": rows, "tables": [
-        {"title": "Frame index: build and reuse", "rows": index_rows}], "notes": notes}
+    return {
+        "title": "Store adapter: existing AAC files read in place",
+        "rows": rows,
+        "tables": [{"title": "Frame index: build and reuse", "rows": index_rows}],
+        "notes": notes,
+    }
 
 
 def _encode(wav: Path, work: Path) -> tuple[Path, Path]:
@@ -90,12 +94,30 @@ def _encode(wav: Path, work: Path) -> tuple[Path, Path]:
         raise RuntimeError("the adapter benchmark needs the ffmpeg command line (apt-get install ffmpeg)")
     if not m4a.exists() or m4a.stat().st_mtime < wav.stat().st_mtime:
         partial = work / "hour.partial.m4a"
-        subprocess.run([ffmpeg, "-v", "error", "-y", "-i", str(wav), "-c:a", "aac", "-b:a", str(BITRATE),
-                        "-aac_pns", "0", str(partial)], check=True)
+        subprocess.run(
+            [
+                ffmpeg,
+                "-v",
+                "error",
+                "-y",
+                "-i",
+                str(wav),
+                "-c:a",
+                "aac",
+                "-b:a",
+                str(BITRATE),
+                "-aac_pns",
+                "0",
+                str(partial),
+            ],
+            check=True,
+        )
         partial.replace(m4a)
     if not aac.exists() or aac.stat().st_mtime < m4a.stat().st_mtime:
         partial = work / "hour.partial.aac"
-        subprocess.run([ffmpeg, "-v", "error", "-y", "-i", str(m4a), "-c", "copy", "-f", "adts", str(partial)], check=True)
+        subprocess.run(
+            [ffmpeg, "-v", "error", "-y", "-i", str(m4a), "-c", "copy", "-f", "adts", str(partial)], check=True
+        )
         partial.replace(aac)
     return m4a, aac
 
@@ -109,16 +131,29 @@ def _index_costs(m4a: Path, aac: Path, work: Path) -> tuple[list[dict], list[str
         timed(lambda p=path, s=sidecar: AACFileStore(p, index_path=s))
         cached = [timed(lambda p=path, s=sidecar: AACFileStore(p, index_path=s)) for _ in range(OPENS)]
         n_frames = AACFileStore(path, index_path=sidecar).index.n_frames
-        rows.append({
-            "file": name, "frames": n_frames, "index build ms (median)": round(1e3 * float(np.median(build)), 1),
-            "open with cached index ms (median)": round(1e3 * float(np.median(cached)), 1),
-            "sidecar KB": round(sidecar.stat().st_size / 1024, 1),
-        })
+        rows.append(
+            {
+                "file": name,
+                "frames": n_frames,
+                "index build ms (median)": round(1e3 * float(np.median(build)), 1),
+                "open with cached index ms (median)": round(1e3 * float(np.median(cached)), 1),
+                "sidecar KB": round(sidecar.stat().st_size / 1024, 1),
+            }
+        )
     frames, seconds = OLD_SYSTEM_INDEX
-    rows.append({"file": "old system (its report)", "frames": frames, "index build ms (median)": 1e3 * seconds,
-                 "open with cached index ms (median)": None, "sidecar KB": round(frames * 18 / 1024, 1)})
-    notes = [f"index build: median of {OPENS} opens without cache (container recognised, index built, first "
-             "frames decoded to refuse implicit SBR); cached: the same with the sidecar .npz present."]
+    rows.append(
+        {
+            "file": "old system (its report)",
+            "frames": frames,
+            "index build ms (median)": 1e3 * seconds,
+            "open with cached index ms (median)": None,
+            "sidecar KB": round(frames * 18 / 1024, 1),
+        }
+    )
+    notes = [
+        f"index build: median of {OPENS} opens without cache (container recognised, index built, first "
+        "frames decoded to refuse implicit SBR); cached: the same with the sidecar .npz present."
+    ]
     return rows, notes
 
 
@@ -164,4 +199,3 @@ def _interleaved(readers: dict, positions: np.ndarray, rate: int) -> dict[tuple[
             for name in order:
                 times[name, length].append(timed(lambda r=readers[name], a=int(a), b=b: r(a, b)))
     return times
-

@@ -29,8 +29,21 @@ def _ffprobe_packets(path: Path, stream: int = 0) -> np.ndarray:
     if ffprobe is None:
         pytest.skip("ffprobe not installed")
     out = subprocess.run(
-        [ffprobe, "-v", "error", "-select_streams", f"a:{stream}", "-show_entries", "packet=pos,size", "-of", "json", str(path)],
-        check=True, capture_output=True, text=True,
+        [
+            ffprobe,
+            "-v",
+            "error",
+            "-select_streams",
+            f"a:{stream}",
+            "-show_entries",
+            "packet=pos,size",
+            "-of",
+            "json",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return np.array([(int(p["pos"]), int(p["size"])) for p in json.loads(out)["packets"]], dtype=np.int64)
 
@@ -47,7 +60,9 @@ def wav(tmp_path_factory) -> Path:
 
 
 def _encode(ffmpeg: str, wav: Path, out: Path, *args: str) -> Path:
-    subprocess.run([ffmpeg, "-v", "error", "-y", "-i", str(wav), "-c:a", "aac", "-aac_pns", "0", *args, str(out)], check=True)
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-y", "-i", str(wav), "-c:a", "aac", "-aac_pns", "0", *args, str(out)], check=True
+    )
     return out
 
 
@@ -80,8 +95,26 @@ def test_second_audio_track_is_chosen_by_number(ffmpeg, wav, tmp_path):
     soundfile.write(mono, soundfile.read(wav)[0][:, 0], 44100)
     path = tmp_path / "two.m4a"
     subprocess.run(
-        [ffmpeg, "-v", "error", "-y", "-i", str(wav), "-i", str(mono), "-map", "0:a", "-map", "1:a",
-         "-c:a", "aac", "-aac_pns", "0", str(path)], check=True,
+        [
+            ffmpeg,
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(wav),
+            "-i",
+            str(mono),
+            "-map",
+            "0:a",
+            "-map",
+            "1:a",
+            "-c:a",
+            "aac",
+            "-aac_pns",
+            "0",
+            str(path),
+        ],
+        check=True,
     )
     second = _index(path, track=1)
     np.testing.assert_array_equal(second.frame_offsets, _ffprobe_packets(path, 1)[:, 0])
@@ -161,7 +194,10 @@ def test_frames_that_decode_unlike_their_config_are_refused(ffmpeg, wav, tmp_pat
     data = path.read_bytes()
     frames = [data[o : o + n] for o, n in zip(index.frame_offsets[:3], index.frame_sizes[:3], strict=True)]
     check_plain_lc(index.asc, frames, AudioSpecificConfig(2, 44100, 2), "rec.aac")
-    with pytest.raises(UnsupportedAudioError, match=r"rec.aac: frames decode to 1024 samples at 44100 Hz, not 1024 at 22050 Hz: HE-AAC \(implicit SBR\)"):
+    with pytest.raises(
+        UnsupportedAudioError,
+        match=r"rec.aac: frames decode to 1024 samples at 44100 Hz, not 1024 at 22050 Hz: HE-AAC \(implicit SBR\)",
+    ):
         check_plain_lc(index.asc, frames, AudioSpecificConfig(2, 22050, 2), "rec.aac")
     with pytest.raises(UnsupportedAudioError, match="frames decode to 2 channels, the header says 1"):
         check_plain_lc(index.asc, frames, AudioSpecificConfig(2, 44100, 1), "rec.aac")

@@ -92,11 +92,15 @@ def recordings(served):
     _, _, root = served
     rng = np.random.default_rng(3)
     t = np.arange(20 * RATE) / RATE
-    pcm = 0.3 * np.sin(2 * np.pi * np.array([300.0, 500.0])[None, :] * t[:, None]) + 0.02 * rng.standard_normal((t.size, 2))
+    pcm = 0.3 * np.sin(2 * np.pi * np.array([300.0, 500.0])[None, :] * t[:, None]) + 0.02 * rng.standard_normal(
+        (t.size, 2)
+    )
     wav = root / "rec.wav"
     soundfile.write(wav, pcm.astype(np.float32), RATE, subtype="PCM_16")
     for name in ("rec.m4a", "rec.aac"):
-        subprocess.run([ffmpeg, "-v", "error", "-y", "-i", str(wav), "-c:a", "aac", "-aac_pns", "0", str(root / name)], check=True)
+        subprocess.run(
+            [ffmpeg, "-v", "error", "-y", "-i", str(wav), "-c:a", "aac", "-aac_pns", "0", str(root / name)], check=True
+        )
     return root
 
 

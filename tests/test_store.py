@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 import soundfile
 import zarr
-from zarr.core.buffer import default_buffer_prototype
-from zarr.storage import MemoryStore
 from helpers import CountingStore, assert_selections_match, reference_decode
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from zarr.core.buffer import default_buffer_prototype
+from zarr.storage import MemoryStore
 
 import zarr_aac
 from zarr_aac.aac import to_dtype
@@ -67,7 +67,9 @@ class Encoded:
                 soundfile.write(wav, signal(rate, channels), rate, subtype="PCM_16")
             out = self.root / f"{rate}_{channels}_{'pns' if pns else 'nopns'}.{container}"
             options = [] if pns else ["-aac_pns", "0"]
-            subprocess.run([self.ffmpeg, "-v", "error", "-y", "-i", str(wav), "-c:a", "aac", *options, str(out)], check=True)
+            subprocess.run(
+                [self.ffmpeg, "-v", "error", "-y", "-i", str(wav), "-c:a", "aac", *options, str(out)], check=True
+            )
             self.files[key] = out
         return self.files[key]
 
@@ -184,7 +186,24 @@ def test_clicks_land_on_their_input_sample_in_m4a(encoded, tmp_path):
     soundfile.write(wav, pcm, rate, subtype="FLOAT")
     for container, shift in (("m4a", 0), ("aac", 1024)):
         out = tmp_path / f"clicks.{container}"
-        subprocess.run([encoded.ffmpeg, "-v", "error", "-y", "-i", str(wav), "-c:a", "aac", "-aac_pns", "0", "-b:a", "256k", str(out)], check=True)
+        subprocess.run(
+            [
+                encoded.ffmpeg,
+                "-v",
+                "error",
+                "-y",
+                "-i",
+                str(wav),
+                "-c:a",
+                "aac",
+                "-aac_pns",
+                "0",
+                "-b:a",
+                "256k",
+                str(out),
+            ],
+            check=True,
+        )
         array = open_aac_file(out, dtype="float32", chunk_samples=CHUNK, index_path=False)
         for click in clicks:
             window = array[click + shift - 200 : click + shift + 200, 0]
@@ -195,8 +214,24 @@ def test_m4a_without_edit_list_presents_the_priming_like_ffmpeg(encoded, tmp_pat
     wav = encoded.root / "44100_2.wav"
     encoded.get("m4a", 44100, 2, pns=False)
     out = tmp_path / "noedit.m4a"
-    subprocess.run([encoded.ffmpeg, "-v", "error", "-y", "-i", str(wav), "-c:a", "aac", "-aac_pns", "0",
-                    "-use_editlist", "0", str(out)], check=True)
+    subprocess.run(
+        [
+            encoded.ffmpeg,
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(wav),
+            "-c:a",
+            "aac",
+            "-aac_pns",
+            "0",
+            "-use_editlist",
+            "0",
+            str(out),
+        ],
+        check=True,
+    )
     ref = pyav_decode(out)
     array = open_aac_file(out, dtype="float32", chunk_samples=CHUNK, index_path=False)
     assert array.attrs["source"]["priming_from"] == "none"
@@ -253,8 +288,30 @@ def test_track_is_part_of_the_cache_key(encoded, tmp_path):
     path = tmp_path / "two.m4a"
     wav = encoded.root / "48000_2.wav"
     encoded.get("m4a", 48000, 2, pns=False)
-    subprocess.run([encoded.ffmpeg, "-v", "error", "-y", "-i", str(wav), "-i", str(wav), "-map", "0:a", "-map", "1:a",
-                    "-ac:a:1", "1", "-c:a", "aac", "-aac_pns", "0", str(path)], check=True)
+    subprocess.run(
+        [
+            encoded.ffmpeg,
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(wav),
+            "-i",
+            str(wav),
+            "-map",
+            "0:a",
+            "-map",
+            "1:a",
+            "-ac:a:1",
+            "1",
+            "-c:a",
+            "aac",
+            "-aac_pns",
+            "0",
+            str(path),
+        ],
+        check=True,
+    )
     assert open_aac_file(path).shape[1] == 2
     second = open_aac_file(path, track=1, dtype="float32")
     assert second.shape[1] == 1
@@ -337,9 +394,13 @@ def write_legacy_archive(path: Path, adts: bytes, rate: int, channels: int) -> z
     """The old system's layout, built from its description: ADTS bytes, 3-column index, attributes."""
     group = zarr.open_group(path, mode="w")
     group.create_array("audio", data=np.frombuffer(adts, dtype=np.uint8), chunks=(4096,))
-    table = np.array([(offset, length, k * 1024) for k, (offset, length) in enumerate(adts_frames(adts))], dtype=np.uint64)
+    table = np.array(
+        [(offset, length, k * 1024) for k, (offset, length) in enumerate(adts_frames(adts))], dtype=np.uint64
+    )
     group.create_array("aac_index", data=table, chunks=(1000, 3))
-    group.attrs.update({"sample_rate": rate, "nb_channels": channels, "first_sample_time_stamp": "2021-06-01T04:30:00+00:00"})
+    group.attrs.update(
+        {"sample_rate": rate, "nb_channels": channels, "first_sample_time_stamp": "2021-06-01T04:30:00+00:00"}
+    )
     return group
 
 
@@ -375,7 +436,9 @@ def test_old_archive_inconsistencies_are_named(encoded, tmp_path):
 
 def test_arrays_and_errors_survive_pickling(encoded):
     """Dask ships the array (store and index) and any error to and from worker processes."""
-    array = open_aac_file(encoded.get("m4a", 44100, 1, pns=False), dtype="float32", chunk_samples=CHUNK, index_path=False)
+    array = open_aac_file(
+        encoded.get("m4a", 44100, 1, pns=False), dtype="float32", chunk_samples=CHUNK, index_path=False
+    )
     clone = pickle.loads(pickle.dumps(array))
     np.testing.assert_array_equal(clone[3000:25_000], array[3000:25_000])
     error = pickle.loads(pickle.dumps(CorruptSourceError("rec.aac", "lost ADTS sync at byte 7")))
@@ -391,7 +454,10 @@ def test_container_variants_match_pyav(encoded, tmp_path, suffix, options):
     wav = encoded.root / "44100_1.wav"
     encoded.get("aac", 44100, 1, pns=False)
     out = tmp_path / f"variant{suffix}"
-    subprocess.run([encoded.ffmpeg, "-v", "error", "-y", "-i", str(wav), "-c:a", "aac", "-aac_pns", "0", *options, str(out)], check=True)
+    subprocess.run(
+        [encoded.ffmpeg, "-v", "error", "-y", "-i", str(wav), "-c:a", "aac", "-aac_pns", "0", *options, str(out)],
+        check=True,
+    )
     if suffix == ".aac":
         assert out.read_bytes()[:3] == b"ID3"
     array = open_aac_file(out, dtype="float32", chunk_samples=CHUNK, index_path=False)

@@ -22,9 +22,20 @@ from zarr_aac.errors import CorruptSourceError, UnsupportedAudioError
 
 AOT_LC = 2
 AUDIO_OBJECT_TYPES = {
-    1: "AAC Main", 2: "AAC-LC", 3: "AAC SSR", 4: "AAC LTP", 5: "HE-AAC (SBR)", 6: "AAC Scalable",
-    17: "ER AAC-LC", 19: "ER AAC LTP", 20: "ER AAC Scalable", 22: "ER BSAC", 23: "AAC-LD",
-    29: "HE-AACv2 (PS)", 39: "AAC-ELD", 42: "USAC (xHE-AAC)",
+    1: "AAC Main",
+    2: "AAC-LC",
+    3: "AAC SSR",
+    4: "AAC LTP",
+    5: "HE-AAC (SBR)",
+    6: "AAC Scalable",
+    17: "ER AAC-LC",
+    19: "ER AAC LTP",
+    20: "ER AAC Scalable",
+    22: "ER BSAC",
+    23: "AAC-LD",
+    29: "HE-AACv2 (PS)",
+    39: "AAC-ELD",
+    42: "USAC (xHE-AAC)",
 }
 ADTS_SCAN_BLOCK = 8 << 20
 """Bytes read per request while walking ADTS headers (the whole file is read once)."""
@@ -115,9 +126,7 @@ def parse_asc(asc: bytes, source: str) -> AudioSpecificConfig:
 
 def _channels_of(channel_config: int, source: str) -> int:
     if channel_config == 0:
-        raise UnsupportedAudioError(
-            f"{source}: channel configuration 0 (a program config element) is not supported"
-        )
+        raise UnsupportedAudioError(f"{source}: channel configuration 0 (a program config element) is not supported")
     channels = channel_config if channel_config <= 6 else {7: 8}.get(channel_config)
     if channels is None or channels > MAX_CHANNELS:
         raise UnsupportedAudioError(f"{source}: AAC channel configuration {channel_config} is not supported")
@@ -243,9 +252,15 @@ async def scan_adts(source: ByteSource, head: bytes | None = None) -> StreamInde
     frame_sizes = np.asarray(lengths, dtype=np.int64) - header_nbytes
     check_plain_lc(asc, await _read_frames(source, frame_offsets[:3], frame_sizes[:3]), config, name)
     return StreamIndex(
-        asc=asc, channels=config.channels, sample_rate=config.sample_rate,
-        frame_offsets=frame_offsets, frame_sizes=frame_sizes, priming=0,
-        n_samples=len(starts) * FRAME_LENGTH, container="adts", attributes=attributes,
+        asc=asc,
+        channels=config.channels,
+        sample_rate=config.sample_rate,
+        frame_offsets=frame_offsets,
+        frame_sizes=frame_sizes,
+        priming=0,
+        n_samples=len(starts) * FRAME_LENGTH,
+        container="adts",
+        attributes=attributes,
     )
 
 
@@ -392,7 +407,9 @@ def _esds_asc(moov: bytes, entry: tuple[int, int], name: str) -> bytes:
                 break
         if tag == 0x03:
             flags = data[pos + 2]
-            pos += 3 + (2 if flags & 0x80 else 0) + (data[pos + 3] + 1 if flags & 0x40 else 0) + (2 if flags & 0x20 else 0)
+            pos += (
+                3 + (2 if flags & 0x80 else 0) + (data[pos + 3] + 1 if flags & 0x40 else 0) + (2 if flags & 0x20 else 0)
+            )
         elif tag == 0x04:
             object_type = data[pos]
             if object_type not in (0x40, 0x66, 0x67, 0x68):
@@ -532,9 +549,15 @@ async def _index_mp4(source: ByteSource, moov: bytes, track: int | None) -> Stre
         raise CorruptSourceError(name, f"priming of {priming} samples leaves nothing of {n_frames} frames")
     check_plain_lc(asc, await _read_frames(source, offsets[:3], sizes[:3]), config, name)
     return StreamIndex(
-        asc=asc, channels=config.channels, sample_rate=config.sample_rate,
-        frame_offsets=offsets[:n_frames], frame_sizes=sizes[:n_frames], priming=priming,
-        n_samples=n_samples, container="mp4", attributes=attributes,
+        asc=asc,
+        channels=config.channels,
+        sample_rate=config.sample_rate,
+        frame_offsets=offsets[:n_frames],
+        frame_sizes=sizes[:n_frames],
+        priming=priming,
+        n_samples=n_samples,
+        container="mp4",
+        attributes=attributes,
     )
 
 
@@ -547,4 +570,6 @@ async def index_stream(source: ByteSource, track: int | None = None) -> StreamIn
         if track not in (None, 0):
             raise UnsupportedAudioError(f"{source.name}: an ADTS stream has one track, not track={track}")
         return await scan_adts(source, head)
-    raise UnsupportedAudioError(f"{source.name}: neither an MP4/M4A file nor an ADTS AAC stream (starts {head[:8].hex()})")
+    raise UnsupportedAudioError(
+        f"{source.name}: neither an MP4/M4A file nor an ADTS AAC stream (starts {head[:8].hex()})"
+    )

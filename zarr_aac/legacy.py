@@ -28,8 +28,7 @@ def _data_array(group: zarr.Group, data: str | None, name: str) -> zarr.Array:
     if data is not None:
         return group[data]
     candidates = [
-        key for key, node in group.arrays()
-        if key != INDEX_NAME and node.ndim == 1 and node.dtype == np.uint8
+        key for key, node in group.arrays() if key != INDEX_NAME and node.ndim == 1 and node.dtype == np.uint8
     ]
     if len(candidates) != 1:
         raise CorruptSourceError(
@@ -61,22 +60,33 @@ def legacy_index(group: zarr.Group, data: str | None = None) -> tuple[ArrayByteS
     bad = np.flatnonzero((sizes <= header_nbytes) | (offsets < 0) | (offsets + sizes > nbytes))
     if bad.size:
         k = int(bad[0])
-        raise CorruptSourceError(name, f"{INDEX_NAME} row {k} places a {sizes[k]}-byte frame at {offsets[k]} in {nbytes} bytes")
+        raise CorruptSourceError(
+            name, f"{INDEX_NAME} row {k} places a {sizes[k]}-byte frame at {offsets[k]} in {nbytes} bytes"
+        )
     drift = np.flatnonzero(np.diff(sample_pos) != FRAME_LENGTH)
     if drift.size:
         k = int(drift[0]) + 1
-        raise CorruptSourceError(name, f"{INDEX_NAME} row {k}: sample_pos {sample_pos[k]} after {sample_pos[k - 1]}, frames hold {FRAME_LENGTH}")
+        raise CorruptSourceError(
+            name,
+            f"{INDEX_NAME} row {k}: sample_pos {sample_pos[k]} after {sample_pos[k - 1]}, frames hold {FRAME_LENGTH}",
+        )
     if (config.sample_rate, config.channels) != (group.attrs["sample_rate"], group.attrs["nb_channels"]):
         raise CorruptSourceError(
-            name, f"attributes say {group.attrs['sample_rate']} Hz x {group.attrs['nb_channels']} channels, "
-            f"the ADTS headers {config.sample_rate} Hz x {config.channels}"
+            name,
+            f"attributes say {group.attrs['sample_rate']} Hz x {group.attrs['nb_channels']} channels, "
+            f"the ADTS headers {config.sample_rate} Hz x {config.channels}",
         )
     first = [(int(o) + header_nbytes, int(o + s)) for o, s in zip(offsets[:3], sizes[:3], strict=True)]
     check_plain_lc(asc, sync(source.read_ranges(first)), config, name)
     index = StreamIndex(
-        asc=asc, channels=config.channels, sample_rate=config.sample_rate,
-        frame_offsets=offsets + header_nbytes, frame_sizes=sizes - header_nbytes, priming=0,
-        n_samples=len(table) * FRAME_LENGTH, container="legacy-adts",
+        asc=asc,
+        channels=config.channels,
+        sample_rate=config.sample_rate,
+        frame_offsets=offsets + header_nbytes,
+        frame_sizes=sizes - header_nbytes,
+        priming=0,
+        n_samples=len(table) * FRAME_LENGTH,
+        container="legacy-adts",
         attributes={"first_sample_pos": int(sample_pos[0])},
     )
     stamp = group.attrs["first_sample_time_stamp"]
@@ -85,8 +95,12 @@ def legacy_index(group: zarr.Group, data: str | None = None) -> tuple[ArrayByteS
 
 
 def legacy_store(
-    group: zarr.Group | str | os.PathLike, *, data: str | None = None, dtype: str | np.dtype = "int16",
-    chunk_samples: int = DEFAULT_CHUNK_SAMPLES, storage_options: dict | None = None,
+    group: zarr.Group | str | os.PathLike,
+    *,
+    data: str | None = None,
+    dtype: str | np.dtype = "int16",
+    chunk_samples: int = DEFAULT_CHUNK_SAMPLES,
+    storage_options: dict | None = None,
 ) -> AACFileStore:
     """An AACFileStore presenting an old archive (a group, or its path or URL) as a PCM array."""
     if not isinstance(group, zarr.Group):
@@ -96,8 +110,12 @@ def legacy_store(
 
 
 def open_legacy_archive(
-    group: zarr.Group | str | os.PathLike, *, data: str | None = None, dtype: str | np.dtype = "int16",
-    chunk_samples: int = DEFAULT_CHUNK_SAMPLES, storage_options: dict | None = None,
+    group: zarr.Group | str | os.PathLike,
+    *,
+    data: str | None = None,
+    dtype: str | np.dtype = "int16",
+    chunk_samples: int = DEFAULT_CHUNK_SAMPLES,
+    storage_options: dict | None = None,
 ) -> zarr.Array:
     """An old archive as a read-only PCM zarr array, decoded from its stored ADTS frames."""
     store = legacy_store(group, data=data, dtype=dtype, chunk_samples=chunk_samples, storage_options=storage_options)

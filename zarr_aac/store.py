@@ -84,7 +84,9 @@ class StoreByteSource:
         for (start, stop), buffer in zip(ranges, buffers, strict=True):
             data = b"" if buffer is None else buffer.to_bytes()
             if len(data) != stop - start:
-                raise CorruptSourceError(self.name, f"bytes {start}-{stop} asked, {len(data)} received: the file changed or is truncated")
+                raise CorruptSourceError(
+                    self.name, f"bytes {start}-{stop} asked, {len(data)} received: the file changed or is truncated"
+                )
             out.append(data)
         return out
 
@@ -104,10 +106,6 @@ class ArrayByteSource:
         return [np.asarray(part, dtype=np.uint8).tobytes() for part in parts]
 
 
-def _fingerprint(head: bytes, tail: bytes) -> str:
-    return hashlib.sha256(head + tail).hexdigest()
-
-
 async def _source_identity(source: StoreByteSource) -> dict[str, Any]:
     """What a cached index is keyed by: size and mtime for local files, size and end hashes else."""
     identity: dict[str, Any] = {"nbytes": source.nbytes}
@@ -116,7 +114,7 @@ async def _source_identity(source: StoreByteSource) -> dict[str, Any]:
     else:
         span = min(FINGERPRINT_NBYTES, source.nbytes)
         head, tail = await source.read_ranges([(0, span), (source.nbytes - span, source.nbytes)])
-        identity["sha256_ends"] = _fingerprint(head, tail)
+        identity["sha256_ends"] = hashlib.sha256(head + tail).hexdigest()
     return identity
 
 
@@ -127,18 +125,26 @@ def save_index(path: Path, index: StreamIndex, identity: dict[str, Any], track: 
     contiguous MP4 samples), which compresses to almost nothing.
     """
     meta = {
-        "version": INDEX_CACHE_VERSION, "identity": identity, "track": track,
-        "channels": index.channels, "sample_rate": index.sample_rate, "priming": index.priming,
-        "n_samples": index.n_samples, "container": index.container, "attributes": index.attributes,
+        "version": INDEX_CACHE_VERSION,
+        "identity": identity,
+        "track": track,
+        "channels": index.channels,
+        "sample_rate": index.sample_rate,
+        "priming": index.priming,
+        "n_samples": index.n_samples,
+        "container": index.container,
+        "attributes": index.attributes,
     }
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(temporary, "wb") as f:
             gaps = np.diff(index.frame_offsets, prepend=0) - np.concatenate(([0], index.frame_sizes[:-1]))
             np.savez_compressed(
-                f, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+                f,
+                meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
                 asc=np.frombuffer(index.asc, dtype=np.uint8),
-                frame_gaps=gaps, frame_sizes=index.frame_sizes.astype(np.uint32),
+                frame_gaps=gaps,
+                frame_sizes=index.frame_sizes.astype(np.uint32),
             )
         os.replace(temporary, path)
     finally:
@@ -155,9 +161,15 @@ def load_index(path: Path, identity: dict[str, Any], track: int | None) -> Strea
             sizes = saved["frame_sizes"].astype(np.int64)
             offsets = np.cumsum(saved["frame_gaps"] + np.concatenate(([0], sizes[:-1])))
             return StreamIndex(
-                asc=saved["asc"].tobytes(), channels=meta["channels"], sample_rate=meta["sample_rate"],
-                frame_offsets=offsets, frame_sizes=sizes, priming=meta["priming"],
-                n_samples=meta["n_samples"], container=meta["container"], attributes=meta["attributes"],
+                asc=saved["asc"].tobytes(),
+                channels=meta["channels"],
+                sample_rate=meta["sample_rate"],
+                frame_offsets=offsets,
+                frame_sizes=sizes,
+                priming=meta["priming"],
+                n_samples=meta["n_samples"],
+                container=meta["container"],
+                attributes=meta["attributes"],
             )
     except FileNotFoundError:
         return None
@@ -208,8 +220,9 @@ def parse_dtype(value: Any) -> np.dtype:
 class AACFileStore(Store):
     """A read-only Zarr v3 store presenting an ADTS ``.aac`` or MP4/M4A file as one PCM array.
 
-    ``source`` is a local path, an fsspec URL, or a (zarr store, key) pair. Array sample ``i`` is the ``i``-th sample a
-    standard decoder (FFmpeg) presents: the MP4 edit list's priming is dropped; ADTS has none.
+    ``source`` is a local path, an fsspec URL, or a (zarr store, key) pair. Array sample ``i``
+    is the ``i``-th sample a standard decoder (FFmpeg) presents: the MP4 edit list's priming is
+    dropped; ADTS has none.
     The frame index is built once and cached in ``<file>.zaac-index.npz`` (local files) or at
     ``index_path``; ``index_path=False`` disables the cache. ``track`` picks among an MP4 file's
     audio tracks. Open it with ``zarr.open_array(store=AACFileStore(...), mode="r")``.
@@ -238,8 +251,13 @@ class AACFileStore(Store):
 
     @classmethod
     def from_index(
-        cls, byte_source: Any, index: StreamIndex, *, dtype: str | np.dtype = "int16",
-        chunk_samples: int = DEFAULT_CHUNK_SAMPLES, attributes: dict | None = None,
+        cls,
+        byte_source: Any,
+        index: StreamIndex,
+        *,
+        dtype: str | np.dtype = "int16",
+        chunk_samples: int = DEFAULT_CHUNK_SAMPLES,
+        attributes: dict | None = None,
     ) -> AACFileStore:
         """A store over frames located by ``index`` in ``byte_source`` (see zarr_aac.legacy)."""
         store = cls.__new__(cls)
@@ -275,8 +293,11 @@ class AACFileStore(Store):
             "sample_rate": index.sample_rate,
             "start_time": None,
             "source": {
-                "name": self.source.name, "container": index.container, "priming": index.priming,
-                "n_frames": index.n_frames, **index.attributes,
+                "name": self.source.name,
+                "container": index.container,
+                "priming": index.priming,
+                "n_frames": index.n_frames,
+                **index.attributes,
             },
             **extra_attributes,
         }
@@ -288,7 +309,12 @@ class AACFileStore(Store):
             "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [self.chunk_samples, index.channels]}},
             "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
             "fill_value": 0,
-            "codecs": [{"name": CODEC_NAME, "configuration": {"sample_rate": index.sample_rate, "aac_sample_rate": index.sample_rate}}],
+            "codecs": [
+                {
+                    "name": CODEC_NAME,
+                    "configuration": {"sample_rate": index.sample_rate, "aac_sample_rate": index.sample_rate},
+                }
+            ],
             "attributes": attributes,
             "dimension_names": ["time", "channel"],
         }
@@ -323,8 +349,13 @@ class AACFileStore(Store):
         """(header and frame index bytes, file frame numbers) of virtual chunk ``number``."""
         frames, skip = self.chunk_frames(number)
         prefix = pack_prefix(
-            self.asc, self.index.frame_sizes[frames], channels=self.index.channels,
-            aac_sample_rate=self.index.sample_rate, n_samples=self.chunk_samples, skip=skip, payload_crc32c=None,
+            self.asc,
+            self.index.frame_sizes[frames],
+            channels=self.index.channels,
+            aac_sample_rate=self.index.sample_rate,
+            n_samples=self.chunk_samples,
+            skip=skip,
+            payload_crc32c=None,
         )
         return prefix, frames
 
@@ -360,15 +391,23 @@ class AACFileStore(Store):
         span_of[order] = np.cumsum(new_span) - 1
         span_starts = sorted_start[new_span]
         span_stops = reach[np.append(np.flatnonzero(new_span)[1:] - 1, order.size - 1)]
-        blobs = [memoryview(b) for b in await self.source.read_ranges(list(zip(span_starts.tolist(), span_stops.tolist(), strict=True)))]
+        blobs = [
+            memoryview(b)
+            for b in await self.source.read_ranges(list(zip(span_starts.tolist(), span_stops.tolist(), strict=True)))
+        ]
         base = span_starts[span_of]
         return b"".join(
-            blobs[s][a:b] for s, a, b in zip(span_of.tolist(), (piece_start - base).tolist(), (piece_stop - base).tolist(), strict=True)
+            blobs[s][a:b]
+            for s, a, b in zip(
+                span_of.tolist(), (piece_start - base).tolist(), (piece_stop - base).tolist(), strict=True
+            )
         )
 
     # -- the Store interface ----------------------------------------------------------------------
 
-    async def get(self, key: str, prototype: BufferPrototype | None = None, byte_range: ByteRequest | None = None) -> Buffer | None:
+    async def get(
+        self, key: str, prototype: BufferPrototype | None = None, byte_range: ByteRequest | None = None
+    ) -> Buffer | None:
         prototype = prototype or default_buffer_prototype()
         if key == METADATA_KEY:
             start, stop = _resolve(byte_range, len(self._metadata))
@@ -425,8 +464,11 @@ class AACFileStore(Store):
 
     def __eq__(self, other: object) -> bool:
         return (
-            isinstance(other, AACFileStore) and self.source == other.source and self.dtype == other.dtype
-            and self.chunk_samples == other.chunk_samples and self.index.priming == other.index.priming
+            isinstance(other, AACFileStore)
+            and self.source == other.source
+            and self.dtype == other.dtype
+            and self.chunk_samples == other.chunk_samples
+            and self.index.priming == other.index.priming
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -459,7 +501,11 @@ def open_aac_file(
 ) -> zarr.Array:
     """An ``.m4a``/``.mp4``/``.aac`` file (path, fsspec URL, or (store, key)) as a read-only PCM zarr array."""
     store = AACFileStore(
-        source, dtype=dtype, chunk_samples=chunk_samples, track=track, index_path=index_path,
+        source,
+        dtype=dtype,
+        chunk_samples=chunk_samples,
+        track=track,
+        index_path=index_path,
         storage_options=storage_options,
     )
     return zarr.open_array(store=store, mode="r")
