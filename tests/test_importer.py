@@ -193,10 +193,16 @@ def test_three_channels_short_one_sample_and_silence(tmp_path):
         assert np.corrcoef(three[:, ch], reference[:, ch])[0, 1] > 0.97
 
 
-def test_chunks_are_whole_frames_and_written_whole(tmp_path):
+def test_chunks_are_whole_frames_and_written_whole(tmp_path, monkeypatch):
+    """Each chunk is encoded exactly once: no partial-chunk write, no decode-merge-re-encode."""
     path = tmp_path / "long.wav"
     sf.write(path, clicky_signal(3 * 8000 + 123, 1, 8000), 8000, subtype="PCM_16")
+    encoded, decoded = [], []
+    encode, decode = zarr_aac.AACCodec.encode_pcm, zarr_aac.AACCodec.decode_chunk
+    monkeypatch.setattr(zarr_aac.AACCodec, "encode_pcm", lambda codec, pcm: encoded.append(len(pcm)) or encode(codec, pcm))
+    monkeypatch.setattr(zarr_aac.AACCodec, "decode_chunk", lambda codec, *a: decoded.append(1) or decode(codec, *a))
     z = zarr_aac.import_file(path, tmp_path / "a.zarr", chunk_duration=1.0, progress=False)
+    assert encoded == [8192, 8192, 8192] and decoded == []
     assert z.chunks == (8192, 1)
     assert z.shape == (3 * 8000 + 123, 1)
     assert z.nchunks_initialized == 3
