@@ -199,7 +199,7 @@ def test_chunks_are_whole_frames_and_written_whole(tmp_path, monkeypatch):
     sf.write(path, clicky_signal(3 * 8000 + 123, 1, 8000), 8000, subtype="PCM_16")
     encoded, decoded = [], []
     encode, decode = zarr_aac.AACCodec.encode_pcm, zarr_aac.AACCodec.decode_chunk
-    monkeypatch.setattr(zarr_aac.AACCodec, "encode_pcm", lambda codec, pcm: encoded.append(len(pcm)) or encode(codec, pcm))
+    monkeypatch.setattr(zarr_aac.AACCodec, "encode_pcm", lambda codec, x: encoded.append(len(x)) or encode(codec, x))
     monkeypatch.setattr(zarr_aac.AACCodec, "decode_chunk", lambda codec, *a: decoded.append(1) or decode(codec, *a))
     z = zarr_aac.import_file(path, tmp_path / "a.zarr", chunk_duration=1.0, progress=False)
     assert encoded == [8192, 8192, 8192] and decoded == []
