@@ -72,7 +72,8 @@ def read_riff(path: Path) -> RiffInfo:
             f.seek(position)
             chunk_id, size = struct.unpack("<4sI", f.read(8))
             if chunk_id == b"fmt " and size >= 14:
-                block_align = struct.unpack("<12xH", f.read(14))[0]
+                fmt = f.read(14)
+                block_align = struct.unpack("<12xH", fmt)[0] if len(fmt) == 14 else None
             elif chunk_id == b"data":
                 data_size = size
             elif chunk_id == b"guan":
