@@ -364,8 +364,8 @@ def _commit(group: zarr.Group, temp_name: str, name: str, attrs: dict[str, Any])
 
 
 def _name_for(source: Path) -> str:
-    name = re.sub(r"[/\\]", "_", source.stem).lstrip(".").lstrip("_") or "recording"
-    return name
+    """The file's stem as a Zarr node name (no leading dot, which marks temporaries, or underscore)."""
+    return re.sub(r"[/\\]", "_", source.stem).lstrip("._") or "recording"
 
 
 def _unique_name(wanted: str, taken: set[str]) -> str:
