@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import soundfile as sf
@@ -28,7 +29,7 @@ QUICK_SHORT_SECONDS = 30
 _IMPORT_SCRIPT = """
 import json, resource, sys, time
 import zarr_aac
-sources, archive, workers = sys.argv[1].split(","), sys.argv[2], int(sys.argv[3])
+archive, workers, sources = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 start = time.perf_counter()
 zarr_aac.import_files(sources, archive, bitrate=160_000, workers=workers, progress=False)
 seconds = time.perf_counter() - start
@@ -39,7 +40,7 @@ print(json.dumps({"seconds": seconds, "peak_rss_mb": resource.getrusage(resource
 def _import_in_process(sources: list[Path], archive: Path, workers: int = 1) -> dict:
     shutil.rmtree(archive, ignore_errors=True)
     run = subprocess.run(
-        [sys.executable, "-c", _IMPORT_SCRIPT, ",".join(map(str, sources)), str(archive), str(workers)],
+        [sys.executable, "-c", _IMPORT_SCRIPT, str(archive), str(workers), *map(str, sources)],
         check=True, capture_output=True, text=True,
     )
     result = json.loads(run.stdout)
@@ -49,8 +50,6 @@ def _import_in_process(sources: list[Path], archive: Path, workers: int = 1) -> 
 
 def _head(wav: Path, seconds: int, target: Path) -> Path:
     """The first ``seconds`` of ``wav`` (a shorter source for the memory and parallel runs)."""
-    if target.exists() and sf.info(str(target)).duration == seconds:
-        return target
     data, rate = sf.read(str(wav), frames=seconds * sf.info(str(wav)).samplerate, dtype="int16")
     sf.write(str(target), data, rate, subtype="PCM_16")
     return target
@@ -58,11 +57,18 @@ def _head(wav: Path, seconds: int, target: Path) -> Path:
 
 def run(ctx: Context) -> dict:
     wav = ctx.hour_wav
+    # a directory of its own: two benchmark runs sharing ctx.workdir must not share archives
+    work = Path(tempfile.mkdtemp(prefix="importer-", dir=ctx.workdir))
+    try:
+        return _measure(ctx, wav, work)
+    finally:
+        shutil.rmtree(work)
+
+
+def _measure(ctx: Context, wav: Path, work: Path) -> dict:
     info = sf.info(str(wav))
     duration = info.frames / info.samplerate
     size_mb = wav.stat().st_size / 1e6
-    work = ctx.workdir / "importer"
-    work.mkdir(parents=True, exist_ok=True)
     short_seconds = QUICK_SHORT_SECONDS if ctx.quick else SHORT_SECONDS
     short = _head(wav, short_seconds, work / f"head_{short_seconds}s.wav")
     short_copy = work / f"head_{short_seconds}s_copy.wav"
