@@ -81,6 +81,18 @@ def test_ultrasonic_keeps_its_true_rate(archive, tmp_path):
     assert list(tmp_path.iterdir()) == [out]
 
 
+def test_more_than_eight_channels(tmp_path):
+    source = tmp_path / "array-mic.wav"
+    noise = np.random.default_rng(4).uniform(-0.3, 0.3, (3000, 11)).astype(np.float32)
+    sf.write(source, noise, 16000, subtype="PCM_16")
+    z = zarr_aac.import_file(source, tmp_path / "a.zarr", progress=False)
+    pcm, _ = sf.read(zarr_aac.export(z, tmp_path / "out.wav", progress=False), dtype="int16")
+    np.testing.assert_array_equal(pcm, z[:])
+    with pytest.raises(UnsupportedAudioError, match="11 channels"):
+        zarr_aac.export(z, tmp_path / "out.flac", progress=False)
+    assert not (tmp_path / "out.flac").exists()
+
+
 @pytest.mark.parametrize("suffix", [".mp3", ".ogg", ".m4a"])
 def test_lossy_formats_at_the_true_rate(archive, tmp_path, suffix):
     z = zarr.open_array(archive / "stereo")

@@ -51,7 +51,7 @@ def sample_bounds(
 
 
 def _layout(channels: int) -> str:
-    return aac.channel_layout(channels) if channels <= aac.MAX_CHANNELS else f"{channels}c"
+    return aac.channel_layout(channels) if channels <= aac.MAX_CHANNELS else f"{channels} channels"
 
 
 def _codec_for(container: av.container.OutputContainer, codec: str | None, dtype: np.dtype) -> str:
@@ -168,4 +168,7 @@ def _write(
                     bar.update(block.shape[0])
                 container.mux(stream.encode(None))
             except av.FFmpegError as exc:
-                raise UnsupportedAudioError(f"the {name} encoder failed writing {label}: {exc}") from exc
+                raise UnsupportedAudioError(
+                    f"the {name} encoder failed writing {label} ({channels} channels, {rate} Hz, {fmt}); "
+                    f"it may not take that many channels or that rate, WAV does: {exc}"
+                ) from exc
