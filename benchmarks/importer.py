@@ -41,7 +41,9 @@ def _import_in_process(sources: list[Path], archive: Path, workers: int = 1) -> 
     shutil.rmtree(archive, ignore_errors=True)
     run = subprocess.run(
         [sys.executable, "-c", _IMPORT_SCRIPT, str(archive), str(workers), *map(str, sources)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     result = json.loads(run.stdout)
     result["stored_bytes"] = sum(p.stat().st_size for p in archive.rglob("*") if p.is_file())
@@ -82,19 +84,52 @@ def _measure(ctx: Context, wav: Path, work: Path) -> dict:
     one = _import_in_process([short, short_copy], work / "serial.zarr", workers=1)
     two = _import_in_process([short, short_copy], work / "parallel.zarr", workers=2)
 
-    rows = [_row("zarr_aac.import_file (PyAV, in-process)", duration, size_mb, whole["seconds"], whole["peak_rss_mb"],
-                 whole["stored_bytes"], info.frames * info.channels * 2)]
+    rows = [
+        _row(
+            "zarr_aac.import_file (PyAV, in-process)",
+            duration,
+            size_mb,
+            whole["seconds"],
+            whole["peak_rss_mb"],
+            whole["stored_bytes"],
+            info.frames * info.channels * 2,
+        )
+    ]
     ffmpeg = shutil.which("ffmpeg")
     notes = []
     if ffmpeg is not None:
         m4a = work / "ffmpeg.m4a"
-        seconds = timed(lambda: subprocess.run(
-            [ffmpeg, "-v", "error", "-y", "-i", str(wav), "-c:a", "aac", "-b:a", str(BITRATE), "-aac_pns", "0",
-             str(m4a)],
-            check=True,
-        ))
-        rows.append(_row("ffmpeg CLI -> m4a (same encoder, same bitrate)", duration, size_mb, seconds, None,
-                         m4a.stat().st_size, info.frames * info.channels * 2))
+        seconds = timed(
+            lambda: subprocess.run(
+                [
+                    ffmpeg,
+                    "-v",
+                    "error",
+                    "-y",
+                    "-i",
+                    str(wav),
+                    "-c:a",
+                    "aac",
+                    "-b:a",
+                    str(BITRATE),
+                    "-aac_pns",
+                    "0",
+                    str(m4a),
+                ],
+                check=True,
+            )
+        )
+        rows.append(
+            _row(
+                "ffmpeg CLI -> m4a (same encoder, same bitrate)",
+                duration,
+                size_mb,
+                seconds,
+                None,
+                m4a.stat().st_size,
+                info.frames * info.channels * 2,
+            )
+        )
         notes.append(f"import / ffmpeg CLI time: {whole['seconds'] / seconds:.2f}x")
     else:
         notes.append("ffmpeg command line not installed: its row is missing")
@@ -102,20 +137,31 @@ def _measure(ctx: Context, wav: Path, work: Path) -> dict:
     notes += [
         f"source: {duration / 3600:.2f} h stereo 48 kHz int16 WAV, {size_mb:.0f} MB; AAC-LC {BITRATE // 1000} kbps",
         f"import vs the old system: {size_mb / whole['seconds'] / OLD_SYSTEM_MB_S:.2f}x its MB/s",
-        f"peak RSS: {short_run['peak_rss_mb']:.0f} MB importing {short_seconds} s, "
-        f"{whole['peak_rss_mb']:.0f} MB importing {duration:.0f} s (bounded if equal; target < {MEMORY_TARGET_MB} MB)",
-        f"import_files of two {short_seconds} s files: 1 process {one['seconds']:.1f} s, 2 processes "
-        f"{two['seconds']:.1f} s: speed-up {one['seconds'] / two['seconds']:.2f}x on {os.cpu_count()} cores "
-        "(includes spawning the workers)",
+        (
+            f"peak RSS: {short_run['peak_rss_mb']:.0f} MB importing {short_seconds} s, {whole['peak_rss_mb']:.0f} MB "
+            f"importing {duration:.0f} s (bounded if equal; target < {MEMORY_TARGET_MB} MB)"
+        ),
+        (
+            f"import_files of two {short_seconds} s files: 1 process {one['seconds']:.1f} s, 2 processes "
+            f"{two['seconds']:.1f} s: speed-up {one['seconds'] / two['seconds']:.2f}x on {os.cpu_count()} cores "
+            f"(includes starting the workers; load average {os.getloadavg()[0]:.1f} at the end)"
+        ),
     ]
     return {
         "title": "Import: WAV to an AAC archive",
         "rows": rows,
         "notes": notes,
-        "memory": {"short_s": short_seconds, "short_peak_rss_mb": short_run["peak_rss_mb"],
-                   "long_s": duration, "long_peak_rss_mb": whole["peak_rss_mb"]},
-        "parallel": {"serial_s": one["seconds"], "two_workers_s": two["seconds"],
-                     "speedup": one["seconds"] / two["seconds"]},
+        "memory": {
+            "short_s": short_seconds,
+            "short_peak_rss_mb": short_run["peak_rss_mb"],
+            "long_s": duration,
+            "long_peak_rss_mb": whole["peak_rss_mb"],
+        },
+        "parallel": {
+            "serial_s": one["seconds"],
+            "two_workers_s": two["seconds"],
+            "speedup": one["seconds"] / two["seconds"],
+        },
     }
 
 

@@ -59,8 +59,21 @@ def test_directories_several_recordings_and_json_listing(tmp_path, capsys):
     assert main(["info", str(archive)]) == 1
     assert "holds 2 recordings" in capsys.readouterr().err
     assert main(["info", str(archive / "20240502_060000")]) == 0
-    assert main(["export", str(archive / "20240501_060000"), str(tmp_path / "s.wav"), "--start", "0",
-                 "--stop", "800", "--samples"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(archive / "20240501_060000"),
+                str(tmp_path / "s.wav"),
+                "--start",
+                "0",
+                "--stop",
+                "800",
+                "--samples",
+            ]
+        )
+        == 0
+    )
     assert sf.info(tmp_path / "s.wav").frames == 800
 
 
@@ -95,7 +108,7 @@ def test_verify_reports_bad_chunks(tmp_path, capsys):
 
 def test_usage_errors_exit_2_in_a_real_process(tmp_path):
     cli = [sys.executable, "-m", "zarr_aac.cli"]
-    run = subprocess.run([*cli, "export", "only-one-arg"], capture_output=True, text=True)
+    run = subprocess.run([*cli, "export", "only-one-arg"], capture_output=True, text=True, check=False)
     assert run.returncode == 2 and "usage: zarr-aac export" in run.stderr
-    run = subprocess.run([*cli, "ls", str(tmp_path / "none.zarr")], capture_output=True, text=True)
+    run = subprocess.run([*cli, "ls", str(tmp_path / "none.zarr")], capture_output=True, text=True, check=False)
     assert run.returncode == 1 and "none.zarr" in run.stderr and "Traceback" not in run.stderr

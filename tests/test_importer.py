@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import av
@@ -66,8 +66,14 @@ def sources(tmp_path_factory) -> dict[str, Path]:
     signal = clicky_signal(RATE, 2, RATE)
     paths = {}
     for name, subtype, ext in [
-        ("u8", "PCM_U8", "wav"), ("s16", "PCM_16", "wav"), ("s24", "PCM_24", "wav"), ("s32", "PCM_32", "wav"),
-        ("f32", "FLOAT", "wav"), ("flac", "PCM_16", "flac"), ("flac24", "PCM_24", "flac"), ("ogg", "VORBIS", "ogg"),
+        ("u8", "PCM_U8", "wav"),
+        ("s16", "PCM_16", "wav"),
+        ("s24", "PCM_24", "wav"),
+        ("s32", "PCM_32", "wav"),
+        ("f32", "FLOAT", "wav"),
+        ("flac", "PCM_16", "flac"),
+        ("flac24", "PCM_24", "flac"),
+        ("ogg", "VORBIS", "ogg"),
     ]:
         paths[name] = folder / f"{name}.{ext}"
         sf.write(paths[name], signal, RATE, subtype=subtype)
@@ -75,8 +81,14 @@ def sources(tmp_path_factory) -> dict[str, Path]:
 
 
 SOUNDFILE_KINDS = {
-    "u8": "int16", "s16": "int16", "s24": "float32", "s32": "float32", "f32": "float32",
-    "flac": "int16", "flac24": "float32", "ogg": "float32",
+    "u8": "int16",
+    "s16": "int16",
+    "s24": "float32",
+    "s32": "float32",
+    "f32": "float32",
+    "flac": "int16",
+    "flac24": "float32",
+    "ogg": "float32",
 }
 
 
@@ -121,10 +133,29 @@ def ffmpeg_sources(tmp_path, ffmpeg) -> dict[str, Path]:
     wav = folder / "source.wav"
     sf.write(wav, clicky_signal(RATE, 2, RATE, seed=3), RATE, subtype="PCM_16")
     paths = {"wav": wav, "mp3": folder / "s.mp3", "m4a": folder / "s.m4a", "video": folder / "v.mp4"}
-    run = dict(check=True, capture_output=True)
-    subprocess.run([ffmpeg, "-v", "error", "-i", wav, "-c:a", "libmp3lame", "-b:a", "128k",
-                    "-metadata", "title=Dawn chorus", "-metadata", "artist=Recorder 7", paths["mp3"]], **run)
-    subprocess.run([ffmpeg, "-v", "error", "-i", wav, "-c:a", "aac", "-b:a", "128k", paths["m4a"]], **run)
+    subprocess.run(
+        [
+            ffmpeg,
+            "-v",
+            "error",
+            "-i",
+            wav,
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            "128k",
+            "-metadata",
+            "title=Dawn chorus",
+            "-metadata",
+            "artist=Recorder 7",
+            paths["mp3"],
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-i", wav, "-c:a", "aac", "-b:a", "128k", paths["m4a"]], check=True, capture_output=True
+    )
     return paths | {"ffmpeg": Path(ffmpeg)}
 
 
@@ -228,7 +259,7 @@ def test_start_time_precedence_user_guano_tag_filename(tmp_path):
     bat = tmp_path / "bat.wav"
     sf.write(bat, pcm * 0.25, 8000, subtype="PCM_16")
     fields = guano.GuanoFile(str(bat))
-    fields["Timestamp"] = datetime(2021, 6, 1, 22, 5, 0, tzinfo=timezone.utc)
+    fields["Timestamp"] = datetime(2021, 6, 1, 22, 5, 0, tzinfo=UTC)
     fields["Make"] = "Wildlife Acoustics"
     fields.write(make_backup=False)
     z = zarr_aac.import_file(bat, archive, progress=False, metadata={"site": "pond 3"})
@@ -299,8 +330,16 @@ def test_parallel_import_with_a_failure_keeps_the_good_files(tmp_path, sources):
 
 @pytest.mark.parametrize("kind", ["empty", "text", "truncated_mp3", "video_without_audio", "truncated_wav"])
 def test_bad_inputs_fail_clearly_and_leave_nothing(kind, tmp_path, ffmpeg):
-    path = tmp_path / {"empty": "e.wav", "text": "t.flac", "truncated_mp3": "cut.mp3",
-                       "video_without_audio": "mute.mp4", "truncated_wav": "cut.wav"}[kind]
+    path = (
+        tmp_path
+        / {
+            "empty": "e.wav",
+            "text": "t.flac",
+            "truncated_mp3": "cut.mp3",
+            "video_without_audio": "mute.mp4",
+            "truncated_wav": "cut.wav",
+        }[kind]
+    )
     if kind == "empty":
         path.write_bytes(b"")
     elif kind == "text":
@@ -319,8 +358,11 @@ def test_bad_inputs_fail_clearly_and_leave_nothing(kind, tmp_path, ffmpeg):
         _video_with_audio(path, None)
     group = zarr.open_group(tmp_path / "a.zarr")
     expected = {
-        "empty": "FFmpeg cannot read it", "text": "FFmpeg cannot read it|declares no sample rate",
-        "truncated_mp3": "truncated", "video_without_audio": "no audio stream", "truncated_wav": "truncated",
+        "empty": "FFmpeg cannot read it",
+        "text": "FFmpeg cannot read it|declares no sample rate",
+        "truncated_mp3": "truncated",
+        "video_without_audio": "no audio stream",
+        "truncated_wav": "truncated",
     }[kind]
     with pytest.raises(SourceError, match=expected) as info:
         zarr_aac.import_file(path, group, progress=False)
@@ -351,8 +393,25 @@ def test_interrupt_leaves_nothing(tmp_path, sources, monkeypatch):
 def test_stream_choice_and_bad_options(tmp_path, ffmpeg_sources):
     source = tmp_path / "two.mka"
     ffmpeg = str(ffmpeg_sources["ffmpeg"])
-    subprocess.run([ffmpeg, "-v", "error", "-i", ffmpeg_sources["wav"], "-i", ffmpeg_sources["m4a"],
-                    "-map", "0:a", "-map", "1:a", "-c:a", "flac", source], check=True)
+    subprocess.run(
+        [
+            ffmpeg,
+            "-v",
+            "error",
+            "-i",
+            ffmpeg_sources["wav"],
+            "-i",
+            ffmpeg_sources["m4a"],
+            "-map",
+            "0:a",
+            "-map",
+            "1:a",
+            "-c:a",
+            "flac",
+            source,
+        ],
+        check=True,
+    )
     group = zarr.open_group(tmp_path / "a.zarr")
     with pytest.raises(SourceError, match="2 audio streams; pass stream="):
         zarr_aac.import_file(source, group, progress=False)

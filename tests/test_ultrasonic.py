@@ -120,4 +120,3 @@ def test_real_bat_recordings(name, shared_audio, tmp_path):
     assert strongest_frequency(y, rate, above=10_000) == pytest.approx(source_peak, rel=0.01)
     assert call_band_snr(x, y, rate, centre=source_peak) > 20
     assert z.nbytes_stored() < 0.25 * x.size * 2
-

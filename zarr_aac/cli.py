@@ -16,8 +16,31 @@ from typing import Any
 from zarr_aac.errors import ImportFailedError, ZarrAACError
 
 AUDIO_SUFFIXES = {
-    ".wav", ".wave", ".w64", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".mp4", ".mov", ".mkv",
-    ".webm", ".aif", ".aiff", ".aifc", ".caf", ".wv", ".ape", ".wma", ".amr", ".3gp", ".au", ".snd",
+    ".wav",
+    ".wave",
+    ".w64",
+    ".flac",
+    ".mp3",
+    ".ogg",
+    ".oga",
+    ".opus",
+    ".m4a",
+    ".aac",
+    ".mp4",
+    ".mov",
+    ".mkv",
+    ".webm",
+    ".aif",
+    ".aiff",
+    ".aifc",
+    ".caf",
+    ".wv",
+    ".ape",
+    ".wma",
+    ".amr",
+    ".3gp",
+    ".au",
+    ".snd",
 }
 """File types picked up when a directory is given to ``zarr-aac import``."""
 
@@ -30,8 +53,10 @@ def _sources(paths: Sequence[str]) -> list[Path]:
         if path.is_dir():
             found.extend(
                 sorted(
-                    p for p in path.rglob("*")
-                    if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
+                    p
+                    for p in path.rglob("*")
+                    if p.is_file()
+                    and p.suffix.lower() in AUDIO_SUFFIXES
                     and not any(part.startswith(".") for part in p.relative_to(path).parts)
                 )
             )
@@ -53,12 +78,17 @@ def _cmd_import(args: argparse.Namespace) -> int:
     sources = _sources(args.sources)
     if not sources:
         raise ZarrAACError(f"no audio files found in {', '.join(args.sources)}")
-    options: dict[str, Any] = dict(
-        bitrate=args.bitrate, aac_sample_rate=args.aac_rate, chunk_duration=args.chunk_duration,
-        start_time=args.start_time,
-        metadata=dict(args.meta) or None, stream=args.stream, dtype=args.dtype,
-        allow_truncated=args.allow_truncated, progress=not args.quiet,
-    )
+    options: dict[str, Any] = {
+        "bitrate": args.bitrate,
+        "aac_sample_rate": args.aac_rate,
+        "chunk_duration": args.chunk_duration,
+        "start_time": args.start_time,
+        "metadata": dict(args.meta) or None,
+        "stream": args.stream,
+        "dtype": args.dtype,
+        "allow_truncated": args.allow_truncated,
+        "progress": not args.quiet,
+    }
     if args.name is not None:
         if len(sources) != 1:
             raise ZarrAACError("--name needs exactly one source file")
@@ -115,7 +145,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     start = int(args.start) if args.samples and args.start is not None else args.start
     stop = int(args.stop) if args.samples and args.stop is not None else args.stop
     target = export(
-        args.path, args.out, start, stop, unit=unit, format=args.format, codec=args.codec, bitrate=args.bitrate,
+        args.path,
+        args.out,
+        start,
+        stop,
+        unit=unit,
+        format=args.format,
+        codec=args.codec,
+        bitrate=args.bitrate,
         progress=not args.quiet,
     )
     print(target)

@@ -41,7 +41,7 @@ def sample_bounds(
     def to_sample(value: float | None, default: int) -> int:
         if value is None:
             return default
-        return int(value) if unit == "samples" else int(round(float(value) * rate))
+        return int(value) if unit == "samples" else round(float(value) * rate)
 
     first, last = to_sample(start, 0), to_sample(stop, n_samples)
     if not 0 <= first < last <= n_samples:
@@ -131,8 +131,17 @@ def export(
 
 
 def _write(
-    array: zarr.Array, path: Path, label: str, first: int, last: int, rate: int, channels: int,
-    format: str | None, codec: str | None, bitrate: int | None, progress: bool,
+    array: zarr.Array,
+    path: Path,
+    label: str,
+    first: int,
+    last: int,
+    rate: int,
+    channels: int,
+    format: str | None,
+    codec: str | None,
+    bitrate: int | None,
+    progress: bool,
 ) -> None:
     try:
         container = av.open(str(path), "w", format=format)

@@ -112,7 +112,7 @@ def _codec_name(stream: av.stream.Stream) -> str:
 def _declared_samples(stream: av.AudioStream) -> int | None:
     if stream.duration is None or stream.time_base is None:
         return None
-    return int(round(stream.duration * stream.time_base * stream.codec_context.sample_rate))
+    return round(stream.duration * stream.time_base * stream.codec_context.sample_rate)
 
 
 _FULL_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2.0**31, "s64": 2.0**63}
@@ -132,8 +132,9 @@ def _decoded_blocks(
     for frame in container.decode(stream):
         if frame.sample_rate != rate or frame.layout.nb_channels != channels:
             raise SourceError(
-                source, f"its audio changes from {rate} Hz x {channels} channels to {frame.sample_rate} Hz x "
-                f"{frame.layout.nb_channels} channels mid-stream; split it first"
+                source,
+                f"its audio changes from {rate} Hz x {channels} channels to {frame.sample_rate} Hz x "
+                f"{frame.layout.nb_channels} channels mid-stream; split it first",
             )
         data = frame.to_ndarray()
         samples = data.T if frame.format.is_planar else data.reshape(-1, channels)
@@ -213,8 +214,9 @@ def _write_source(
         ctx = audio.codec_context
         if ctx is None or not ctx.sample_rate or not ctx.channels or ctx.format is None:
             raise SourceError(
-                source, f"its audio stream #{audio.index} declares no sample rate, channel count or sample format "
-                "(is its header cut short?)"
+                source,
+                f"its audio stream #{audio.index} declares no sample rate, channel count or sample format "
+                "(is its header cut short?)",
             )
         rate, channels = ctx.sample_rate, ctx.channels
         array_dtype = np.dtype(dtype or ("int16" if ctx.format.name in _INT16_SAMPLE_FORMATS else "float32"))
@@ -259,8 +261,9 @@ def _write_source(
         truncated = _is_truncated(written, declared, ctx.name)
         if truncated and not allow_truncated:
             raise SourceError(
-                source, f"it is truncated: {written} samples decode, its header declares {declared} "
-                "(pass allow_truncated=True to import what is there)"
+                source,
+                f"it is truncated: {written} samples decode, its header declares {declared} "
+                "(pass allow_truncated=True to import what is there)",
             )
         tags = _tags(container, audio)
         guano_fields = riff.guano
@@ -426,10 +429,17 @@ def import_file(
         raise ArchiveError(f"{_child_path(archive, name)} already exists; pick another name")
     final = name if name is not None else _unique_name(_name_for(path), taken)
     temp = f"{TEMP_PREFIX}{uuid.uuid4().hex}"
-    options = dict(
-        bitrate=bitrate, aac_sample_rate=aac_sample_rate, chunk_duration=chunk_duration, start_time=start_time,
-        user_metadata=metadata, stream=stream, dtype=dtype, allow_truncated=allow_truncated, progress=progress,
-    )
+    options = {
+        "bitrate": bitrate,
+        "aac_sample_rate": aac_sample_rate,
+        "chunk_duration": chunk_duration,
+        "start_time": start_time,
+        "user_metadata": metadata,
+        "stream": stream,
+        "dtype": dtype,
+        "allow_truncated": allow_truncated,
+        "progress": progress,
+    }
     attrs = _import_into_temp(path, archive.store, archive.path, temp, digest, options)
     try:
         return _commit(archive, temp, final, attrs)
@@ -438,9 +448,7 @@ def import_file(
         raise
 
 
-def parse_options(
-    *, chunk_duration: float, start_time: datetime | str | None, aac_sample_rate: int | None
-) -> None:
+def parse_options(*, chunk_duration: float, start_time: datetime | str | None, aac_sample_rate: int | None) -> None:
     """Check options before any work starts, so a typo fails at once rather than per file."""
     chunk_length(chunk_duration, 1)
     if aac_sample_rate is not None:
@@ -475,10 +483,17 @@ def import_files(
     _check_user_metadata(metadata)
     parse_options(chunk_duration=chunk_duration, start_time=start_time, aac_sample_rate=aac_sample_rate)
     paths = [Path(s) for s in sources]
-    options = dict(
-        bitrate=bitrate, aac_sample_rate=aac_sample_rate, chunk_duration=chunk_duration, start_time=start_time,
-        user_metadata=metadata, stream=stream, dtype=dtype, allow_truncated=allow_truncated, progress=False,
-    )
+    options = {
+        "bitrate": bitrate,
+        "aac_sample_rate": aac_sample_rate,
+        "chunk_duration": chunk_duration,
+        "start_time": start_time,
+        "user_metadata": metadata,
+        "stream": stream,
+        "dtype": dtype,
+        "allow_truncated": allow_truncated,
+        "progress": False,
+    }
     failures: dict[str, BaseException] = {}
     names: dict[int, str] = {}
     entries = _catalogue_entries(archive)

@@ -41,7 +41,7 @@ def parse_start_time(value: datetime | str) -> datetime:
         return value
     if isinstance(value, str):
         try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return datetime.fromisoformat(value)
         except ValueError:
             pass
     raise ValueError(
@@ -126,7 +126,7 @@ def _time_in_tag(key: str, value: str) -> datetime | None:
         return time_in_filename(value)
     if key in _DATE_TAGS and len(value) >= 16:
         try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return datetime.fromisoformat(value)
         except ValueError:
             return None
     return None
