@@ -584,7 +584,10 @@ def _per_file_error(source: Path, error: BaseException) -> BaseException:
 
 def catalogue(group: zarr.Group | PathLike) -> pd.DataFrame:
     """Every recording of an archive, one row per array name, nested fields flattened with dots."""
-    import pandas as pd
+    try:
+        import pandas as pd
+    except ModuleNotFoundError as exc:
+        raise ZarrAACError("catalogue() needs pandas: pip install 'zarr-aac[xarray]'") from exc
 
     entries = _catalogue_entries(open_archive(group, mode="r"))
     if not entries:
