@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import soundfile as sf
@@ -112,3 +115,22 @@ def test_usage_errors_exit_2_in_a_real_process(tmp_path):
     assert run.returncode == 2 and "usage: zarr-aac export" in run.stderr
     run = subprocess.run([*cli, "ls", str(tmp_path / "none.zarr")], capture_output=True, text=True, check=False)
     assert run.returncode == 1 and "none.zarr" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_ctrl_c_during_a_parallel_import_leaves_nothing(tmp_path):
+    """SIGINT to the command's process group (what a terminal's Ctrl-C does) while both workers
+    write: exit 130, no array, no temporary array, no catalogue entry."""
+    sources = [_wav(tmp_path / f"long{i}.wav", rate=48000, seconds=90.0, seed=i) for i in range(2)]
+    archive = tmp_path / "a.zarr"
+    command = [sys.executable, "-m", "zarr_aac.cli", "import", "-q", "--workers", "2", *map(str, sources), str(archive)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(archive.glob(".importing-*/c"))) < 2:
+        time.sleep(0.05)
+    assert process.poll() is None, "the import finished before it could be interrupted"
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "interrupted" in err
+    assert sorted(p.name for p in archive.iterdir()) == ["zarr.json"]
+    assert zarr.open_group(archive).attrs.get("catalogue", {}) == {}
