@@ -61,6 +61,9 @@ def test_directories_several_recordings_and_json_listing(tmp_path, capsys):
 
     assert main(["info", str(archive)]) == 1
     assert "holds 2 recordings" in capsys.readouterr().err
+    zarr.open_group(archive).create_array(".importing-0123", shape=(0, 1), dtype="int16")  # a SIGKILLed import
+    assert main(["ls", str(archive)]) == 0
+    assert "1 unfinished import(s) left by a killed process" in capsys.readouterr().err
     assert main(["info", str(archive / "20240502_060000")]) == 0
     assert (
         main(

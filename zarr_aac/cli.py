@@ -163,7 +163,7 @@ LS_COLUMNS = ("name", "duration_s", "sample_rate", "channels", "dtype", "start_t
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
-    from zarr_aac.importer import CATALOGUE_ATTR, open_archive
+    from zarr_aac.importer import CATALOGUE_ATTR, TEMP_PREFIX, open_archive
 
     group = open_archive(args.group, mode="r")
     entries = group.attrs.get(CATALOGUE_ATTR, {})
@@ -178,6 +178,13 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     print(f"{len(entries)} recording(s)", file=sys.stderr)
+    unfinished = sorted(name for name in group.array_keys() if name.startswith(TEMP_PREFIX))
+    if unfinished:
+        print(
+            f"{len(unfinished)} unfinished import(s) left by a killed process, safe to delete when no import "
+            f"is running: {', '.join(unfinished)}",
+            file=sys.stderr,
+        )
     return 0
 
 
