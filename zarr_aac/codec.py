@@ -28,7 +28,7 @@ from zarr_aac.chunk import (
     verify_payload,
 )
 from zarr_aac.edges import extend_edges
-from zarr_aac.errors import AudioDecodeError, CorruptChunkError, UnsupportedAudioError
+from zarr_aac.errors import AudioDecodeError, ChunkReadError, CorruptChunkError, UnsupportedAudioError
 from zarr_aac.tolerant import fill_or_raise
 
 if TYPE_CHECKING:
@@ -196,21 +196,21 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         span = _contiguous_span(selection[0], shape[0])
         rows, first_axis = (None, slice(None)) if span is not None else _requested_rows(selection[0], shape[0])
         if span == (0, shape[0]) or (rows is not None and rows.size == shape[0]):
-            whole = await byte_getter.get(prototype=prototype)
+            whole = await _get(byte_getter, prototype, key)
             if whole is None:
                 return None
             pcm = self.decode_chunk(whole.to_bytes(), shape, dtype, key)
             return prototype.nd_buffer.from_numpy_array(pcm[selection])
 
         n_frames = aac.frames_for_samples(shape[0] + LEAD_IN + LEAD_OUT)
-        prefix_buf = await byte_getter.get(prototype=prototype, byte_range=RangeByteRequest(0, prefix_nbytes_upper_bound(n_frames)))
+        prefix_buf = await _get(byte_getter, prototype, key, RangeByteRequest(0, prefix_nbytes_upper_bound(n_frames)))
         if prefix_buf is None:
             return None
         prefix = prefix_buf.to_bytes()
         header = parse_header(prefix, key)
         _check_geometry(header, shape, key)
         if header.prefix_nbytes > len(prefix):
-            rest = await byte_getter.get(prototype=prototype, byte_range=RangeByteRequest(len(prefix), header.prefix_nbytes))
+            rest = await _get(byte_getter, prototype, key, RangeByteRequest(len(prefix), header.prefix_nbytes))
             prefix += rest.to_bytes() if rest is not None else b""
         asc, index = parse_prefix(prefix, header, key)
 
@@ -221,7 +221,7 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         first_byte = int(index.byte_offsets[runs[0][0]])
         last_byte = int(index.byte_offsets[runs[-1][1]])
         start, stop = header.prefix_nbytes + first_byte, header.prefix_nbytes + last_byte
-        payload_buf = await byte_getter.get(prototype=prototype, byte_range=RangeByteRequest(start, stop))
+        payload_buf = await _get(byte_getter, prototype, key, RangeByteRequest(start, stop))
         payload = payload_buf.to_bytes() if payload_buf is not None else b""
         if len(payload) != stop - start:
             raise CorruptChunkError(key, f"chunk ends before byte {stop} that its index points to (got {len(payload)} of {stop - start} bytes from {start})")
@@ -251,6 +251,14 @@ def _decoder_for(asc: bytes, header: ChunkHeader) -> aac.FrameDecoder:
     checksum) may use PNS, and fresh decoders keep their reads repeatable."""
     reuse = header.payload_crc32c is not None and header.skip >= aac.FRAME_LENGTH
     return aac.FrameDecoder(asc, header.channels, reuse=reuse)
+
+
+async def _get(byte_getter: ByteGetter, prototype: Any, key: str | None, byte_range: RangeByteRequest | None = None) -> Buffer | None:
+    """Bytes of a chunk from the store; a store failure becomes a ChunkReadError naming the chunk."""
+    try:
+        return await byte_getter.get(prototype=prototype, byte_range=byte_range)
+    except Exception as exc:
+        raise ChunkReadError(key, f"{byte_getter}: {type(exc).__name__}: {exc}") from exc
 
 
 def _key_of(byte_getter: Any) -> str | None:

@@ -88,3 +88,16 @@ class CorruptSourceError(ZarrAACError, ValueError):
 
 class SourceNotFoundError(ZarrAACError, FileNotFoundError):
     """The AAC file or URL an AACFileStore was asked to open does not exist."""
+
+
+class ChunkReadError(ZarrAACError, OSError):
+    """The store failed to deliver a chunk's bytes, after its own retries.
+
+    ``key`` names the chunk; the store's exception is the ``__cause__``.
+    """
+
+    def __init__(self, key: str | None, reason: str) -> None:
+        self.key = key
+        self.reason = reason
+        where = f"chunk {key!r}" if key is not None else "chunk"
+        super().__init__(f"cannot read {where} from the store: {reason}")
