@@ -39,3 +39,27 @@ def bench(session: nox.Session) -> None:
     """Speed, size and memory against peers in one run; writes docs/benchmarks.md and JSON."""
     session.install(".[bench]")
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def fuzz(session: nox.Session) -> None:
+    """Hostile chunks at scale: hypothesis with many examples, 1000 byte flips, atheris if it installs."""
+    session.install(".[test]")
+    scale = {"ZARR_AAC_FUZZ_EXAMPLES": "2000", "ZARR_AAC_FLIPS": "1000", "PYTHONHASHSEED": "0"}
+    session.run("pytest", "tests/test_fuzz.py", "tests/test_corruption.py", "--hypothesis-show-statistics", env=scale)
+    session.run("python", "tests/test_corruption.py", "--flips", "1000")
+    session.run("python", "-m", "pip", "install", "atheris>=2.3", success_codes=[0, 1])
+    has_atheris = session.run(
+        "python", "-c", "import importlib.util; print(importlib.util.find_spec('atheris') is not None)", silent=True
+    )
+    if str(has_atheris).strip() == "True":
+        session.run("python", "tests/fuzz_atheris.py", "-atheris_runs=200000", *session.posargs)
+    else:
+        session.warn("atheris did not install here (it needs a wheel or clang); coverage-guided fuzzing skipped")
+
+
+@nox.session(python=PYTHON)
+def s3(session: nox.Session) -> None:
+    """Every object-store test against moto on loopback, the slow fault tests included."""
+    session.install(".[test]")
+    session.run("pytest", "tests/test_s3.py", "-v", *session.posargs, env={"ZARR_AAC_S3_FULL": "1"})
