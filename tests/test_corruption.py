@@ -66,9 +66,10 @@ def prefix_region(chunk: Chunk, position: int) -> str:
     return "frames"
 
 
-def flip_experiment(array: zarr.Array, reference: np.ndarray, flips: int, seed: int) -> Counter:
+def flip_experiment(array: zarr.Array, reference: np.ndarray, flips: int, seed: int, prefix_only: bool = False) -> Counter:
     """Flip one random byte of one random chunk at a time (restoring it afterwards) and count,
-    per region, what a whole-chunk read, verify() and a partial read of the damaged frame saw."""
+    per region, what a whole-chunk read, verify() and a partial read of the damaged frame saw.
+    ``prefix_only`` draws the bytes from the header, ASC and index alone."""
     rng = np.random.default_rng(seed)
     keys = chunk_keys(array)
     originals = {key: get_bytes(array, key) for key in keys}
@@ -77,7 +78,8 @@ def flip_experiment(array: zarr.Array, reference: np.ndarray, flips: int, seed: 
         i = int(rng.integers(len(keys)))
         key, data = keys[i], originals[keys[i]]
         chunk = Chunk.parse(data)
-        position = int(rng.integers(len(data)))
+        prefix_nbytes = 48 + chunk.fields["asc_nbytes"] + 2 * chunk.sizes.size
+        position = int(rng.integers(prefix_nbytes if prefix_only else len(data)))
         damaged = bytearray(data)
         damaged[position] ^= int(rng.integers(1, 256))
         put_bytes(array, key, bytes(damaged))
@@ -138,6 +140,17 @@ def test_every_single_byte_flip_is_detected_where_checksums_cover_it(recording):
         if region != "frames":
             assert counts[region, "partial read raised"] == injected, region
     assert counts["frames", "injected"] > 0.9 * FLIPS
+    np.testing.assert_array_equal(array[:], reference)
+
+
+def test_every_single_byte_flip_in_header_asc_or_index_fails_every_read(recording):
+    array, reference = recording
+    counts = flip_experiment(array, reference, FLIPS // 3, seed=2, prefix_only=True)
+    for region in ("header", "ASC", "index"):
+        injected = counts[region, "injected"]
+        assert injected > 0, region
+        for seen in ("whole read raised", "verify listed", "partial read raised"):
+            assert counts[region, seen] == injected, (region, seen)
     np.testing.assert_array_equal(array[:], reference)
 
 
@@ -233,10 +246,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="single-byte flips in a stored recording: what detects them")
     parser.add_argument("--flips", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--prefix-only", action="store_true", help="flip bytes of the header, ASC and index only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         array = store_recording(Path(tmp) / "lena.zarr", "lena", lena_pcm())
-        counts = flip_experiment(array, reference_decode(array), args.flips, args.seed)
+        counts = flip_experiment(array, reference_decode(array), args.flips, args.seed, args.prefix_only)
     columns = ["injected", "whole read raised", "verify listed", "partial read raised",
                "partial read silently wrong", "partial read unchanged"]
     print("| region | " + " | ".join(columns) + " |")
