@@ -81,6 +81,12 @@ def test_directories_several_recordings_and_json_listing(tmp_path, capsys):
         == 0
     )
     assert sf.info(tmp_path / "s.wav").frames == 800
+    clock = ["--start", "2024-05-01T06:00:00.25", "--stop", "2024-05-01T06:00:00.5"]
+    assert main(["export", str(archive / "20240501_060000"), str(tmp_path / "t.wav"), *clock]) == 0
+    pcm, _ = sf.read(tmp_path / "t.wav", dtype="int16")
+    np.testing.assert_array_equal(pcm, zarr.open_array(archive / "20240501_060000")[2000:4000, 0])
+    assert main(["export", str(archive / "20240501_060000"), str(tmp_path / "u.wav"), "--start", "06:00"]) == 1
+    assert "ISO-8601" in capsys.readouterr().err
 
 
 def test_failures_exit_1_and_name_the_file(tmp_path, capsys):

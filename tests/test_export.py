@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import av
 import numpy as np
 import pytest
@@ -59,6 +61,20 @@ def test_flac_segment_by_samples_and_whole_recording(archive, tmp_path):
     np.testing.assert_array_equal(pcm, z[123:4567])
     whole = zarr_aac.export(z, tmp_path / "all.flac", progress=False)
     np.testing.assert_array_equal(sf.read(whole, dtype="int16")[0], z[:])
+
+
+def test_segment_by_clock_time(tmp_path):
+    source = _recording(tmp_path, "20240501_060000", 8000, 1, 2.0)
+    z = zarr_aac.import_file(source, tmp_path / "a.zarr", progress=False)
+    assert z.attrs["start_time"] == "2024-05-01T06:00:00"
+    out = zarr_aac.export(z, tmp_path / "seg.wav", datetime(2024, 5, 1, 6, 0, 0, 500000), "2024-05-01T06:00:01.25")
+    np.testing.assert_array_equal(sf.read(out, dtype="int16")[0], z[4000:10000, 0])
+    with pytest.raises(ValueError, match="both have a time zone"):
+        zarr_aac.export(z, tmp_path / "x.wav", "2024-05-01T06:00:00+00:00", progress=False)
+    undated = zarr_aac.import_file(_recording(tmp_path, "plain", 8000, 1, 1.0, seed=5), tmp_path / "a.zarr")
+    with pytest.raises(ArchiveError, match="no start_time"):
+        zarr_aac.export(undated, tmp_path / "x.wav", datetime(2024, 5, 1), progress=False)
+    assert sorted(p.name for p in tmp_path.glob("*.wav")) == ["20240501_060000.wav", "plain.wav", "seg.wav"]
 
 
 def test_float_recording_exports_as_float_wav(archive, tmp_path):

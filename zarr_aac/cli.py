@@ -138,12 +138,23 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _position(text: str | None, samples: bool) -> int | float | str | None:
+    """--start/--stop: a sample number with --samples, else seconds or an ISO-8601 clock time."""
+    if text is None:
+        return None
+    if samples:
+        return int(text)
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from zarr_aac.exporter import export
 
     unit = "samples" if args.samples else "s"
-    start = int(args.start) if args.samples and args.start is not None else args.start
-    stop = int(args.stop) if args.samples and args.stop is not None else args.stop
+    start, stop = _position(args.start, args.samples), _position(args.stop, args.samples)
     target = export(
         args.path,
         args.out,
@@ -243,8 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     exp.add_argument("path", metavar="PATH", help="ARCHIVE/NAME, or an archive holding one recording")
     exp.add_argument("out", metavar="OUT", help="output file; its extension picks the format")
-    exp.add_argument("--start", type=float, help="start in seconds (default: the beginning)")
-    exp.add_argument("--stop", type=float, help="stop in seconds (default: the end)")
+    exp.add_argument("--start", help="start: seconds, or an ISO-8601 clock time (default: the beginning)")
+    exp.add_argument("--stop", help="stop: seconds, or an ISO-8601 clock time (default: the end)")
     exp.add_argument("--samples", action="store_true", help="--start/--stop are sample numbers")
     exp.add_argument("--format", help="FFmpeg container name, when the extension does not say")
     exp.add_argument("--codec", help="FFmpeg encoder name (default: the container's)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -18,8 +19,9 @@ import zarr
 from tqdm.auto import tqdm
 
 from zarr_aac import aac
-from zarr_aac.errors import UnsupportedAudioError
+from zarr_aac.errors import ArchiveError, UnsupportedAudioError
 from zarr_aac.importer import PathLike, open_recording
+from zarr_aac.metadata import parse_start_time
 
 BLOCK_SAMPLES = 1 << 20
 """Samples read from the array and handed to the encoder at a time."""
@@ -48,6 +50,22 @@ def sample_bounds(
         length = f"{n_samples} samples" if unit == "samples" else f"{n_samples / rate:g} s"
         raise ValueError(f"segment [{start}, {stop}) {unit} is empty or outside the recording (0 to {length})")
     return first, last
+
+
+def seconds_into(array: zarr.Array, value: float | datetime | str | None) -> float | None:
+    """``value`` as seconds from the start of the recording: a datetime or ISO-8601 string is
+    placed by the recording's ``start_time`` attribute; numbers pass through."""
+    if not isinstance(value, datetime | str):
+        return value
+    started = array.attrs.get("start_time")
+    if started is None:
+        raise ArchiveError(f"{array.store_path} has no start_time, so {value} cannot be placed in it; give seconds")
+    when, begin = parse_start_time(value), datetime.fromisoformat(started)
+    if (when.tzinfo is None) != (begin.tzinfo is None):
+        raise ValueError(
+            f"{value} and the recording's start_time {started} must both have a time zone or both have none"
+        )
+    return (when - begin).total_seconds()
 
 
 def _layout(channels: int) -> str:
@@ -100,8 +118,8 @@ def _blocks(array: zarr.Array, first: int, last: int) -> Iterator[np.ndarray]:
 def export(
     array_or_path: zarr.Array | zarr.Group | PathLike,
     target: PathLike,
-    start: float | None = None,
-    stop: float | None = None,
+    start: float | datetime | str | None = None,
+    stop: float | datetime | str | None = None,
     *,
     unit: Literal["s", "samples"] = "s",
     format: str | None = None,
@@ -111,13 +129,16 @@ def export(
 ) -> Path:
     """Write samples [start, stop) of a recording to ``target`` at its true sample rate.
 
-    ``start``/``stop`` are seconds from the start of the recording, or sample numbers with
-    ``unit="samples"``. The container comes from ``format`` or the target's extension, the
+    ``start``/``stop`` are seconds from the start of the recording, clock times (datetimes or
+    ISO-8601 strings, placed by its ``start_time``), or sample numbers with ``unit="samples"``.
+    The container comes from ``format`` or the target's extension, the
     encoder from ``codec`` or the container's default (float32 arrays go to float WAV).
     """
     array = open_recording(array_or_path)
     rate = array.serializer.sample_rate
     channels = 1 if array.ndim == 1 else array.shape[1]
+    if unit == "s":
+        start, stop = seconds_into(array, start), seconds_into(array, stop)
     first, last = sample_bounds(array.shape[0], rate, start, stop, unit)
     target = Path(target)
     partial = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:8]}.partial{target.suffix}")

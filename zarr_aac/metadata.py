@@ -36,7 +36,7 @@ _PCM_BITS = re.compile(r"^pcm_[suf](\d+)")
 
 
 def parse_start_time(value: datetime | str) -> datetime:
-    """A start time given by the user: a datetime or an ISO-8601 string."""
+    """A clock time given by the user (a start time, an export bound): a datetime or an ISO-8601 string."""
     if isinstance(value, datetime):
         return value
     if isinstance(value, str):
@@ -45,7 +45,7 @@ def parse_start_time(value: datetime | str) -> datetime:
         except ValueError:
             pass
     raise ValueError(
-        f"start_time must be a datetime or an ISO-8601 string such as 2024-09-03T20:26:15+01:00, got {value!r}"
+        f"expected a datetime or an ISO-8601 date and time such as 2024-09-03T20:26:15+01:00, got {value!r}"
     )
 
 
