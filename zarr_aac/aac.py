@@ -107,8 +107,9 @@ def encode_frames(
 
 MAX_IDLE_DECODERS = 4
 """Opened decoders kept per AudioSpecificConfig for reuse (one per thread reading at once)."""
-MAX_DECODER_CONFIGS = 64
-"""AudioSpecificConfigs with kept decoders; past this many the pool starts over."""
+MAX_DECODER_CONFIGS = 8
+"""AudioSpecificConfigs with kept decoders; past this many the pool starts over. An opened
+decoder holds about 0.7 MB, so the pool never holds more than about 22 MB."""
 _idle_decoders: dict[bytes, list[tuple[av.CodecContext, str]]] = {}
 
 
