@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import zarr_aac
 from zarr_aac.errors import ArchiveError, UnsupportedAudioError
-from zarr_aac.exporter import sample_bounds
+from zarr_aac.exporter import _as_frame_array, sample_bounds
 
 
 def _recording(folder, name, rate, channels, seconds, subtype="PCM_16", seed=0):
@@ -84,6 +84,16 @@ def test_float_recording_exports_as_float_wav(archive, tmp_path):
     pcm, _ = sf.read(out, dtype="float32")
     assert sf.info(out).subtype == "FLOAT"
     np.testing.assert_array_equal(pcm, z[:, 0])
+
+
+def test_float_full_scale_survives_integer_formats():
+    """+1.0 and beyond clip to the largest integer (no wrap-around to negative full scale)."""
+    block = np.array([[1.0], [-1.0], [1.5], [0.5], [-2.0]], dtype=np.float32)
+    np.testing.assert_array_equal(_as_frame_array(block, "s32"), [[2**31 - 1, -(2**31), 2**31 - 1, 2**30, -(2**31)]])
+    np.testing.assert_array_equal(_as_frame_array(block, "s16p"), [[32767, -32768, 32767, 16384, -32768]])
+    np.testing.assert_array_equal(
+        _as_frame_array(np.array([[-32768, 32767]], np.int16).T, "s32"), [[-(2**31), 32767 << 16]]
+    )
 
 
 def test_ultrasonic_keeps_its_true_rate(archive, tmp_path):

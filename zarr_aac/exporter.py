@@ -99,7 +99,8 @@ def _as_frame_array(block: np.ndarray, fmt: str) -> np.ndarray:
     elif block.dtype == np.int16 and dtype == np.float32:
         samples = aac.from_dtype(block)
     elif block.dtype == np.float32 and dtype == np.int32:
-        samples = (np.clip(block, -1.0, 1.0 - 2.0**-31).astype(np.float64) * 2.0**31).astype(np.int32)
+        # in float64: full scale +1.0 must clip to the largest int32, not wrap to the smallest
+        samples = np.rint(np.clip(block.astype(np.float64) * 2.0**31, -(2.0**31), 2.0**31 - 1)).astype(np.int32)
     elif block.dtype == np.float32 and dtype == np.int16:
         samples = aac.to_dtype(block, np.dtype("int16"))
     else:
