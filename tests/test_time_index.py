@@ -232,3 +232,21 @@ def test_reversed_and_array_isel_materialise_only_the_selection():
     picked = ds.isel(time=[4999, 0, 17])
     np.testing.assert_array_equal(picked.time.values.view(np.int64), reference[[4999, 0, 17]])
     assert picked.sel(time=picked.time.values[2]).time.values == picked.time.values[2]
+
+
+def test_reversed_isel_of_a_huge_axis_allocates_only_the_selection():
+    ds = dataset(10**10, 48000)
+    tracemalloc.start()
+    try:
+        tail = ds.isel(time=slice(None, 10**10 - 4, -1))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
+    expected = [START_NS + (k * 10**9) // 48000 for k in range(10**10 - 1, 10**10 - 4, -1)]
+    np.testing.assert_array_equal(tail.time.values.view(np.int64), expected)
+
+
+def test_empty_axis_refuses_point_selection():
+    with pytest.raises(TimeLabelError, match="empty"):
+        dataset(0, 8000).sel(time=START, method="nearest")

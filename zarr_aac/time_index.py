@@ -190,7 +190,8 @@ class SampleTimeIndex(CoordinateTransformIndex):
         if isinstance(indexer, slice) and (indexer.step is None or indexer.step > 0):
             return type(self)(self.transform.sliced(indexer))
         if isinstance(indexer, slice):
-            positions = np.arange(self.transform.size)[indexer]
+            selected = range(self.transform.size)[indexer]
+            positions = np.arange(selected.start, selected.stop, selected.step, dtype=np.int64)
         elif np.ndim(indexer) != 1:
             return None
         else:
@@ -227,6 +228,8 @@ class SampleTimeIndex(CoordinateTransformIndex):
     def _positions(self, ns: np.ndarray, method: str | None, tolerance: Any, label: Any) -> np.ndarray:
         clock = self.transform
         last = clock.size - 1
+        if clock.size == 0:
+            raise TimeLabelError(f"cannot select {label!r}: the time axis is empty")
         before = clock._position_at_or_before(ns)
         after = clock._position_at_or_after(ns)
         if method is None:
