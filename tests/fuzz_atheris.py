@@ -49,7 +49,7 @@ def forged(fdp: atheris.FuzzedDataProvider) -> bytes:
     payload = bytearray(chunk.payload)
     for _ in range(fdp.ConsumeIntInRange(0, 8)):
         payload[fdp.ConsumeIntInRange(0, len(payload) - 1)] = fdp.ConsumeIntInRange(0, 255)
-    cut = fdp.ConsumeIntInRange(0, len(payload))
+    cut = fdp.ConsumeIntInRange(0, len(payload)) if fdp.ConsumeBool() else len(payload)
     return Chunk(chunk.fields, chunk.asc, sizes, bytes(payload[:cut])).pack(**overrides)
 
 
