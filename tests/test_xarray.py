@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import zarr_aac
 from zarr_aac import AACCodec
-from zarr_aac.errors import RecordingMetadataError, TimeAxisError, UnsupportedAudioError
+from zarr_aac.errors import ArchiveError, RecordingMetadataError, TimeAxisError, UnsupportedAudioError
 from zarr_aac.time_index import SampleTimeIndex
 from zarr_aac.xarray_io import assign_time_index, concat_recordings, to_aac
 
@@ -76,8 +76,9 @@ def test_time_selections_equal_the_sample_slice(recording, data):
     np.testing.assert_array_equal(stepped.values, reference[a:b:step, channel])
     points = data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=8))
     np.testing.assert_array_equal(ds.audio.isel(time=points).values, reference[points])
-    if b > a:  # xarray's backend slice decomposition fails on empty reversed slices, for every backend
-        np.testing.assert_array_equal(ds.audio.isel(time=slice(b, a, -step)).values, reference[b:a:-step])
+    backwards = slice(b, a, -step)
+    if len(range(n)[backwards]):  # xarray's backend slice decomposition fails on empty reversed slices
+        np.testing.assert_array_equal(ds.audio.isel(time=backwards).values, reference[backwards])
 
 
 def test_chained_selection_by_clock_time(recording):
@@ -138,9 +139,11 @@ def test_group_gives_one_variable_per_recording(tmp_path):
     one = zarr_aac.open_dataset(tmp_path / "archive.zarr", variable="north/rec1")
     np.testing.assert_array_equal(one.audio.values, root["north/rec1"][:])
     assert set(zarr_aac.open_dataset(tmp_path / "archive.zarr", drop_variables="south").data_vars) == {"north.rec1"}
-    with pytest.raises(KeyError, match="no recording 'west'"):
+    with pytest.raises(ArchiveError, match="no recording 'west'"):
         zarr_aac.open_dataset(tmp_path / "archive.zarr", variable="west")
-    with pytest.raises(UnsupportedAudioError, match="holds no zarr_aac recordings"):
+    with pytest.raises(ArchiveError, match="cannot open .*missing.zarr"):
+        zarr_aac.open_dataset(tmp_path / "missing.zarr")
+    with pytest.raises(ArchiveError, match="holds no zarr_aac recordings"):
         zarr_aac.open_dataset(zarr.open_group(str(tmp_path / "empty.zarr"), mode="w"))
 
 

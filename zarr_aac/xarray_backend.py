@@ -18,7 +18,7 @@ from xarray.backends import BackendArray, BackendEntrypoint
 from xarray.core import indexing
 
 from zarr_aac.codec import AACCodec
-from zarr_aac.errors import RecordingMetadataError, UnsupportedAudioError
+from zarr_aac.errors import ArchiveError, RecordingMetadataError
 from zarr_aac.time_index import SampleTimeIndex, parse_start_ns
 
 ENGINE = "zarr_aac"
@@ -107,13 +107,13 @@ def dataset_from_node(
         try:
             array = node[variable]
         except KeyError as exc:
-            raise KeyError(f"no recording {variable!r} in group {_where(node)}") from exc
+            raise ArchiveError(f"no recording {variable!r} in group {_where(node)}") from exc
         if not isinstance(array, zarr.Array):
-            raise KeyError(f"{variable!r} in group {_where(node)} is a group, not a recording")
+            raise ArchiveError(f"{variable!r} in group {_where(node)} is a group, not a recording")
         return _single_recording(array)
     recordings = find_recordings(node)
     if not recordings:
-        raise UnsupportedAudioError(f"group {_where(node)} holds no zarr_aac recordings")
+        raise ArchiveError(f"group {_where(node)} holds no zarr_aac recordings")
     dropped = set(drop_variables or ())
     names = {variable_name(path): path for path in recordings}
     if len(names) != len(recordings):
@@ -143,14 +143,17 @@ def open_node(store: Any, group: str | None = None, storage_options: dict | None
         return store[group] if group else store
     if isinstance(store, os.PathLike):
         store = os.fspath(store)
-    return zarr.open(store, mode="r", path=group or "", storage_options=storage_options)
+    try:
+        return zarr.open(store, mode="r", path=group or "", storage_options=storage_options)
+    except FileNotFoundError as exc:
+        where = f"{store!r}" + (f", group {group!r}" if group else "")
+        raise ArchiveError(f"cannot open {where} as a zarr archive: {exc}") from exc
 
 
 class ZarrAACBackendEntrypoint(BackendEntrypoint):
     """``xr.open_dataset(path, engine="zarr_aac")``; see :func:`open_dataset` for the parameters."""
 
     description = "AAC-encoded audio in Zarr v3 (zarr-aac) with a lazy, exact time axis"
-    url = "https://github.com/zarr-aac/zarr-aac/blob/main/docs/xarray.md"
     open_dataset_parameters = ("filename_or_obj", "drop_variables", "group", "variable", "storage_options")
 
     def open_dataset(
