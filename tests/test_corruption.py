@@ -1,5 +1,6 @@
 """Silent corruption: single-byte flips in the stored chunks of a real recording, detected on
-read and by ``verify``; the opt-in tolerant read mode; ``verify`` on groups, arrays and paths.
+read and by ``verify``; the opt-in tolerant and verified read modes; ``verify`` on groups,
+arrays and paths.
 
 Run as a script for the figures in docs/reliability.md::
 
@@ -23,7 +24,7 @@ from hostile import Chunk, get_bytes, put_bytes
 
 import zarr_aac
 from zarr_aac import AACCodec, CorruptChunkError
-from zarr_aac.tolerant import tolerant_reads
+from zarr_aac.tolerant import verified_reads
 from zarr_aac.verify import verify
 
 DATA = Path(__file__).parent / "data"
@@ -96,6 +97,8 @@ def flip_experiment(array: zarr.Array, reference: np.ndarray, flips: int, seed: 
         else:
             same = np.array_equal(out, reference[window])
             counts[region, "partial read unchanged" if same else "partial read silently wrong"] += 1
+        with verified_reads():
+            counts[region, "verified partial read raised"] += _raises(lambda: array[window])
         put_bytes(array, key, data)
     return counts
 
@@ -137,6 +140,7 @@ def test_every_single_byte_flip_is_detected_where_checksums_cover_it(recording):
         injected = counts[region, "injected"]
         assert counts[region, "whole read raised"] == injected, region
         assert counts[region, "verify listed"] == injected, region
+        assert counts[region, "verified partial read raised"] == injected, region
         if region != "frames":
             assert counts[region, "partial read raised"] == injected, region
     assert counts["frames", "injected"] > 0.9 * FLIPS
@@ -149,7 +153,7 @@ def test_every_single_byte_flip_in_header_asc_or_index_fails_every_read(recordin
     for region in ("header", "ASC", "index"):
         injected = counts[region, "injected"]
         assert injected > 0, region
-        for seen in ("whole read raised", "verify listed", "partial read raised"):
+        for seen in ("whole read raised", "verify listed", "partial read raised", "verified partial read raised"):
             assert counts[region, seen] == injected, (region, seen)
     np.testing.assert_array_equal(array[:], reference)
 
@@ -184,6 +188,28 @@ def test_a_corrupt_chunk_raises_by_default_and_tolerant_reads_fill_and_report(re
     finally:
         put_bytes(array, key, data)
     np.testing.assert_array_equal(array[:], reference)
+
+
+def test_verified_reads_catch_payload_damage_a_partial_read_decodes(recording):
+    array, reference = recording
+    key = chunk_keys(array)[3]
+    data = get_bytes(array, key)
+    chunk = Chunk.parse(data)
+    damaged = bytearray(data)
+    position = 48 + chunk.fields["asc_nbytes"] + 2 * chunk.sizes.size + int(chunk.sizes[:40].sum()) + 9
+    damaged[position] ^= 0x10
+    window = _window_of(chunk, position, 3)
+    put_bytes(array, key, bytes(damaged))
+    try:
+        with verified_reads():
+            np.testing.assert_array_equal(array[: 2 * CHUNK], reference[: 2 * CHUNK])
+            with pytest.raises(CorruptChunkError, match=f"'{key}': payload checksum"):
+                array[window]
+            with zarr_aac.tolerant_reads() as report:
+                np.testing.assert_array_equal(array[window], 0)
+        assert report.keys == [key]
+    finally:
+        put_bytes(array, key, data)
 
 
 def test_tolerant_reads_do_not_hide_other_failures(tmp_path, tone):
@@ -252,7 +278,7 @@ def main() -> None:
         array = store_recording(Path(tmp) / "lena.zarr", "lena", lena_pcm())
         counts = flip_experiment(array, reference_decode(array), args.flips, args.seed, args.prefix_only)
     columns = ["injected", "whole read raised", "verify listed", "partial read raised",
-               "partial read silently wrong", "partial read unchanged"]
+               "partial read silently wrong", "partial read unchanged", "verified partial read raised"]
     print("| region | " + " | ".join(columns) + " |")
     print("|---" * (len(columns) + 1) + "|")
     for region in ("header", "ASC", "index", "frames"):

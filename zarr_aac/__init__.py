@@ -19,6 +19,8 @@ _LAZY = {
     "assign_time_index": "zarr_aac.xarray_io",
     "AACFileStore": "zarr_aac.store",
     "verify": "zarr_aac.verify",
+    "tolerant_reads": "zarr_aac.tolerant",
+    "verified_reads": "zarr_aac.tolerant",
 }
 """Names whose modules pull in heavier optional dependencies, imported on first use."""
 

@@ -29,7 +29,7 @@ from zarr_aac.chunk import (
 )
 from zarr_aac.edges import extend_edges
 from zarr_aac.errors import AudioDecodeError, ChunkReadError, CorruptChunkError, UnsupportedAudioError
-from zarr_aac.tolerant import fill_or_raise
+from zarr_aac.tolerant import fill_or_raise, reads_are_verified
 
 if TYPE_CHECKING:
     from zarr.abc.store import ByteGetter
@@ -195,7 +195,7 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         prototype = chunk_spec.prototype
         span = _contiguous_span(selection[0], shape[0])
         rows, first_axis = (None, slice(None)) if span is not None else _requested_rows(selection[0], shape[0])
-        if span == (0, shape[0]) or (rows is not None and rows.size == shape[0]):
+        if span == (0, shape[0]) or (rows is not None and rows.size == shape[0]) or reads_are_verified():
             whole = await _get(byte_getter, prototype, key)
             if whole is None:
                 return None
