@@ -225,6 +225,14 @@ def test_to_aac_from_plain_arrays_and_its_refusals(tmp_path):
         to_aac(materialised, str(tmp_path / "y.zarr"))
     with pytest.raises(UnsupportedAudioError):
         to_aac(da.astype(np.int32), str(tmp_path / "z.zarr"))
+    with pytest.raises(ArchiveError, match="overwrite=True"):
+        to_aac(da, str(tmp_path / "mono.zarr"))
+    group = zarr.open_group(str(tmp_path / "archive.zarr"), mode="w")
+    broken = da.copy(data=np.where(np.arange(pcm.size) == RATE + 5, np.nan, pcm))
+    with pytest.raises(ValueError, match="NaN"):
+        to_aac(broken, group.store, name="broken", chunk_samples=RATE // 2)
+    assert "broken" not in zarr.open_group(str(tmp_path / "archive.zarr"), mode="r")
+    assert not (tmp_path / "archive.zarr" / "broken").exists()
 
 
 def test_1e10_sample_archive_opens_and_selects_without_materialising(tmp_path):

@@ -10,9 +10,10 @@ import numpy as np
 import xarray as xr
 import zarr
 from zarr.core.sync import sync
+from zarr.errors import ContainsArrayAndGroupError, ContainsArrayError, ContainsGroupError
 
 from zarr_aac.codec import AACCodec
-from zarr_aac.errors import RecordingMetadataError, TimeAxisError, UnsupportedAudioError
+from zarr_aac.errors import ArchiveError, RecordingMetadataError, TimeAxisError, UnsupportedAudioError
 from zarr_aac.time_index import SampleTimeIndex, format_start_time, parse_start_ns
 
 DEFAULT_CHUNK_SECONDS = 60
@@ -102,12 +103,16 @@ def to_aac(
     attributes.update(sample_rate=rate, channels=channels, duration_s=data.shape[0] / rate)
     if start is not None:
         attributes["start_time"] = format_start_time(start)
-    array = zarr.create_array(
-        store, name=name, shape=data.shape, chunks=(chunk_len, *data.shape[1:]), dtype=dtype,
-        serializer=AACCodec(sample_rate=rate, bitrate=bitrate, aac_sample_rate=aac_sample_rate),
-        compressors=None, fill_value=0, dimension_names=[str(d) for d in data.dims],
-        attributes=attributes, overwrite=overwrite, storage_options=storage_options,
-    )
+    try:
+        array = zarr.create_array(
+            store, name=name, shape=data.shape, chunks=(chunk_len, *data.shape[1:]), dtype=dtype,
+            serializer=AACCodec(sample_rate=rate, bitrate=bitrate, aac_sample_rate=aac_sample_rate),
+            compressors=None, fill_value=0, dimension_names=[str(d) for d in data.dims],
+            attributes=attributes, overwrite=overwrite, storage_options=storage_options,
+        )
+    except (ContainsArrayError, ContainsGroupError, ContainsArrayAndGroupError) as exc:
+        where = f"{name or '/'!r} of {store!r}"
+        raise ArchiveError(f"cannot store the recording at {where}: {exc}; pass overwrite=True") from exc
     try:
         _write_samples(data.variable.data, array, dtype)
     except BaseException:
