@@ -2,7 +2,9 @@
 
 Writes ``bench-out/benchmarks.json`` (copied to ``docs/benchmarks.json``) and
 ``docs/benchmarks.md`` with one table per section, PNG plots and the machine it ran on.
-A section whose module does not exist yet is skipped with a note.
+A section whose module does not exist yet is skipped with a note. ``--only`` runs replace
+their sections and keep the others from the last report of the same kind (each section says
+when it ran).
 """
 
 from __future__ import annotations
@@ -149,6 +151,14 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+def previous_sections(path: Path, quick: bool) -> dict:
+    """Sections of the last report of the same kind (full or quick), kept by an ``--only`` run."""
+    if not path.exists():
+        return {}
+    previous = json.loads(path.read_text())
+    return previous["sections"] if previous.get("quick") == quick else {}
+
+
 def write_markdown(report: dict, docs: Path, command: str) -> None:
     m = report["machine"]
     lines = [
@@ -177,7 +187,7 @@ def write_markdown(report: dict, docs: Path, command: str) -> None:
             lines += [f"![{result['title']}]({result['image']})", ""]
         lines += [f"- {note}" for note in result.get("notes", [])]
         if result.get("seconds") is not None:
-            lines.append(f"- section `{name}` took {result['seconds']} s")
+            lines.append(f"- section `{name}` took {result['seconds']} s (run {result.get('run', 'in an earlier report')})")
         lines.append("")
     (docs / "benchmarks.md").write_text("\n".join(lines))
 
@@ -194,10 +204,14 @@ def main(argv: list[str] | None = None) -> None:
         "machine": machine_info(),
         "sections": {},
     }
+    kept = previous_sections(args.docs / "benchmarks.json", args.quick) if args.only else {}
+    fresh = {}
     for name in args.only or SECTIONS:
         result = run_section(name, ctx)
         result["image"] = plot_section(name, result, args.docs)
-        report["sections"][name] = result
+        result["run"] = f"{report['date']}, git {report['machine']['git_commit']}"
+        fresh[name] = result
+    report["sections"] = {name: fresh.get(name, kept.get(name)) for name in SECTIONS if name in fresh or name in kept}
     command = "python -m benchmarks " + " ".join(argv if argv is not None else sys.argv[1:])
     (args.out / "benchmarks.json").write_text(json.dumps(report, indent=1, default=str))
     shutil.copyfile(args.out / "benchmarks.json", args.docs / "benchmarks.json")

@@ -77,3 +77,21 @@ def test_failing_section_is_reported_not_hidden(benchmarks, tmp_path, monkeypatc
     monkeypatch.setitem(sys.modules, "benchmarks.broken", types.SimpleNamespace(run=run))
     result = run_section("broken", benchmarks.Context(workdir=tmp_path, quick=True))
     assert "section exploded" in result["notes"][0] and "RuntimeError" in result["error"]
+
+
+def test_only_run_keeps_the_other_sections(benchmarks, tmp_path, monkeypatch):
+    pytest.importorskip("psutil")
+    import benchmarks.__main__ as harness
+
+    def section(title):
+        return types.SimpleNamespace(run=lambda ctx: {"title": title, "rows": [{"value": 1.0}], "notes": []})
+
+    monkeypatch.setattr(harness, "SECTIONS", ["first", "second"])
+    monkeypatch.setitem(sys.modules, "benchmarks.first", section("First v1"))
+    monkeypatch.setitem(sys.modules, "benchmarks.second", section("Second v1"))
+    paths = ["--workdir", str(tmp_path), "--out", str(tmp_path / "out"), "--docs", str(tmp_path / "docs")]
+    harness.main(paths)
+    monkeypatch.setitem(sys.modules, "benchmarks.second", section("Second v2"))
+    harness.main([*paths, "--only", "second"])
+    text = (tmp_path / "docs" / "benchmarks.md").read_text()
+    assert text.index("## First v1") < text.index("## Second v2") and "Second v1" not in text
