@@ -25,7 +25,7 @@ from hostile import Chunk, get_bytes, put_bytes
 import zarr_aac
 from zarr_aac import AACCodec, CorruptChunkError
 from zarr_aac.tolerant import verified_reads
-from zarr_aac.verify import verify
+from zarr_aac.verification import verify
 
 DATA = Path(__file__).parent / "data"
 CHUNK = 1 << 16
@@ -261,6 +261,15 @@ def test_verify_reports_missing_chunks_on_request(archive):
     assert verify(archive, progress=False, report_missing=True) == [
         {"array": "site_a", "key": "site_a/c/3/0", "error": "missing: not stored, reads as fill values"}
     ]
+
+
+def test_the_top_level_verify_stays_the_function(archive):
+    """A submodule named like the function would replace it on the package after first use."""
+    from zarr_aac import verify as first
+    from zarr_aac import verify as second
+
+    assert first is second is verify
+    assert zarr_aac.verify(archive, progress=False) == []
 
 
 def test_verify_of_a_path_that_is_no_archive_names_it(tmp_path):

@@ -18,7 +18,7 @@ _LAZY = {
     "to_aac": "zarr_aac.xarray_io",
     "assign_time_index": "zarr_aac.xarray_io",
     "AACFileStore": "zarr_aac.store",
-    "verify": "zarr_aac.verify",
+    "verify": "zarr_aac.verification",
     "tolerant_reads": "zarr_aac.tolerant",
     "verified_reads": "zarr_aac.tolerant",
 }

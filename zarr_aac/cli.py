@@ -209,11 +209,11 @@ def _cell(value: Any) -> str:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     try:
-        from zarr_aac.verify import verify
+        from zarr_aac.verification import verify
     except ModuleNotFoundError as exc:
-        if exc.name != "zarr_aac.verify":
+        if exc.name != "zarr_aac.verification":
             raise
-        raise ZarrAACError("verify is not available: this installation has no zarr_aac.verify module") from exc
+        raise ZarrAACError("verify is not available: this installation has no zarr_aac.verification module") from exc
     bad = verify(args.path, progress=not args.quiet)
     for problem in bad:
         print(f"{problem['array']}: chunk {problem['key']}: {problem['error']}")
