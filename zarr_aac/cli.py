@@ -196,6 +196,9 @@ def _cmd_ls(args: argparse.Namespace) -> int:
             f"is running: {', '.join(unfinished)}",
             file=sys.stderr,
         )
+    uncatalogued = sorted(n for n in group.array_keys() if n not in entries and not n.startswith(TEMP_PREFIX))
+    if uncatalogued:
+        print(f"{len(uncatalogued)} array(s) not in the catalogue: {', '.join(uncatalogued)}", file=sys.stderr)
     return 0
 
 
