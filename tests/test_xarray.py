@@ -278,3 +278,15 @@ def test_concat_recordings_matches_xarray_concat_without_its_per_sample_mask(tmp
         tracemalloc.stop()
     assert whole.sizes["time"] == 10**10 and isinstance(whole.xindexes["time"], SampleTimeIndex)
     assert peak < 20 * 2**20
+
+
+def test_aac_files_open_by_path_with_the_engine(data_dir, tmp_path):
+    from zarr_aac.store import open_aac_file
+
+    path = tmp_path / "music.m4a"
+    path.write_bytes((data_dir / "music_lena_44k1.m4a").read_bytes())
+    expected = open_aac_file(path, index_path=False)[44100:88200]
+    ds = xr.open_dataset(path, engine="zarr_aac")
+    assert ds.audio.dims == ("time", "channel")
+    np.testing.assert_array_equal(ds.audio.isel(time=slice(44100, 88200)).values, expected)
+    assert xr.backends.plugins.guess_engine(str(path)) == "zarr_aac"

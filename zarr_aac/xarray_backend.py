@@ -138,11 +138,23 @@ def _where(node: zarr.Array | zarr.Group) -> str:
     return repr(node.path or "/")
 
 
+AAC_FILE_SUFFIXES = (".aac", ".adts", ".m4a", ".mp4")
+"""Existing AAC files, opened in place through :class:`zarr_aac.AACFileStore`."""
+
+
+def is_aac_file(path: Any) -> bool:
+    return isinstance(path, str | os.PathLike) and os.fspath(path).lower().endswith(AAC_FILE_SUFFIXES)
+
+
 def open_node(store: Any, group: str | None = None, storage_options: dict | None = None) -> zarr.Array | zarr.Group:
     if isinstance(store, zarr.Array | zarr.Group):
         return store[group] if group else store
     if isinstance(store, os.PathLike):
         store = os.fspath(store)
+    if is_aac_file(store):
+        from zarr_aac.store import open_aac_file
+
+        return open_aac_file(store, storage_options=storage_options)
     try:
         return zarr.open(store, mode="r", path=group or "", storage_options=storage_options)
     except FileNotFoundError as exc:
@@ -171,9 +183,11 @@ class ZarrAACBackendEntrypoint(BackendEntrypoint):
         return dataset_from_node(node, variable, drop_variables)
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
-        """A local Zarr v3 directory holding at least one zarr_aac recording."""
+        """An ``.aac``/``.m4a`` file, or a local Zarr v3 directory holding a zarr_aac recording."""
         if not isinstance(filename_or_obj, str | os.PathLike):
             return False
+        if is_aac_file(filename_or_obj):
+            return True
         if not os.path.isfile(os.path.join(filename_or_obj, "zarr.json")):
             return False
         node = zarr.open(os.fspath(filename_or_obj), mode="r")
