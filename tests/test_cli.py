@@ -133,7 +133,7 @@ def test_ctrl_c_during_a_parallel_import_leaves_nothing_half_written(tmp_path):
     """SIGINT to the command's process group (what a terminal's Ctrl-C does) while workers
     write: exit 130, no temporary array left, and every array left is complete and catalogued
     (a file that finished before the interrupt may stay; how many did depends on the machine)."""
-    sources = [_wav(tmp_path / f"long{i}.wav", rate=48000, seconds=90.0, seed=i) for i in range(2)]
+    sources = [_wav(tmp_path / f"long{i}.wav", rate=16000, seconds=600.0, seed=i) for i in range(2)]
     archive = tmp_path / "a.zarr"
     command = [sys.executable, "-m", "zarr_aac.cli", "import", "-q", "--workers", "2", "--chunk-duration", "5"]
     process = subprocess.Popen(
@@ -153,4 +153,4 @@ def test_ctrl_c_during_a_parallel_import_leaves_nothing_half_written(tmp_path):
     assert sorted(group.array_keys()) == sorted(catalogue)
     assert len(catalogue) < 2
     for name in catalogue:
-        assert group[name].shape == (90 * 48000, 1)
+        assert group[name].shape == (600 * 16000, 1)
