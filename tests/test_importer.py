@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -463,3 +464,31 @@ def test_shared_lossy_recordings_match_the_ffmpeg_command_line(shared_audio, ffm
         assert lag_of_peak(z[:, 0], reference[:, 0]) == 0, path.name
         assert np.corrcoef(z[:, 0], reference[:, 0])[0, 1] > 0.95, path.name
         assert z.attrs["source"]["codec"] in {"vorbis", "aac"}
+
+
+def test_importers_through_stale_group_objects_keep_every_entry(tmp_path, sources):
+    """A Group object opened before another writer committed still adds to, not replaces, the
+    catalogue: the commit reads it afresh under the archive's lock."""
+    archive = tmp_path / "a.zarr"
+    stale = zarr.open_group(archive)
+    zarr_aac.import_file(sources["s16"], archive, progress=False)
+    other = tmp_path / "other" / "s16.wav"
+    other.parent.mkdir()
+    sf.write(other, clicky_signal(2000, 1, RATE, seed=11), RATE)
+    assert zarr_aac.import_file(other, stale, progress=False).basename == "s16_2"
+    assert zarr_aac.import_file(sources["flac"], stale, progress=False).basename == "flac"
+    assert sorted(stale.attrs[importer.CATALOGUE_ATTR]) == ["flac", "s16", "s16_2"]
+    assert sorted(zarr_aac.importer.catalogue(archive).index) == ["flac", "s16", "s16_2"]
+
+
+def test_the_archive_lock_excludes_other_processes(tmp_path):
+    group = zarr.open_group(tmp_path / "a.zarr")
+    probe = (
+        "import fcntl, os, sys\n"
+        "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+        "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError:\n    sys.exit(3)\n"
+    )
+    with importer._archive_lock(group):
+        held = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "a.zarr")], check=False)
+    free = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "a.zarr")], check=False)
+    assert (held.returncode, free.returncode) == (3, 0)

@@ -16,6 +16,7 @@ import re
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,11 @@ from zarr_aac import aac
 from zarr_aac import metadata as source_metadata
 from zarr_aac.codec import AACCodec
 from zarr_aac.errors import ArchiveError, ImportFailedError, SourceError, ZarrAACError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, so one importing process per archive at a time
+    fcntl = None
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -331,11 +337,30 @@ def _rename_node(group: zarr.Group, old: str, new: str) -> None:
     """Rename a child array; atomic on a local store, a copy then delete on other stores."""
     store = group.store
     if isinstance(store, LocalStore):
-        base = Path(store.root, group.path) if group.path else Path(store.root)
+        base = _local_directory(group)
         os.rename(base / old, base / new)
         return
     zarr.core.sync.sync(_copy_prefix(store, _child_path(group, old), _child_path(group, new)))
     del group[old]
+
+
+def _local_directory(group: zarr.Group) -> Path:
+    return Path(group.store.root, group.path) if group.path else Path(group.store.root)
+
+
+@contextmanager
+def _archive_lock(group: zarr.Group) -> Iterator[None]:
+    """Keep other processes on this machine out of the catalogue while this one updates it: an
+    advisory lock (flock) on the archive's directory. Object and memory stores have none."""
+    if fcntl is None or not isinstance(group.store, LocalStore):
+        yield
+        return
+    descriptor = os.open(_local_directory(group), os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 def _child_path(group: zarr.Group, name: str) -> str:
@@ -349,21 +374,42 @@ async def _copy_prefix(store: Any, old: str, new: str) -> None:
         await store.set(f"{new}/{key[len(old) + 1 :]}", value)
 
 
+def _reopen(group: zarr.Group, mode: str = "r+") -> zarr.Group:
+    """The group as the store holds it now (a Group object keeps the attributes it was opened with)."""
+    return zarr.open_group(store=group.store, path=group.path, mode=mode)
+
+
 def _catalogue_entries(group: zarr.Group) -> dict[str, dict[str, Any]]:
-    return dict(group.attrs.get(CATALOGUE_ATTR, {}))
+    return dict(_reopen(group, mode="r").attrs.get(CATALOGUE_ATTR, {}))
 
 
-def _commit(group: zarr.Group, temp_name: str, name: str, attrs: dict[str, Any]) -> zarr.Array:
-    """Give a finished temporary array its name and its catalogue entry, or leave neither."""
-    _rename_node(group, temp_name, name)
-    try:
-        entries = _catalogue_entries(group)
-        entries[name] = attrs
-        group.attrs.update({CATALOGUE_ATTR: entries})
-    except BaseException:
-        _delete_node(group, name)
-        raise
-    return group[name]
+def _commit(group: zarr.Group, temp_name: str, wanted: str, attrs: dict[str, Any], *, exact: bool) -> zarr.Array:
+    """Give a finished temporary array a free name and its catalogue entry, or leave neither.
+
+    Under the archive's lock the catalogue is read afresh, so an importer in another process
+    neither loses entries nor takes the same name, and content it stored meanwhile is not stored
+    twice (this temporary array is dropped). ``exact``: ``wanted`` or an error, not a variant.
+    """
+    with _archive_lock(group):
+        archive = _reopen(group)
+        entries = dict(archive.attrs.get(CATALOGUE_ATTR, {}))
+        existing = _existing_with_hash(entries, attrs["source"]["sha256"])
+        if existing is not None and existing in archive:
+            _delete_node(archive, temp_name)
+            return archive[existing]
+        taken = set(entries) | set(archive.array_keys())
+        if exact and wanted in taken:
+            raise ArchiveError(f"{_child_path(archive, wanted)} already exists; pick another name")
+        name = _unique_name(wanted, taken)
+        _rename_node(archive, temp_name, name)
+        try:
+            entries[name] = attrs
+            # through the caller's object, so the catalogue it holds is the one just written
+            group.attrs.update({CATALOGUE_ATTR: entries})
+        except BaseException:
+            _delete_node(archive, name)
+            raise
+        return archive[name]
 
 
 def _name_for(source: Path) -> str:
@@ -442,7 +488,7 @@ def import_file(
     }
     attrs = _import_into_temp(path, archive.store, archive.path, temp, digest, options)
     try:
-        return _commit(archive, temp, final, attrs)
+        return _commit(archive, temp, final, attrs, exact=name is not None)
     except BaseException:
         _delete_node(archive, temp)
         raise
@@ -495,10 +541,10 @@ def import_files(
         "progress": False,
     }
     failures: dict[str, BaseException] = {}
-    names: dict[int, str] = {}
+    digests: dict[int, str] = {}
     entries = _catalogue_entries(archive)
-    taken = set(entries) | set(archive.keys())
-    by_hash = {e.get("source", {}).get("sha256"): n for n, e in entries.items() if n in taken}
+    present = set(archive.array_keys())
+    by_hash = {e.get("source", {}).get("sha256"): n for n, e in entries.items() if n in present}
     pending: dict[int, tuple[Path, str, str]] = {}
     for i, path in enumerate(tqdm(paths, desc="hashing", unit="file", disable=None if progress else True)):
         try:
@@ -506,14 +552,10 @@ def import_files(
         except ZarrAACError as exc:
             failures[str(path)] = exc
             continue
-        if digest in by_hash:
-            names[i] = by_hash[digest]
-            continue
-        final = _unique_name(_name_for(path), taken)
-        taken.add(final)
-        by_hash[digest] = final
-        names[i] = final
-        pending[i] = (path, digest, f"{TEMP_PREFIX}{uuid.uuid4().hex}")
+        digests[i] = digest
+        if digest not in by_hash:
+            by_hash[digest] = None  # imported below, once even if listed twice
+            pending[i] = (path, digest, f"{TEMP_PREFIX}{uuid.uuid4().hex}")
 
     n_workers = min(workers or os.cpu_count() or 1, max(len(pending), 1))
     if isinstance(archive.store, MemoryStore):
@@ -522,12 +564,11 @@ def import_files(
     try:
         with bar:
             for i, result in _run(pending, archive, options, n_workers):
-                path, _, temp = pending[i]
+                path, digest, temp = pending[i]
                 if isinstance(result, BaseException):
                     failures[str(path)] = result
-                    del names[i]
                 else:
-                    _commit(archive, temp, names[i], result)
+                    by_hash[digest] = _commit(archive, temp, _name_for(path), result, exact=False).basename
                 bar.update(1)
     except BaseException:
         for _, _, temp in pending.values():
@@ -535,7 +576,7 @@ def import_files(
         raise
     if failures:
         raise ImportFailedError(failures)
-    return [archive[names[i]] for i in range(len(paths))]
+    return [archive[by_hash[digests[i]]] for i in range(len(paths))]
 
 
 def _run(
