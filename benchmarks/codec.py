@@ -8,6 +8,7 @@ source WAV (lossless ones bit for bit, lossy ones by SNR and alignment).
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -46,6 +47,7 @@ LOSSLESS = (BLOSC, RAW, FLAC)
 
 
 def run(ctx: Context) -> dict:
+    load_before = os.getloadavg()[0]
     wav = ctx.hour_wav
     info = sf.info(str(wav))
     rate, channels, n = info.samplerate, info.channels, info.frames
@@ -82,8 +84,14 @@ def run(ctx: Context) -> dict:
     }
     decode_x = _sequential_decode(arrays[AAC], flac, m4a, duration)
     codec_alone_x = _codec_alone_decode(arrays[AAC])
-    return _report(times, sizes, write_seconds, decode_x, codec_alone_x, checks, n, channels, rate, n_positions,
-                   ctx.quick)
+    result = _report(times, sizes, write_seconds, decode_x, codec_alone_x, checks, n, channels, rate, n_positions,
+                     ctx.quick)
+    result["notes"].append(
+        f"1-minute load average {load_before:.1f} before the section, {os.getloadavg()[0]:.1f} after, on "
+        f"{os.cpu_count()} cores: above ~0.5 other jobs were competing and absolute times are inflated "
+        "(ratios between methods hold, the run being interleaved)."
+    )
+    return result
 
 
 # -- building the stores --------------------------------------------------------------------------
