@@ -9,66 +9,18 @@ values where the new chunk will be).
 from __future__ import annotations
 
 import multiprocessing
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import zarr
+from concurrency_workers import APPENDED_CHUNKS, CHUNK, FIRST_CHUNKS, RATE, READERS, appender, import_each, reader, signal
 from conftest import tone_with_noise
 from helpers import reference_decode
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync
 
-from zarr_aac import AACCodec, import_file, import_files
+from zarr_aac import AACCodec, import_files
 from zarr_aac.importer import CATALOGUE_ATTR, TEMP_PREFIX
-
-CHUNK = 8192
-RATE = 48000
-FIRST_CHUNKS = 3
-APPENDED_CHUNKS = 6
-READERS = 2
-
-
-def signal(chunks: int) -> np.ndarray:
-    return (tone_with_noise(chunks * CHUNK, 2, RATE, seed=11) * 30000).astype(np.int16)
-
-
-def append_whole_chunks(array: zarr.Array, pcm: np.ndarray) -> None:
-    """Append ``pcm`` (whole chunks) to ``array``: chunk bytes first, then the new shape."""
-    n = array.shape[0]
-    assert n % CHUNK == 0 and pcm.shape[0] % CHUNK == 0
-    codec: AACCodec = array.serializer
-    store, prefix = array.store_path.store, array.store_path.path
-    for start in range(0, pcm.shape[0], CHUNK):
-        key = f"{prefix}/{array.metadata.encode_chunk_key(((n + start) // CHUNK, 0))}"
-        data = codec.encode_pcm(pcm[start : start + CHUNK])
-        sync(store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
-        array.resize((n + start + CHUNK, pcm.shape[1]))
-
-
-def appender(path: str, go, pause: float) -> None:
-    go.wait()
-    array = zarr.open_array(path, mode="r+")
-    tail = signal(FIRST_CHUNKS + APPENDED_CHUNKS)[FIRST_CHUNKS * CHUNK :]
-    for start in range(0, tail.shape[0], CHUNK):
-        append_whole_chunks(array, tail[start : start + CHUNK])
-        time.sleep(pause)
-
-
-def reader(path: str, seed: int, go, done, results) -> None:
-    """Reopen the array again and again, read random ranges of the length it then has."""
-    rng = np.random.default_rng(seed)
-    reads = []
-    go.wait()
-    while not done.is_set() or len(reads) < 20:
-        array = zarr.open_array(path, mode="r")
-        n = array.shape[0]
-        start = int(rng.integers(0, n - 1))
-        stop = min(n, start + int(rng.integers(1, 3 * CHUNK)))
-        reads.append((n, start, stop, array[start:stop]))
-    results.put(reads)
 
 
 @pytest.mark.slow
@@ -132,11 +84,6 @@ def test_parallel_imports_by_one_call_keep_the_catalogue_whole(tmp_path):
     assert_catalogue_matches_arrays(root, {p.stem for p in sources})
 
 
-def import_each(paths: list[str], root: str) -> None:
-    for path in paths:
-        import_file(path, root, chunk_duration=0.25, progress=False)
-
-
 @pytest.fixture(scope="module")
 def two_importers(tmp_path_factory) -> tuple[Path, set[str]]:
     """Two processes each calling import_file, three files each, into one archive at once."""
@@ -164,11 +111,6 @@ def test_independent_importers_into_one_group_lose_no_recording(two_importers):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="importer: each import_file rewrites the whole catalogue attribute (read-modify-write, no lock), "
-    "so concurrent importers into one group can drop each other's entries; import_files in one call is safe",
-)
 def test_independent_importers_into_one_group_keep_the_catalogue_whole(two_importers):
     root, expected = two_importers
     assert_catalogue_matches_arrays(root, expected)
