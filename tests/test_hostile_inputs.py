@@ -270,5 +270,5 @@ def test_an_import_interrupted_mid_write_leaves_nothing(tmp_path, encoded, monke
     monkeypatch.setattr(AACCodec, "encode_pcm", failing_encode)
     with pytest.raises(OSError, match="No space left"):
         import_file(encoded["mp3"], root, chunk_duration=0.1, progress=False)
-    assert len(calls) == 3
+    assert 3 <= len(calls) < 3 + importer.CHUNKS_PER_WRITE, "the import went on past the failed write"
     assert_nothing_half_written(root, before)

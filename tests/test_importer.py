@@ -377,13 +377,13 @@ def test_bad_inputs_fail_clearly_and_leave_nothing(kind, tmp_path, ffmpeg):
 def test_interrupt_leaves_nothing(tmp_path, sources, monkeypatch):
     calls = []
 
-    def interrupt_on_second_chunk(pcm, dtype):
+    def interrupt_on_second_write(pcm, dtype, **options):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
         return pcm.astype(dtype)
 
-    monkeypatch.setattr(importer.aac, "to_dtype", interrupt_on_second_chunk)
+    monkeypatch.setattr(importer.aac, "to_dtype", interrupt_on_second_write)
     group = zarr.open_group(tmp_path / "a.zarr")
     with pytest.raises(KeyboardInterrupt):
         zarr_aac.import_file(sources["f32"], group, chunk_duration=0.2, progress=False)

@@ -203,18 +203,28 @@ def frame_runs(frames: Sequence[int] | np.ndarray) -> list[tuple[int, int]]:
     return [(int(frames[a]), int(frames[b - 1]) + 1) for a, b in zip(starts, stops, strict=True)]
 
 
-def to_dtype(pcm: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Convert decoded float32 PCM to the array dtype (int16 is scaled by 32768 and clipped)."""
+def to_dtype(pcm: np.ndarray, dtype: np.dtype, *, overwrite: bool = False) -> np.ndarray:
+    """Convert float32 PCM to the array dtype (int16 is scaled by 32768 and clipped).
+
+    ``overwrite=True`` lets an int16 conversion scale ``pcm`` in place instead of a copy.
+    """
     if dtype == np.float32:
         return pcm
-    scaled = pcm * np.float32(32768.0)
+    if overwrite:
+        scaled = pcm
+        scaled *= np.float32(32768.0)
+    else:
+        scaled = pcm * np.float32(32768.0)
     np.rint(scaled, out=scaled)
     np.clip(scaled, -32768, 32767, out=scaled)
     return scaled.astype(np.int16)
 
 
-def from_dtype(pcm: np.ndarray) -> np.ndarray:
-    """Convert int16 or float32 PCM to the float32 the encoder takes."""
+def from_dtype(pcm: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Convert int16 or float32 PCM to the float32 the encoder takes (into ``out`` if given)."""
+    if out is None:
+        out = np.empty(pcm.shape, dtype=np.float32)
+    out[...] = pcm
     if pcm.dtype == np.int16:
-        return pcm.astype(np.float32) / np.float32(32768.0)
-    return pcm.astype(np.float32, copy=False)
+        out /= np.float32(32768.0)
+    return out

@@ -8,6 +8,7 @@ checksum is verified.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Self
 
@@ -27,7 +28,7 @@ from zarr_aac.chunk import (
     prefix_nbytes_upper_bound,
     verify_payload,
 )
-from zarr_aac.edges import extend_edges
+from zarr_aac.edges import fill_edges
 from zarr_aac.errors import AudioDecodeError, ChunkReadError, CorruptChunkError, UnsupportedAudioError
 from zarr_aac.tolerant import fill_or_raise, reads_are_verified
 
@@ -138,20 +139,23 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
 
     def encode_pcm(self, pcm: np.ndarray) -> bytes:
         """One chunk's bytes for PCM of shape (samples,) or (samples, channels)."""
-        frames2d = pcm.reshape(pcm.shape[0], -1)
-        samples = aac.from_dtype(frames2d)
-        if not np.isfinite(samples).all():
-            raise ValueError("cannot encode NaN or infinite samples")
-        channels = samples.shape[1]
-        padded = extend_edges(samples, LEAD_IN, LEAD_OUT)
+        samples = pcm.reshape(pcm.shape[0], -1)
+        n, channels = samples.shape
+        padded = np.empty((LEAD_IN + n + LEAD_OUT, channels), dtype=np.float32)
+        body = padded[LEAD_IN : LEAD_IN + n]
+        aac.from_dtype(samples, out=body)
+        if n and not (np.isfinite(body.min()) and np.isfinite(body.max())):
+            raise UnsupportedAudioError("cannot encode NaN or infinite samples")
+        fill_edges(padded, LEAD_IN, LEAD_OUT)
         asc, frames = aac.encode_frames(padded, self.aac_sample_rate, self._bitrate_for(channels))
         return pack_chunk(
             asc, frames, channels=channels, aac_sample_rate=self.aac_sample_rate,
-            n_samples=samples.shape[0], skip=aac.ENCODER_PRIMING + LEAD_IN,
+            n_samples=n, skip=aac.ENCODER_PRIMING + LEAD_IN,
         )
 
     async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
-        data = self.encode_pcm(chunk_array.as_numpy_array())
+        # FFmpeg's encoder runs without the GIL: chunks written in one call encode in parallel.
+        data = await asyncio.to_thread(self.encode_pcm, chunk_array.as_numpy_array())
         return chunk_spec.prototype.buffer.from_bytes(data)
 
     # -- reading -----------------------------------------------------------------------------

@@ -52,8 +52,9 @@ def continue_signal(history: np.ndarray, count: int) -> np.ndarray:
     return (out * fade[:, None]).astype(np.float32)
 
 
-def extend_edges(samples: np.ndarray, lead_in: int, lead_out: int) -> np.ndarray:
-    """``samples`` with a predicted lead-in before and lead-out after, both fading to silence."""
-    before = continue_signal(samples[::-1], lead_in)[::-1]
-    after = continue_signal(samples, lead_out)
-    return np.concatenate([before, samples, after])
+def fill_edges(padded: np.ndarray, lead_in: int, lead_out: int) -> None:
+    """Fill the first ``lead_in`` and last ``lead_out`` rows of ``padded`` with a prediction of
+    the samples between them, fading to silence away from them."""
+    samples = padded[lead_in : len(padded) - lead_out]
+    padded[:lead_in] = continue_signal(samples[::-1], lead_in)[::-1]
+    padded[len(padded) - lead_out :] = continue_signal(samples, lead_out)

@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 import xarray as xr
 import zarr
-from zarr.core.sync import sync
 from zarr.errors import ContainsArrayAndGroupError, ContainsArrayError, ContainsGroupError
 
 from zarr_aac.codec import AACCodec
 from zarr_aac.errors import ArchiveError, RecordingMetadataError, TimeAxisError, UnsupportedAudioError
 from zarr_aac.time_index import SampleTimeIndex, format_start_time, parse_start_ns
+from zarr_aac.writes import delete_tree
 
 DEFAULT_CHUNK_SECONDS = 60
 """Stored chunk length of :func:`to_aac` unless told: whole-chunk writes, cheap reads via the frame index."""
@@ -116,7 +116,7 @@ def to_aac(
     try:
         _write_samples(data.variable.data, array, dtype)
     except BaseException:
-        sync(array.store_path.delete_dir())
+        delete_tree(array.store_path.store, array.store_path.path)
         raise
     return array
 
