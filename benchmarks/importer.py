@@ -27,13 +27,22 @@ SHORT_SECONDS = 600
 QUICK_SHORT_SECONDS = 30
 
 _IMPORT_SCRIPT = """
-import json, resource, sys, time
+import json, os, resource, sys, time
 import zarr_aac
-archive, workers, sources = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+archive, workers, cores, sources = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+if cores:
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cores])
 start = time.perf_counter()
 zarr_aac.import_files(sources, archive, bitrate=160_000, workers=workers, progress=False)
 seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forked parent (the harness,
+# which may hold an hour of PCM), while VmHWM belongs to this process's own address space.
+try:
+    with open("/proc/self/status") as status:
+        peak_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+except OSError:
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_kb / 1024}))
 """
 
 
@@ -42,7 +51,7 @@ def _machine_ceiling(sources: list[Path], work: Path) -> float:
     at once: how much parallelism the machine has to give right now (other jobs share it)."""
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", _IMPORT_SCRIPT, str(work / f"ceiling{i}.zarr"), "1", str(source)],
+            [sys.executable, "-c", _IMPORT_SCRIPT, str(work / f"ceiling{i}.zarr"), "1", "0", str(source)],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -57,10 +66,11 @@ def _machine_ceiling(sources: list[Path], work: Path) -> float:
     return max(seconds)
 
 
-def _import_in_process(sources: list[Path], archive: Path, workers: int = 1) -> dict:
+def _import_in_process(sources: list[Path], archive: Path, workers: int = 1, cores: int = 0) -> dict:
+    """One import_files call in a fresh process; ``cores`` > 0 pins it (and its workers) to that many."""
     shutil.rmtree(archive, ignore_errors=True)
     run = subprocess.run(
-        [sys.executable, "-c", _IMPORT_SCRIPT, str(archive), str(workers), *map(str, sources)],
+        [sys.executable, "-c", _IMPORT_SCRIPT, str(archive), str(workers), str(cores), *map(str, sources)],
         check=True,
         capture_output=True,
         text=True,
@@ -101,6 +111,7 @@ def _measure(ctx: Context, wav: Path, work: Path) -> dict:
 
     whole = _import_in_process([wav], work / "whole.zarr")
     short_run = _import_in_process([short], work / "short.zarr")
+    one_core = _import_in_process([short, short_copy], work / "one_core.zarr", workers=1, cores=1)
     one = _import_in_process([short, short_copy], work / "serial.zarr", workers=1)
     two = _import_in_process([short, short_copy], work / "parallel.zarr", workers=2)
     independent = _machine_ceiling([short, short_copy], work)
@@ -163,8 +174,10 @@ def _measure(ctx: Context, wav: Path, work: Path) -> dict:
             f"importing {duration:.0f} s (bounded if equal; target < {MEMORY_TARGET_MB} MB)"
         ),
         (
-            f"import_files of two {short_seconds} s files: 1 process {one['seconds']:.1f} s, 2 processes "
-            f"{two['seconds']:.1f} s: speed-up {one['seconds'] / two['seconds']:.2f}x on {os.cpu_count()} cores "
+            f"import_files of two {short_seconds} s files: 1 process pinned to one core {one_core['seconds']:.1f} s "
+            f"(the one-core baseline), 1 process {one['seconds']:.1f} s (it encodes two chunks at a time in "
+            f"threads), 2 processes {two['seconds']:.1f} s: speed-up {one_core['seconds'] / two['seconds']:.2f}x "
+            f"over one core on {os.cpu_count()} cores, {one['seconds'] / two['seconds']:.2f}x over one process "
             f"(includes starting the workers; load average {os.getloadavg()[0]:.1f} at the end); two independent "
             f"import processes started at once took {independent:.1f} s, a ceiling of "
             f"{one['seconds'] / independent:.2f}x on this machine at this moment"
@@ -181,6 +194,8 @@ def _measure(ctx: Context, wav: Path, work: Path) -> dict:
             "long_peak_rss_mb": whole["peak_rss_mb"],
         },
         "parallel": {
+            "one_core_s": one_core["seconds"],
+            "speedup_over_one_core": one_core["seconds"] / two["seconds"],
             "serial_s": one["seconds"],
             "two_workers_s": two["seconds"],
             "speedup": one["seconds"] / two["seconds"],
