@@ -8,17 +8,17 @@ import nox
 
 nox.options.default_venv_backend = "venv"
 nox.options.sessions = ["tests"]
-PYTHON = "3.11"
+# Sessions use the interpreter nox runs on (any Python 3.11+), in a fresh virtual environment.
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def tests(session: nox.Session) -> None:
     """Install the package (not editable, so the entry points are real) and run the tests."""
     session.install(".[test]")
     session.run("pytest", *session.posargs, env={"PYTHONHASHSEED": "0", "ZARR_AAC_REQUIRE_INSTALLED": "1"})
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def demo(session: nox.Session) -> None:
     """Import the built-in example recording, show what was stored, read a segment back."""
     session.install(".")
@@ -34,14 +34,14 @@ def demo(session: nox.Session) -> None:
     session.log(f"wrote {archive} and a 2 s segment.wav in {out}")
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def bench(session: nox.Session) -> None:
     """Speed, size and memory against peers in one run; writes docs/benchmarks.md and JSON."""
     session.install(".[bench]")
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def fuzz(session: nox.Session) -> None:
     """Hostile chunks at scale: hypothesis with many examples, 1000 byte flips, atheris if it installs."""
     session.install(".[test]")
@@ -58,7 +58,7 @@ def fuzz(session: nox.Session) -> None:
         session.warn("atheris did not install here (it needs a wheel or clang); coverage-guided fuzzing skipped")
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def s3(session: nox.Session) -> None:
     """Every object-store test against moto on loopback, the slow fault tests included."""
     session.install(".[test]")
