@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 import zarr
-from tqdm.auto import tqdm
+from tqdm import tqdm
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
@@ -44,7 +44,7 @@ def verify(
     arrays = _aac_arrays(_open(source))
     total = sum(array.nchunks for array in arrays)
     problems: list[dict[str, str]] = []
-    with tqdm(total=total, unit="chunk", desc="verify", disable=not progress) as bar:
+    with tqdm(total=total, unit="chunk", desc="verify", disable=None if progress else True) as bar:
         for array in arrays:
             problems.extend(sync(_verify_array(array, decode, report_missing, bar)))
     return problems
