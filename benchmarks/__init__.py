@@ -18,6 +18,8 @@ a way a codec could exploit beyond what real long recordings of a steady soundsc
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -95,6 +97,34 @@ def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+READ_LENGTHS = {"20 ms": 0.02, "1 s": 1.0, "10 s": 10.0}
+"""Segment lengths of the random-read comparisons."""
+
+
+def interleaved_reads(readers: dict, positions: np.ndarray, rate: int) -> dict[tuple[str, str], list[float]]:
+    """Seconds of each ``reader(a, b)`` call per (method, length), every method reading the same
+    positions in a rotating order so that load and caches affect them alike."""
+    names = list(readers)
+    times: dict[tuple[str, str], list[float]] = {(m, length): [] for m in names for length in READ_LENGTHS}
+    for i, a in enumerate(positions):
+        order = names[i % len(names) :] + names[: i % len(names)]
+        for length, seconds in READ_LENGTHS.items():
+            b = int(a) + int(round(seconds * rate))
+            for name in order:
+                times[name, length].append(timed(lambda r=readers[name], a=int(a), b=b: r(a, b)))
+    return times
+
+
+def ffmpeg_aac(source: Path, target: Path, bitrate: int) -> None:
+    """Encode ``source`` with the ffmpeg command line's native AAC encoder, PNS off, as the
+    project's codec does: the peer for import speed and the file the adapter reads in place."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise RuntimeError("this benchmark needs the ffmpeg command line (apt-get install ffmpeg)")
+    command = [ffmpeg, "-v", "error", "-y", "-i", str(source), "-c:a", "aac", "-b:a", str(bitrate), "-aac_pns", "0"]
+    subprocess.run([*command, str(target)], check=True)
 
 
 def median_p90(values: list[float]) -> tuple[float, float]:

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import Context, median_p90, timed
+from benchmarks import READ_LENGTHS, Context, ffmpeg_aac, interleaved_reads, median_p90, timed
 from benchmarks.codec import M4AReader
 from zarr_aac.store import DEFAULT_CHUNK_SAMPLES, INDEX_SUFFIX, AACFileStore, open_aac_file
 
 BITRATE = 160_000
-LENGTHS = {"20 ms": 0.02, "1 s": 1.0, "10 s": 10.0}
 POSITIONS = 200
 QUICK_POSITIONS = 30
 OPENS = 5
@@ -53,21 +52,21 @@ def run(ctx: Context) -> dict:
     agreement = _check(readers, n, rate)
     rng = np.random.default_rng(20261124)
     positions = rng.integers(0, n - int(10 * rate) - 1, size=QUICK_POSITIONS if ctx.quick else POSITIONS)
-    times = _interleaved(readers, positions, rate)
+    times = interleaved_reads(readers, positions, rate)
     kept_open.close()
 
     rows = []
     stats = {key: median_p90(values) for key, values in times.items()}
     for name in readers:
         row = {"method": name}
-        for length in LENGTHS:
+        for length in READ_LENGTHS:
             med, p90 = stats[name, length]
             row[f"{length} median ms"] = round(1e3 * med, 3)
             row[f"{length} p90 ms"] = round(1e3 * p90, 3)
         rows.append(row)
-    ratios = {length: stats["PyAV m4a, kept open", length][0] / stats["adapter m4a", length][0] for length in LENGTHS}
+    ratios = {length: stats["PyAV m4a, kept open", length][0] / stats["adapter m4a", length][0] for length in READ_LENGTHS}
     per_read = {
-        length: stats["PyAV m4a, opened per read", length][0] / stats["adapter m4a", length][0] for length in LENGTHS
+        length: stats["PyAV m4a, opened per read", length][0] / stats["adapter m4a", length][0] for length in READ_LENGTHS
     }
     notes = [
         f"{len(positions)} random positions in a {n / rate / 3600:.2f} h stereo {rate} Hz file "
@@ -94,24 +93,7 @@ def _encode(wav: Path, work: Path) -> tuple[Path, Path]:
         raise RuntimeError("the adapter benchmark needs the ffmpeg command line (apt-get install ffmpeg)")
     if not m4a.exists() or m4a.stat().st_mtime < wav.stat().st_mtime:
         partial = work / "hour.partial.m4a"
-        subprocess.run(
-            [
-                ffmpeg,
-                "-v",
-                "error",
-                "-y",
-                "-i",
-                str(wav),
-                "-c:a",
-                "aac",
-                "-b:a",
-                str(BITRATE),
-                "-aac_pns",
-                "0",
-                str(partial),
-            ],
-            check=True,
-        )
+        ffmpeg_aac(wav, partial, BITRATE)
         partial.replace(m4a)
     if not aac.exists() or aac.stat().st_mtime < m4a.stat().st_mtime:
         partial = work / "hour.partial.aac"
@@ -187,15 +169,3 @@ def _check(readers: dict, n: int, rate: int) -> float:
     if worst > 1 / 32768 + 1e-7:
         raise AssertionError(f"methods disagree by {worst} (beyond int16 rounding)")
     return worst
-
-
-def _interleaved(readers: dict, positions: np.ndarray, rate: int) -> dict[tuple[str, str], list[float]]:
-    names = list(readers)
-    times: dict[tuple[str, str], list[float]] = {(m, length): [] for m in names for length in LENGTHS}
-    for i, a in enumerate(positions):
-        order = names[i % len(names) :] + names[: i % len(names)]
-        for length, seconds in LENGTHS.items():
-            b = int(a) + int(round(seconds * rate))
-            for name in order:
-                times[name, length].append(timed(lambda r=readers[name], a=int(a), b=b: r(a, b)))
-    return times

@@ -21,7 +21,7 @@ import zarr
 from zarr.codecs import BloscCodec
 from zarr.storage import LocalStore
 
-from benchmarks import Context, median_p90, timed
+from benchmarks import READ_LENGTHS, Context, interleaved_reads, median_p90, timed
 from zarr_aac import AACCodec
 
 BITRATE = 160_000
@@ -30,7 +30,6 @@ AAC_CHUNK = 2880 * 1024
 BLOSC_CHUNK = 2**16
 RAW_CHUNK = 4096
 """Small chunks of raw int16, so a short read measures zarr's own overhead rather than I/O."""
-LENGTHS = {"20 ms": 0.02, "1 s": 1.0, "10 s": 10.0}
 POSITIONS = 200
 QUICK_POSITIONS = 30
 OLD_SYSTEM_MS = 242.0
@@ -67,9 +66,9 @@ def run(ctx: Context) -> dict:
 
     rng = np.random.default_rng(20261124)
     n_positions = QUICK_POSITIONS if ctx.quick else POSITIONS
-    longest = int(max(LENGTHS.values()) * rate)
+    longest = int(max(READ_LENGTHS.values()) * rate)
     positions = rng.integers(0, n - longest, size=n_positions)
-    times = _interleaved_reads(readers, positions, rate)
+    times = interleaved_reads(readers, positions, rate)
     for reader in readers.values():
         close = getattr(reader, "close", None)
         if close is not None:
@@ -223,21 +222,6 @@ def _check_readers(readers: dict, wav: Path, n: int, rate: int) -> dict[str, flo
     return snr
 
 
-def _interleaved_reads(readers: dict, positions: np.ndarray, rate: int) -> dict[tuple[str, str], list[float]]:
-    names = list(readers)
-    times: dict[tuple[str, str], list[float]] = {(m, length): [] for m in names for length in LENGTHS}
-    for i, a in enumerate(positions):
-        order = names[i % len(names) :] + names[: i % len(names)]
-        for length, seconds in LENGTHS.items():
-            b = int(a) + int(round(seconds * rate))
-            for name in order:
-                times[name, length].append(timed(lambda r=readers[name], b=b: r(int(a), b)))
-    return times
-
-
-# -- sequential decode --------------------------------------------------------------------------------
-
-
 def _sequential_decode(array: zarr.Array, flac: Path, m4a: Path, duration: float) -> dict[str, float]:
     """x realtime of a full sequential read, one core each."""
     chunk = array.chunks[0]
@@ -279,7 +263,7 @@ def _report(times, sizes, write_seconds, decode_x, codec_alone_x, checks, n, cha
     rows = []
     for method in methods:
         row: dict = {"method": method}
-        for length in LENGTHS:
+        for length in READ_LENGTHS:
             med, p90 = ms[method, length]
             row[f"{length} median ms"] = med
             row[f"{length} p90 ms"] = p90
@@ -300,7 +284,7 @@ def _report(times, sizes, write_seconds, decode_x, codec_alone_x, checks, n, cha
             "check vs source": "exact" if checks[method] == np.inf else f"SNR {checks[method]:.1f} dB",
         })
 
-    aac_ms = {length: ms[AAC, length][0] for length in LENGTHS}
+    aac_ms = {length: ms[AAC, length][0] for length in READ_LENGTHS}
     flac_1s = ms[FLAC, "1 s"][0]
     aac_pct = 100 * sizes[AAC] / pcm_bytes
     verdict = {
@@ -325,7 +309,7 @@ def _report(times, sizes, write_seconds, decode_x, codec_alone_x, checks, n, cha
         f"of the raw int16 array, one {RAW_CHUNK * 4 // 1024} KiB chunk).",
         "zarr_aac beyond zarr's overhead (its median minus the raw array's 20 ms median; a second store request, "
         "header/index parse, pre-roll and decode): " + ", ".join(
-            f"{length} {aac_ms[length] - ms[RAW, '20 ms'][0]:.2f} ms" for length in LENGTHS) + ".",
+            f"{length} {aac_ms[length] - ms[RAW, '20 ms'][0]:.2f} ms" for length in READ_LENGTHS) + ".",
         f"Sequential decode of the codec alone (`AACCodec.decode_chunk` on chunk bytes in memory, checksum "
         f"verified, int16 out): {codec_alone_x:.0f}x realtime on one core.",
         "SNR against the source is low for every lossy method here: the recording is a quiet field soundscape with "
@@ -349,8 +333,8 @@ def _report(times, sizes, write_seconds, decode_x, codec_alone_x, checks, n, cha
         "targets": {name: bool(ok) for name, ok in verdict.items()},
         "codec_alone_decode_x_realtime": codec_alone_x,
         "plot": {
-            "x": list(LENGTHS),
-            "series": {m: [ms[m, length][0] for length in LENGTHS] for m in methods},
+            "x": list(READ_LENGTHS),
+            "series": {m: [ms[m, length][0] for length in READ_LENGTHS] for m in methods},
             "xlabel": "segment length",
             "ylabel": "median read time (ms, log scale)",
             "log": True,

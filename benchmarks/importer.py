@@ -18,7 +18,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from benchmarks import Context, timed
+from benchmarks import Context, ffmpeg_aac, timed
 
 BITRATE = 160_000
 OLD_SYSTEM_MB_S = 350 / 18
@@ -131,26 +131,7 @@ def _measure(ctx: Context, wav: Path, work: Path) -> dict:
     notes = []
     if ffmpeg is not None:
         m4a = work / "ffmpeg.m4a"
-        seconds = timed(
-            lambda: subprocess.run(
-                [
-                    ffmpeg,
-                    "-v",
-                    "error",
-                    "-y",
-                    "-i",
-                    str(wav),
-                    "-c:a",
-                    "aac",
-                    "-b:a",
-                    str(BITRATE),
-                    "-aac_pns",
-                    "0",
-                    str(m4a),
-                ],
-                check=True,
-            )
-        )
+        seconds = timed(lambda: ffmpeg_aac(wav, m4a, BITRATE))
         rows.append(
             _row(
                 "ffmpeg CLI -> m4a (same encoder, same bitrate)",
