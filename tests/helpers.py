@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import av
 import numpy as np
@@ -126,3 +128,11 @@ def assert_selections_match(array: zarr.Array, reference: np.ndarray, rng: np.ra
             chans = rng.integers(0, array.shape[1], size=points.size)
             np.testing.assert_array_equal(array.vindex[points, chans], reference[points, chans])
             np.testing.assert_array_equal(array[i, ch], reference[i, ch])
+
+
+def ffmpeg_aac(ffmpeg: str, wav: Path, out: Path, *options: str) -> Path:
+    """``wav`` encoded to ``out`` by the ffmpeg command line's AAC encoder with PNS off (another
+    encoder than the project's), ``options`` going before the output name."""
+    command = [ffmpeg, "-v", "error", "-y", "-i", str(wav), "-c:a", "aac", "-aac_pns", "0", *options, str(out)]
+    subprocess.run(command, check=True)
+    return out

@@ -12,6 +12,7 @@ import av
 import numpy as np
 import pytest
 import soundfile
+from helpers import ffmpeg_aac
 from zarr.core.sync import sync
 
 from zarr_aac.containers import index_stream, make_asc, parse_asc
@@ -59,15 +60,8 @@ def wav(tmp_path_factory) -> Path:
     return path
 
 
-def _encode(ffmpeg: str, wav: Path, out: Path, *args: str) -> Path:
-    subprocess.run(
-        [ffmpeg, "-v", "error", "-y", "-i", str(wav), "-c:a", "aac", "-aac_pns", "0", *args, str(out)], check=True
-    )
-    return out
-
-
 def test_adts_index_matches_ffprobe_packets(ffmpeg, wav):
-    path = _encode(ffmpeg, wav, wav.with_name("x.aac"))
+    path = ffmpeg_aac(ffmpeg, wav, wav.with_name("x.aac"))
     index = _index(path)
     packets = _ffprobe_packets(path)
     assert index.container == "adts" and index.priming == 0
@@ -79,7 +73,7 @@ def test_adts_index_matches_ffprobe_packets(ffmpeg, wav):
 
 
 def test_mp4_index_matches_ffprobe_packets_and_edit_list(ffmpeg, wav):
-    path = _encode(ffmpeg, wav, wav.with_name("x.m4a"))
+    path = ffmpeg_aac(ffmpeg, wav, wav.with_name("x.m4a"))
     index = _index(path)
     packets = _ffprobe_packets(path)
     np.testing.assert_array_equal(index.frame_offsets, packets[:, 0])
@@ -134,7 +128,7 @@ def test_profiles_other_than_lc_are_refused_by_name(object_type, name):
 
 
 def test_adts_main_profile_file_is_refused(ffmpeg, wav, tmp_path):
-    data = bytearray(_encode(ffmpeg, wav, tmp_path / "lc.aac").read_bytes())
+    data = bytearray(ffmpeg_aac(ffmpeg, wav, tmp_path / "lc.aac").read_bytes())
     data[2] &= 0x3F  # profile bits 00: AAC Main
     path = tmp_path / "main.aac"
     path.write_bytes(bytes(data))
@@ -143,7 +137,7 @@ def test_adts_main_profile_file_is_refused(ffmpeg, wav, tmp_path):
 
 
 def test_adts_with_garbage_in_the_middle_names_the_offset(ffmpeg, wav, tmp_path):
-    data = bytearray(_encode(ffmpeg, wav, tmp_path / "ok.aac").read_bytes())
+    data = bytearray(ffmpeg_aac(ffmpeg, wav, tmp_path / "ok.aac").read_bytes())
     offset = int(_index(tmp_path / "ok.aac").frame_offsets[20]) - 7
     data[offset : offset + 2] = b"\x00\x00"
     path = tmp_path / "broken.aac"
@@ -154,7 +148,7 @@ def test_adts_with_garbage_in_the_middle_names_the_offset(ffmpeg, wav, tmp_path)
 
 def test_truncated_adts_drops_the_partial_last_frame(ffmpeg, wav, tmp_path):
     """As FFmpeg does: it decodes the whole frames, then fails on the cut one."""
-    data = _encode(ffmpeg, wav, tmp_path / "whole.aac").read_bytes()
+    data = ffmpeg_aac(ffmpeg, wav, tmp_path / "whole.aac").read_bytes()
     whole = _index(tmp_path / "whole.aac")
     path = tmp_path / "cut.aac"
     path.write_bytes(data[: int(whole.frame_offsets[-1]) + 5])
@@ -168,7 +162,7 @@ def test_truncated_adts_drops_the_partial_last_frame(ffmpeg, wav, tmp_path):
 
 
 def test_mp4_without_moov_is_reported_as_unfinished(ffmpeg, wav, tmp_path):
-    data = _encode(ffmpeg, wav, tmp_path / "ok.m4a").read_bytes()
+    data = ffmpeg_aac(ffmpeg, wav, tmp_path / "ok.m4a").read_bytes()
     path = tmp_path / "cut.m4a"
     path.write_bytes(data[: data.index(b"moov") - 4])
     with pytest.raises(CorruptSourceError, match="cut.m4a: no moov box"):
@@ -189,7 +183,7 @@ def test_frames_that_decode_unlike_their_config_are_refused(ffmpeg, wav, tmp_pat
     ASC announces (as LC-signalled HE-AAC does, at twice the rate) are refused at open."""
     from zarr_aac.containers import AudioSpecificConfig, check_plain_lc
 
-    path = _encode(ffmpeg, wav, tmp_path / "lc.aac")
+    path = ffmpeg_aac(ffmpeg, wav, tmp_path / "lc.aac")
     index = _index(path)
     data = path.read_bytes()
     frames = [data[o : o + n] for o, n in zip(index.frame_offsets[:3], index.frame_sizes[:3], strict=True)]

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile
 import zarr
-from helpers import CountingStore, assert_selections_match, reference_decode
+from helpers import CountingStore, assert_selections_match, ffmpeg_aac, reference_decode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from zarr.core.buffer import default_buffer_prototype
@@ -186,24 +186,7 @@ def test_clicks_land_on_their_input_sample_in_m4a(encoded, tmp_path):
     soundfile.write(wav, pcm, rate, subtype="FLOAT")
     for container, shift in (("m4a", 0), ("aac", 1024)):
         out = tmp_path / f"clicks.{container}"
-        subprocess.run(
-            [
-                encoded.ffmpeg,
-                "-v",
-                "error",
-                "-y",
-                "-i",
-                str(wav),
-                "-c:a",
-                "aac",
-                "-aac_pns",
-                "0",
-                "-b:a",
-                "256k",
-                str(out),
-            ],
-            check=True,
-        )
+        ffmpeg_aac(encoded.ffmpeg, wav, out, "-b:a", "256k")
         array = open_aac_file(out, dtype="float32", chunk_samples=CHUNK, index_path=False)
         for click in clicks:
             window = array[click + shift - 200 : click + shift + 200, 0]
@@ -214,24 +197,7 @@ def test_m4a_without_edit_list_presents_the_priming_like_ffmpeg(encoded, tmp_pat
     wav = encoded.root / "44100_2.wav"
     encoded.get("m4a", 44100, 2, pns=False)
     out = tmp_path / "noedit.m4a"
-    subprocess.run(
-        [
-            encoded.ffmpeg,
-            "-v",
-            "error",
-            "-y",
-            "-i",
-            str(wav),
-            "-c:a",
-            "aac",
-            "-aac_pns",
-            "0",
-            "-use_editlist",
-            "0",
-            str(out),
-        ],
-        check=True,
-    )
+    ffmpeg_aac(encoded.ffmpeg, wav, out, "-use_editlist", "0")
     ref = pyav_decode(out)
     array = open_aac_file(out, dtype="float32", chunk_samples=CHUNK, index_path=False)
     assert array.attrs["source"]["priming_from"] == "none"
@@ -454,10 +420,7 @@ def test_container_variants_match_pyav(encoded, tmp_path, suffix, options):
     wav = encoded.root / "44100_1.wav"
     encoded.get("aac", 44100, 1, pns=False)
     out = tmp_path / f"variant{suffix}"
-    subprocess.run(
-        [encoded.ffmpeg, "-v", "error", "-y", "-i", str(wav), "-c:a", "aac", "-aac_pns", "0", *options, str(out)],
-        check=True,
-    )
+    ffmpeg_aac(encoded.ffmpeg, wav, out, *options)
     if suffix == ".aac":
         assert out.read_bytes()[:3] == b"ID3"
     array = open_aac_file(out, dtype="float32", chunk_samples=CHUNK, index_path=False)
