@@ -14,6 +14,15 @@ SHARED_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+@pytest.fixture(autouse=True)
+def cold_prefix_cache():
+    """Every test starts with no chunk indexes cached, as a fresh process would (a MemoryStore
+    made by an earlier test may share a new store's id, and with it the cache keys)."""
+    from zarr_aac.prefix_cache import prefixes
+
+    prefixes.clear()
+
+
 @pytest.fixture
 def data_dir() -> Path:
     return DATA

@@ -33,7 +33,7 @@ PCM = (0.3 * np.sin(2 * np.pi * np.outer(_t, [440.0, 660.0])) * 32767).astype(np
 ORIGINAL = CODEC.encode_pcm(PCM)
 EXPECTED = CODEC.decode_chunk(ORIGINAL, SHAPE, np.dtype("int16"), KEY)
 _WIDTHS = {"magic": 0, "version": 1, "flags": 1, "channels": 1, "asc_nbytes": 1, "aac_sample_rate": 4,
-           "n_frames": 4, "n_samples": 8, "skip": 4, "frame_length": 4, "payload_nbytes": 8}
+           "n_frames": 4, "n_samples": 8, "skip": 4, "frame_length": 4, "payload_nbytes": 8, "checksum_group": 4}
 
 
 def forged(fdp: atheris.FuzzedDataProvider) -> bytes:
@@ -50,7 +50,7 @@ def forged(fdp: atheris.FuzzedDataProvider) -> bytes:
     for _ in range(fdp.ConsumeIntInRange(0, 8)):
         payload[fdp.ConsumeIntInRange(0, len(payload) - 1)] = fdp.ConsumeIntInRange(0, 255)
     cut = fdp.ConsumeIntInRange(0, len(payload)) if fdp.ConsumeBool() else len(payload)
-    return Chunk(chunk.fields, chunk.asc, sizes, bytes(payload[:cut])).pack(**overrides)
+    return Chunk(chunk.fields, chunk.asc, sizes, chunk.checksums, bytes(payload[:cut])).pack(**overrides)
 
 
 def one_input(data: bytes) -> None:

@@ -54,7 +54,7 @@ class CountingStore(WrapperStore):
 
 def _chunk_fields(data: bytes) -> dict:
     names = ("magic", "version", "flags", "channels", "asc_nbytes", "aac_sample_rate", "n_frames", "n_samples",
-             "skip", "frame_length", "payload_nbytes", "payload_crc32c", "header_crc32c")
+             "skip", "frame_length", "payload_nbytes", "checksum_group", "header_crc32c")
     return dict(zip(names, struct.unpack_from("<4sBBBBIIQIIQII", data), strict=True))
 
 
@@ -64,7 +64,8 @@ def decode_chunk_sequentially(data: bytes) -> np.ndarray:
     asc = data[48 : 48 + f["asc_nbytes"]]
     index_start = 48 + f["asc_nbytes"]
     sizes = np.frombuffer(data, "<u2", count=f["n_frames"], offset=index_start)
-    pos = index_start + 2 * f["n_frames"]
+    n_groups = -(-f["n_frames"] // f["checksum_group"]) if f["checksum_group"] else 0
+    pos = index_start + 2 * f["n_frames"] + 4 * n_groups
     ctx = av.CodecContext.create("aac", "r")
     ctx.extradata = asc
     out = []

@@ -17,10 +17,12 @@ import zarr
 from zarr.abc.store import ByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.storage import MemoryStore, WrapperStore
 
+from zarr_aac.prefix_cache import prefixes
+
 HEADER = struct.Struct("<4sBBBBIIQIIQII")
 FIELDS = (
     "magic", "version", "flags", "channels", "asc_nbytes", "aac_sample_rate", "n_frames", "n_samples",
-    "skip", "frame_length", "payload_nbytes", "payload_crc32c", "header_crc32c",
+    "skip", "frame_length", "payload_nbytes", "checksum_group", "header_crc32c",
 )
 
 
@@ -31,25 +33,53 @@ class Chunk:
     fields: dict
     asc: bytes
     sizes: np.ndarray
+    checksums: np.ndarray
     payload: bytes
 
     @classmethod
     def parse(cls, data: bytes) -> Chunk:
         fields = dict(zip(FIELDS, HEADER.unpack_from(data), strict=True))
         asc_end = HEADER.size + fields["asc_nbytes"]
-        sizes = np.frombuffer(data, "<u2", count=fields["n_frames"], offset=asc_end).copy()
-        payload = data[asc_end + 2 * fields["n_frames"] :]
-        return cls(fields, data[HEADER.size : asc_end], sizes, payload)
+        n, group = fields["n_frames"], fields["checksum_group"]
+        n_groups = -(-n // group) if group else 0
+        sizes = np.frombuffer(data, "<u2", count=n, offset=asc_end).copy()
+        checksums_start = asc_end + 2 * n
+        checksums = np.frombuffer(data, "<u4", count=n_groups, offset=checksums_start).copy()
+        return cls(fields, data[HEADER.size : asc_end], sizes, checksums, data[checksums_start + 4 * n_groups :])
 
-    def pack(self, **overrides) -> bytes:
-        """The chunk with ``overrides`` applied to header fields and both checksums recomputed
-        (unless given), so the reader's checks past the checksum are what gets exercised."""
-        fields = {**self.fields, "payload_crc32c": google_crc32c.value(self.payload), **overrides}
+    @property
+    def prefix_nbytes(self) -> int:
+        """Bytes before the first frame: header, ASC, frame sizes and group checksums."""
+        return HEADER.size + len(self.asc) + 2 * self.sizes.size + 4 * self.checksums.size
+
+    def frame_of_byte(self, position: int) -> int:
+        """Number of the frame holding chunk byte ``position`` (which lies in the payload)."""
+        return int(np.searchsorted(np.cumsum(self.sizes.astype(np.int64)), position - self.prefix_nbytes, side="right"))
+
+    def group_checksums(self, group: int) -> np.ndarray:
+        """CRC-32C of each run of ``group`` frames of the payload, as the spec defines them."""
+        if not group:
+            return np.zeros(0, "<u4")
+        offsets = np.concatenate([[0], np.cumsum(self.sizes.astype(np.int64))])
+        starts = range(0, self.sizes.size, group)
+        return np.array(
+            [google_crc32c.value(self.payload[offsets[a] : offsets[min(a + group, self.sizes.size)]]) for a in starts],
+            "<u4",
+        )
+
+    def pack(self, checksums: np.ndarray | None = None, **overrides) -> bytes:
+        """The chunk with ``overrides`` applied to header fields and the group and header
+        checksums recomputed (unless given), so the reader's checks past the checksums are
+        what gets exercised."""
+        fields = {**self.fields, **overrides}
+        if checksums is None:
+            checksums = self.group_checksums(fields["checksum_group"])
         head = HEADER.pack(*(fields[name] for name in FIELDS))[:-4]
+        index = self.sizes.astype("<u2").tobytes() + np.asarray(checksums, "<u4").tobytes()
         crc = fields.get("header_crc32c") if "header_crc32c" in overrides else None
         if crc is None:
-            crc = google_crc32c.extend(google_crc32c.value(head + self.asc), self.sizes.astype("<u2").tobytes())
-        return head + struct.pack("<I", crc) + self.asc + self.sizes.astype("<u2").tobytes() + self.payload
+            crc = google_crc32c.extend(google_crc32c.value(head + self.asc), index)
+        return head + struct.pack("<I", crc) + self.asc + index + self.payload
 
 
 @dataclass
@@ -110,5 +140,8 @@ def get_bytes(array: zarr.Array, key: str) -> bytes:
 
 
 def put_bytes(array: zarr.Array, key: str, data: bytes) -> None:
+    """Store ``data`` as chunk ``key`` behind the array's back, and forget the chunk indexes this
+    process has cached: reads then behave as in a process that meets the damage first."""
     proto = zarr.core.buffer.default_buffer_prototype()
     asyncio.run(array.store_path.store.set(key, proto.buffer.from_bytes(data)))
+    prefixes.clear()

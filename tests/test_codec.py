@@ -132,7 +132,22 @@ class TestPartialDecode:
         self.log.reset()
         self.z[100_000:100_960]
         assert dict(self.log.per_key) == {"c/1/0": 2}
-        assert self.log.bytes < self.chunk_nbytes / 10
+        data = self.store._store._store_dict["c/1/0"].to_bytes()
+        header = zarr_aac.chunk.parse_header(data, "c/1/0")
+        prefix = zarr_aac.chunk.parse_prefix(data, header, "c/1/0")
+        first, stop = prefix.frames_to_fetch(prefix.index.frame_of(4_000) - 1, prefix.index.frame_of(4_959) + 1)
+        assert stop - first == zarr_aac.chunk.CHECKSUM_GROUP
+        frames_nbytes = int(prefix.index.byte_offsets[stop] - prefix.index.byte_offsets[first])
+        assert self.log.bytes == zarr_aac.chunk.prefix_nbytes_upper_bound(header.n_frames) + frames_nbytes
+        assert self.log.bytes < self.chunk_nbytes / 5
+
+    def test_the_next_read_of_a_chunk_reuses_its_index_and_costs_one_request(self):
+        first = self.z[100_000:100_960]
+        self.log.reset()
+        np.testing.assert_array_equal(self.z[100_000:100_960], first)
+        self.z[150_000:151_000]
+        assert dict(self.log.per_key) == {"c/1/0": 2}
+        assert self.log.gets == 2
 
     def test_a_whole_chunk_read_costs_one_request(self):
         self.log.reset()
@@ -153,7 +168,7 @@ class TestPartialDecode:
     def test_frame_index_costs_under_one_percent(self):
         data = self.store._store._store_dict["c/1/0"].to_bytes()
         header = zarr_aac.chunk.parse_header(data, "c/1/0")
-        _, index = zarr_aac.chunk.parse_prefix(data, header, "c/1/0")
+        index = zarr_aac.chunk.parse_prefix(data, header, "c/1/0").index
         assert index.table.shape == (header.n_frames, 3)
         np.testing.assert_array_equal(index.table[1:, 0], np.cumsum(index.frame_sizes)[:-1])
         assert header.n_frames == aac.frames_for_samples(96_000 + LEAD_IN + LEAD_OUT)
@@ -165,7 +180,10 @@ def test_index_under_one_percent_at_default_bitrates(rate, channels):
     codec = zarr_aac.AACCodec(sample_rate=rate)
     data = codec.encode_pcm(tone_with_noise(rate * 10, channels, rate))
     header = zarr_aac.chunk.parse_header(data, None)
-    assert 2 * header.n_frames / len(data) < 0.01
+    index_nbytes = 2 * header.n_frames
+    checksums_nbytes = header.prefix_nbytes - zarr_aac.chunk.HEADER_NBYTES - header.asc_nbytes - index_nbytes
+    assert index_nbytes / len(data) < 0.01
+    assert checksums_nbytes == 4 * -(-header.n_frames // 16) and checksums_nbytes / len(data) < 0.0015
 
 
 class TestCorruptChunks:
@@ -194,7 +212,7 @@ class TestCorruptChunks:
         data = bytearray(self.good)
         data[len(data) // 2] ^= 0x01
         self._store(bytes(data))
-        with pytest.raises(zarr_aac.CorruptChunkError, match="c/0/0.*payload checksum"):
+        with pytest.raises(zarr_aac.CorruptChunkError, match="c/0/0.*checksum mismatch in frames"):
             self.z[:20_000]
 
     @pytest.mark.parametrize("keep", [0, 10, 47, 48, 200, 2000, -100, -1])
@@ -211,13 +229,14 @@ class TestCorruptChunks:
             self.z[selection]
 
     def test_partial_read_that_does_not_reach_a_truncated_tail_is_still_exact(self):
-        expected = self.z[19_000:19_400]
+        expected = self.z[1_000:1_400]
         header = zarr_aac.chunk.parse_header(self.good, None)
-        _, index = zarr_aac.chunk.parse_prefix(self.good, header, None)
-        frame_of_last_sample = index.frame_of(19_999)
-        assert index.frame_of(19_399) < frame_of_last_sample
-        self._store(self.good[: header.prefix_nbytes + int(index.byte_offsets[frame_of_last_sample])])
-        np.testing.assert_array_equal(self.z[19_000:19_400], expected)
+        prefix = zarr_aac.chunk.parse_prefix(self.good, header, None)
+        index = prefix.index
+        _, fetched_stop = prefix.frames_to_fetch(index.frame_of(1_000) - 1, index.frame_of(1_399) + 1)
+        assert fetched_stop <= index.frame_of(19_999)
+        self._store(self.good[: header.prefix_nbytes + int(index.byte_offsets[fetched_stop])])
+        np.testing.assert_array_equal(self.z[1_000:1_400], expected)
         with pytest.raises(zarr_aac.CorruptChunkError, match="c/0/0"):
             self.z[19_990:20_000]
 

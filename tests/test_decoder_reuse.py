@@ -37,9 +37,9 @@ def arrays() -> list[tuple[zarr.Array, np.ndarray]]:
 def chunk_frames(z: zarr.Array) -> tuple[bytes, int, list[bytes]]:
     data = z.store_path.store._store_dict["c/0/0"].to_bytes()
     header = parse_header(data, None)
-    asc, index = parse_prefix(data, header, None)
-    offsets = index.byte_offsets + header.prefix_nbytes
-    return asc, header.channels, [data[offsets[i] : offsets[i + 1]] for i in range(header.n_frames)]
+    prefix = parse_prefix(data, header, None)
+    offsets = prefix.index.byte_offsets + header.prefix_nbytes
+    return prefix.asc, header.channels, [data[offsets[i] : offsets[i + 1]] for i in range(header.n_frames)]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

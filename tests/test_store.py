@@ -28,7 +28,7 @@ from zarr.storage import MemoryStore
 
 import zarr_aac
 from zarr_aac.aac import to_dtype
-from zarr_aac.chunk import FLAG_NO_PAYLOAD_CRC, pack_chunk, pack_prefix, parse_header, verify_payload
+from zarr_aac.chunk import CHECKSUM_GROUP, pack_chunk, pack_prefix, parse_header, parse_prefix, verify_payload
 from zarr_aac.errors import CorruptChunkError, CorruptSourceError, SourceNotFoundError
 from zarr_aac.legacy import open_legacy_archive
 from zarr_aac.store import INDEX_SUFFIX, AACFileStore, open_aac_file
@@ -324,23 +324,25 @@ def test_rejects_bad_options(encoded):
         AACFileStore(path, dtype="float64")
 
 
-def test_chunk_without_payload_checksum_round_trips():
-    """FLAG_NO_PAYLOAD_CRC: the prefix is served before the frames are read, so the payload
-    checksum is absent; the length is still checked, and chunks with a checksum still verify it."""
+def test_chunk_without_checksums_round_trips():
+    """checksum_group 0: AACFileStore serves the prefix before the frames are read, so there
+    are no frame checksums; the length is still checked, and chunks with checksums verify them."""
     asc, frames = b"\x12\x10", [b"\x01\x02\x03", b"\x04\x05"]
     sizes = np.array([3, 2])
-    prefix = pack_prefix(asc, sizes, channels=2, aac_sample_rate=44100, n_samples=1024, skip=1024, payload_crc32c=None)
+    prefix = pack_prefix(asc, sizes, channels=2, aac_sample_rate=44100, n_samples=1024, skip=1024, payload=None)
     chunk = prefix + b"".join(frames)
     header = parse_header(chunk, "c/0/0")
-    assert chunk[5] == FLAG_NO_PAYLOAD_CRC and header.payload_crc32c is None
-    verify_payload(chunk, header, "c/0/0")
+    assert header.checksum_group == 0 and header.n_groups == 0
+    parsed = parse_prefix(chunk, header, "c/0/0")
+    verify_payload(chunk, parsed, "c/0/0")
     with pytest.raises(CorruptChunkError, match="chunk is 58 bytes, its header describes 59"):
-        verify_payload(chunk[:-1], header, "c/0/0")
+        verify_payload(chunk[:-1], parsed, "c/0/0")
     checked = pack_chunk(asc, frames, channels=2, aac_sample_rate=44100, n_samples=1024, skip=1024)
-    assert checked[5] == 0
+    assert parse_header(checked, "c/0/0").checksum_group == CHECKSUM_GROUP
     tampered = checked[:-1] + b"\xff"
-    with pytest.raises(CorruptChunkError, match="payload checksum mismatch"):
-        verify_payload(tampered, parse_header(tampered, "c/0/0"), "c/0/0")
+    header = parse_header(tampered, "c/0/0")
+    with pytest.raises(CorruptChunkError, match="checksum mismatch in frames 0-1"):
+        verify_payload(tampered, parse_prefix(tampered, header, "c/0/0"), "c/0/0")
 
 
 # -- old archives --------------------------------------------------------------------------------

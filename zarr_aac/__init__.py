@@ -23,7 +23,6 @@ _LAZY = {
     "concat_recordings": "zarr_aac.xarray_io",
     "verify": "zarr_aac.verification",
     "tolerant_reads": "zarr_aac.tolerant",
-    "verified_reads": "zarr_aac.tolerant",
 }
 """Names whose modules pull in heavier optional dependencies, imported on first use."""
 

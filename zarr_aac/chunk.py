@@ -2,17 +2,18 @@
 
 A chunk is self-describing::
 
-    header (48 bytes) | ASC (asc_nbytes) | frame sizes (n_frames x uint16) | AAC frames
+    header (48 bytes) | ASC | frame sizes (uint16 each) | group checksums (uint32 each) | AAC frames
 
 ``docs/spec.md`` gives the field table. The index is stored as frame sizes only; byte offsets
-are their running sum and sample positions follow from the frame number and ``skip``.
+are their running sum and sample positions follow from the frame number and ``skip``. The
+frames are checksummed in groups of ``checksum_group`` consecutive frames, so a partial read
+verifies the few groups it fetches instead of trusting them.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from functools import cached_property
 
 import google_crc32c
 import numpy as np
@@ -21,47 +22,53 @@ from zarr_aac.aac import AAC_SAMPLE_RATES, FRAME_LENGTH, MAX_CHANNELS
 from zarr_aac.errors import CorruptChunkError
 
 MAGIC = b"ZAAC"
-VERSION = 1
+VERSION = 2
 HEADER = struct.Struct("<4sBBBBIIQIIQII")
 HEADER_NBYTES = HEADER.size
 ASC_MAX_NBYTES = 64
 """Upper bound of an AudioSpecificConfig this format stores (a PCE for 8 channels fits)."""
-INDEX_ITEMSIZE = 2
+FRAME_SIZE_ITEMSIZE = 2
+CHECKSUM_ITEMSIZE = 4
+CHECKSUM_GROUP = 16
+"""Frames per payload checksum in the chunks this codec writes: 0.25 bytes a frame, and a
+partial read fetches at most two groups more than it decodes (16 frames are ~7 KB at
+160 kbps stereo, one request either way)."""
 MAX_PADDING = 1 << 20
 """Most samples a chunk may decode beyond its own, before (``skip``) or after them: far above
 what any encoder's priming and flush need, and low enough that a forged header cannot make a
 reader fetch or allocate much more than the chunk's own samples justify."""
 _CRC_OFFSET = HEADER_NBYTES - 4
-FLAG_NO_PAYLOAD_CRC = 0x02
-"""Header flag: the payload checksum field is unused (chunks that AACFileStore synthesises
-from frames of an existing file, whose prefix is served before the frames are read)."""
 
 
 @dataclass(frozen=True)
 class FrameIndex:
     """Where each AAC frame of a stream lies and which samples it yields.
 
-    ``frame_sizes`` is what is stored; ``table`` is the logical 3-column view
+    Frame sizes are what is stored; ``table`` is the logical 3-column view
     (byte_offset, frame_size, sample_pos), with byte offsets relative to the first frame and
     sample_pos the stream position of the frame's first decoded sample (negative for priming).
     """
 
-    frame_sizes: np.ndarray
+    byte_offsets: np.ndarray
+    """Start of each frame, plus the end of the last one (n_frames + 1 entries)."""
     skip: int
     frame_length: int = FRAME_LENGTH
 
-    @cached_property
-    def byte_offsets(self) -> np.ndarray:
-        """Start of each frame, plus the end of the last one (n_frames + 1 entries)."""
-        offsets = np.zeros(len(self.frame_sizes) + 1, dtype=np.int64)
-        np.cumsum(self.frame_sizes, out=offsets[1:])
-        return offsets
+    @classmethod
+    def from_sizes(cls, frame_sizes: np.ndarray, skip: int) -> FrameIndex:
+        offsets = np.zeros(len(frame_sizes) + 1, dtype=np.int64)
+        np.cumsum(frame_sizes, out=offsets[1:])
+        return cls(offsets, skip)
+
+    @property
+    def frame_sizes(self) -> np.ndarray:
+        return np.diff(self.byte_offsets)
 
     @property
     def table(self) -> np.ndarray:
-        n = len(self.frame_sizes)
+        n = len(self.byte_offsets) - 1
         sample_pos = np.arange(n, dtype=np.int64) * self.frame_length - self.skip
-        return np.stack([self.byte_offsets[:-1], self.frame_sizes.astype(np.int64), sample_pos], axis=1)
+        return np.stack([self.byte_offsets[:-1], self.frame_sizes, sample_pos], axis=1)
 
     def frame_of(self, sample: np.ndarray | int) -> np.ndarray | int:
         """Number of the frame whose decoded output holds ``sample``."""
@@ -79,53 +86,110 @@ class ChunkHeader:
     skip: int
     asc_nbytes: int
     payload_nbytes: int
-    payload_crc32c: int | None
+    checksum_group: int
+    """Frames per payload checksum; 0 when the chunk carries none (see AACFileStore)."""
     frame_length: int = FRAME_LENGTH
 
     @property
+    def n_groups(self) -> int:
+        return -(-self.n_frames // self.checksum_group) if self.checksum_group else 0
+
+    @property
     def prefix_nbytes(self) -> int:
-        """Bytes of header, ASC and index: everything before the first frame."""
-        return HEADER_NBYTES + self.asc_nbytes + INDEX_ITEMSIZE * self.n_frames
+        """Bytes of header, ASC, frame sizes and checksums: everything before the first frame."""
+        return (HEADER_NBYTES + self.asc_nbytes + FRAME_SIZE_ITEMSIZE * self.n_frames
+                + CHECKSUM_ITEMSIZE * self.n_groups)
 
     @property
     def total_nbytes(self) -> int:
         return self.prefix_nbytes + self.payload_nbytes
 
 
+@dataclass(frozen=True)
+class ChunkPrefix:
+    """Everything a reader learns from a chunk's prefix: enough to fetch and verify any frames."""
+
+    header: ChunkHeader
+    asc: bytes
+    index: FrameIndex
+    group_checksums: np.ndarray
+    """CRC-32C of each group of ``header.checksum_group`` frames (empty without checksums)."""
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the parsed prefix holds, roughly (for caches)."""
+        return self.index.byte_offsets.nbytes + self.group_checksums.nbytes + len(self.asc) + 512
+
+    def frames_to_fetch(self, first: int, stop: int) -> tuple[int, int]:
+        """The frames [first, stop) widened to whole checksum groups, which a reader must fetch to verify them."""
+        group = self.header.checksum_group
+        if not group:
+            return first, stop
+        return first - first % group, min(-(-stop // group) * group, self.header.n_frames)
+
+    def verify_frames(self, payload: bytes, first: int, stop: int, key: str | None) -> None:
+        """Check the checksums of frames [first, stop), whole groups, whose bytes are ``payload``."""
+        group = self.header.checksum_group
+        if not group:
+            return
+        offsets = self.index.byte_offsets
+        base = int(offsets[first])
+        for start in range(first, stop, group):
+            end = min(start + group, self.header.n_frames)
+            crc = google_crc32c.value(payload[offsets[start] - base : offsets[end] - base])
+            expected = int(self.group_checksums[start // group])
+            if crc != expected:
+                raise CorruptChunkError(
+                    key, f"checksum mismatch in frames {start}-{end - 1} (stored {expected:#010x}, computed {crc:#010x})"
+                )
+
+
 def prefix_nbytes_upper_bound(n_frames: int) -> int:
-    """Bytes that surely hold the prefix of a chunk of ``n_frames`` frames."""
-    return HEADER_NBYTES + ASC_MAX_NBYTES + INDEX_ITEMSIZE * n_frames
+    """Bytes that surely hold the prefix of a chunk of ``n_frames`` frames written by this codec."""
+    return (HEADER_NBYTES + ASC_MAX_NBYTES + FRAME_SIZE_ITEMSIZE * n_frames
+            + CHECKSUM_ITEMSIZE * -(-n_frames // CHECKSUM_GROUP))
 
 
 def pack_chunk(
     asc: bytes, frames: list[bytes], *, channels: int, aac_sample_rate: int, n_samples: int, skip: int
 ) -> bytes:
-    """Lay out header, ASC, frame index and frames of one chunk."""
+    """Lay out header, ASC, frame index, checksums and frames of one chunk."""
     sizes = np.fromiter((len(f) for f in frames), dtype="<u2", count=len(frames))
     payload = b"".join(frames)
     prefix = pack_prefix(
-        asc, sizes, channels=channels, aac_sample_rate=aac_sample_rate, n_samples=n_samples, skip=skip,
-        payload_crc32c=google_crc32c.value(payload),
+        asc, sizes, channels=channels, aac_sample_rate=aac_sample_rate, n_samples=n_samples, skip=skip, payload=payload
     )
     return prefix + payload
 
 
 def pack_prefix(
     asc: bytes, frame_sizes: np.ndarray, *, channels: int, aac_sample_rate: int, n_samples: int, skip: int,
-    payload_crc32c: int | None,
+    payload: bytes | None,
 ) -> bytes:
-    """Header, ASC and frame index of a chunk; ``payload_crc32c=None`` sets FLAG_NO_PAYLOAD_CRC."""
+    """Header, ASC, frame index and group checksums of a chunk whose frames are ``payload``;
+    ``payload=None`` writes a chunk without checksums (checksum_group 0)."""
     if len(asc) > ASC_MAX_NBYTES:
         raise ValueError(f"AudioSpecificConfig of {len(asc)} bytes exceeds {ASC_MAX_NBYTES}")
     sizes = np.asarray(frame_sizes, dtype="<u2")
-    flags = FLAG_NO_PAYLOAD_CRC if payload_crc32c is None else 0
+    if payload is None:
+        group, checksums = 0, b""
+    else:
+        group = CHECKSUM_GROUP
+        offsets = FrameIndex.from_sizes(sizes, skip).byte_offsets
+        starts = np.arange(0, len(sizes), group)
+        ends = np.minimum(starts + group, len(sizes))
+        checksums = np.array(
+            [google_crc32c.value(payload[offsets[a] : offsets[b]]) for a, b in zip(starts, ends, strict=True)],
+            dtype="<u4",
+        ).tobytes()
     head = HEADER.pack(
-        MAGIC, VERSION, flags, channels, len(asc), aac_sample_rate, len(sizes), n_samples, skip,
-        FRAME_LENGTH, int(sizes.sum(dtype=np.int64)), payload_crc32c or 0, 0,
+        MAGIC, VERSION, 0, channels, len(asc), aac_sample_rate, len(sizes), n_samples, skip,
+        FRAME_LENGTH, int(sizes.sum(dtype=np.int64)), group, 0,
     )
     described = head[:_CRC_OFFSET]
-    crc = google_crc32c.extend(google_crc32c.value(described + asc), sizes.tobytes())
-    return b"".join((described, struct.pack("<I", crc), asc, sizes.tobytes()))
+    index = sizes.tobytes() + checksums
+    crc = google_crc32c.extend(google_crc32c.value(described + asc), index)
+    return b"".join((described, struct.pack("<I", crc), asc, index))
 
 
 def parse_header(data: bytes | memoryview, key: str | None) -> ChunkHeader:
@@ -133,13 +197,13 @@ def parse_header(data: bytes | memoryview, key: str | None) -> ChunkHeader:
     if len(data) < HEADER_NBYTES:
         raise CorruptChunkError(key, f"{len(data)} bytes is shorter than the {HEADER_NBYTES}-byte header")
     (magic, version, flags, channels, asc_nbytes, rate, n_frames, n_samples, skip, frame_length,
-     payload_nbytes, payload_crc, _) = HEADER.unpack_from(data)
+     payload_nbytes, checksum_group, _) = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise CorruptChunkError(key, f"not a zarr_aac chunk (starts with {bytes(magic)!r}, expected {MAGIC!r})")
     if version != VERSION:
         raise CorruptChunkError(key, f"format version {version} is not supported (this reader knows {VERSION})")
     problems = []
-    if flags & ~FLAG_NO_PAYLOAD_CRC:
+    if flags:
         problems.append(f"unknown flags {flags:#x}")
     if not 1 <= channels <= MAX_CHANNELS:
         problems.append(f"{channels} channels")
@@ -159,36 +223,38 @@ def parse_header(data: bytes | memoryview, key: str | None) -> ChunkHeader:
         raise CorruptChunkError(key, "header claims " + ", ".join(problems))
     return ChunkHeader(
         channels=channels, aac_sample_rate=rate, n_frames=n_frames, n_samples=n_samples,
-        skip=skip, asc_nbytes=asc_nbytes, payload_nbytes=payload_nbytes,
-        payload_crc32c=None if flags & FLAG_NO_PAYLOAD_CRC else payload_crc,
+        skip=skip, asc_nbytes=asc_nbytes, payload_nbytes=payload_nbytes, checksum_group=checksum_group,
     )
 
 
-def parse_prefix(data: bytes | memoryview, header: ChunkHeader, key: str | None) -> tuple[bytes, FrameIndex]:
-    """Verify the header/index checksum and return (ASC, frame index) from the chunk prefix."""
+def parse_prefix(data: bytes | memoryview, header: ChunkHeader, key: str | None) -> ChunkPrefix:
+    """Verify the header/index checksum and read ASC, frame index and group checksums."""
     if len(data) < header.prefix_nbytes:
         raise CorruptChunkError(
             key, f"chunk is {len(data)} bytes, shorter than its {header.prefix_nbytes}-byte header and index"
         )
     view = memoryview(data)
     asc = bytes(view[HEADER_NBYTES : HEADER_NBYTES + header.asc_nbytes])
-    index_bytes = view[HEADER_NBYTES + header.asc_nbytes : header.prefix_nbytes]
+    sizes_start = HEADER_NBYTES + header.asc_nbytes
+    checksums_start = sizes_start + FRAME_SIZE_ITEMSIZE * header.n_frames
+    index_bytes = bytes(view[sizes_start : header.prefix_nbytes])
     (stored_crc,) = struct.unpack_from("<I", view, _CRC_OFFSET)
-    crc = google_crc32c.extend(google_crc32c.value(bytes(view[:_CRC_OFFSET]) + asc), bytes(index_bytes))
+    crc = google_crc32c.extend(google_crc32c.value(bytes(view[:_CRC_OFFSET]) + asc), index_bytes)
     if crc != stored_crc:
         raise CorruptChunkError(key, f"header/index checksum mismatch (stored {stored_crc:#010x}, computed {crc:#010x})")
-    sizes = np.frombuffer(index_bytes, dtype="<u2").astype(np.int64)
-    if int(sizes.sum()) != header.payload_nbytes:
-        raise CorruptChunkError(key, f"frame sizes add up to {int(sizes.sum())}, header says {header.payload_nbytes}")
-    return asc, FrameIndex(sizes, header.skip)
+    sizes = np.frombuffer(index_bytes, dtype="<u2", count=header.n_frames)
+    index = FrameIndex.from_sizes(sizes, header.skip)
+    if int(index.byte_offsets[-1]) != header.payload_nbytes:
+        raise CorruptChunkError(
+            key, f"frame sizes add up to {int(index.byte_offsets[-1])}, header says {header.payload_nbytes}"
+        )
+    checksums = np.frombuffer(index_bytes, dtype="<u4", offset=checksums_start - sizes_start)
+    return ChunkPrefix(header, asc, index, checksums)
 
 
-def verify_payload(data: bytes | memoryview, header: ChunkHeader, key: str | None) -> None:
-    """Check the length and checksum of a whole chunk's frames (the length only when it has no checksum)."""
+def verify_payload(data: bytes, prefix: ChunkPrefix, key: str | None) -> None:
+    """Check the length of a whole chunk and the checksums of all its frames (if it has them)."""
+    header = prefix.header
     if len(data) != header.total_nbytes:
         raise CorruptChunkError(key, f"chunk is {len(data)} bytes, its header describes {header.total_nbytes}")
-    if header.payload_crc32c is None:
-        return
-    crc = google_crc32c.value(bytes(memoryview(data)[header.prefix_nbytes :]))
-    if crc != header.payload_crc32c:
-        raise CorruptChunkError(key, f"payload checksum mismatch (stored {header.payload_crc32c:#010x}, computed {crc:#010x})")
+    prefix.verify_frames(data[header.prefix_nbytes :], 0, header.n_frames, key)

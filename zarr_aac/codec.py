@@ -1,9 +1,10 @@
 """The ``zarr_aac`` array-to-bytes codec: PCM arrays stored as AAC-LC frames.
 
 Reads go through zarr's partial-decode path: one request for the chunk's header and frame
-index, one for the byte range of the frames that cover the selection (plus a pre-roll frame),
-and only those frames are decoded. A read of the whole chunk is a single request whose payload
-checksum is verified.
+index, one for the byte range of the checksum groups holding the frames that cover the
+selection (plus a pre-roll frame); those groups are verified and only the needed frames
+decoded. The parsed header and index are kept (zarr_aac.prefix_cache), so the next read of the
+same chunk is the second request alone. A read of the whole chunk is a single request.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from zarr.core.common import parse_named_configuration
 
 from zarr_aac import aac
 from zarr_aac.chunk import (
-    ChunkHeader,
+    ChunkPrefix,
     FrameIndex,
     pack_chunk,
     parse_header,
@@ -30,15 +31,16 @@ from zarr_aac.chunk import (
 )
 from zarr_aac.edges import fill_edges
 from zarr_aac.errors import AudioDecodeError, ChunkReadError, CorruptChunkError, UnsupportedAudioError
-from zarr_aac.tolerant import fill_or_raise, reads_are_verified
+from zarr_aac.prefix_cache import location_of, prefixes
+from zarr_aac.tolerant import fill_or_raise
 
 if TYPE_CHECKING:
     from zarr.abc.store import ByteGetter
     from zarr.core.array_spec import ArraySpec
     from zarr.core.buffer import Buffer, NDBuffer
     from zarr.core.chunk_grids import ChunkGrid
-    from zarr.core.indexing import SelectorTuple
     from zarr.core.dtype.wrapper import TBaseDType, TBaseScalar, ZDType
+    from zarr.core.indexing import SelectorTuple
 
 CODEC_NAME = "zarr_aac"
 LEAD_IN = 4096
@@ -160,15 +162,15 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
 
     # -- reading -----------------------------------------------------------------------------
 
-    def decode_chunk(self, data: bytes | memoryview, shape: tuple[int, ...], dtype: np.dtype, key: str | None = None) -> np.ndarray:
-        """Decode a whole chunk sequentially, verifying its payload checksum."""
+    def decode_chunk(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype, key: str | None = None) -> np.ndarray:
+        """Decode a whole chunk sequentially, verifying all its checksums."""
         header = parse_header(data, key)
         _check_geometry(header, shape, key)
-        asc, index = parse_prefix(data, header, key)
-        verify_payload(data, header, key)
+        prefix = parse_prefix(data, header, key)
+        verify_payload(data, prefix, key)
         payload = memoryview(data)[header.prefix_nbytes :]
-        frames = _frames(payload, index, 0, header.n_frames)
-        pcm = _decode(_decoder_for(asc, header), frames, key)
+        frames = _frames(payload, prefix.index, 0, header.n_frames)
+        pcm = _decode(_decoder_for(prefix), frames, key)
         pcm = pcm[header.skip : header.skip + header.n_samples]
         if pcm.shape[0] != header.n_samples:
             raise CorruptChunkError(key, f"frames decode to {pcm.shape[0]} samples, header says {header.n_samples}")
@@ -195,66 +197,130 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
     ) -> NDBuffer | None:
         key = _key_of(byte_getter)
         shape = chunk_spec.shape
-        dtype = chunk_spec.dtype.to_native_dtype()
         prototype = chunk_spec.prototype
-        span = _contiguous_span(selection[0], shape[0])
-        rows, first_axis = (None, slice(None)) if span is not None else _requested_rows(selection[0], shape[0])
-        if span == (0, shape[0]) or (rows is not None and rows.size == shape[0]) or reads_are_verified():
+        wanted = _Wanted.of(selection, shape[0])
+        if wanted.is_whole_chunk:
             whole = await _get(byte_getter, prototype, key)
             if whole is None:
                 return None
-            pcm = self.decode_chunk(whole.to_bytes(), shape, dtype, key)
+            pcm = self.decode_chunk(whole.to_bytes(), shape, chunk_spec.dtype.to_native_dtype(), key)
             return prototype.nd_buffer.from_numpy_array(pcm[selection])
 
-        n_frames = aac.frames_for_samples(shape[0] + LEAD_IN + LEAD_OUT)
-        prefix_buf = await _get(byte_getter, prototype, key, RangeByteRequest(0, prefix_nbytes_upper_bound(n_frames)))
-        if prefix_buf is None:
+        location = location_of(byte_getter)
+        cached = prefixes.get(location) if location is not None else None
+        if cached is not None:
+            try:
+                result = await _decode_frames(byte_getter, cached, wanted, selection, chunk_spec, key)
+            except CorruptChunkError:
+                # Rewritten (or deleted and recreated) since its prefix was cached: start over
+                # from the chunk's own prefix, whose checks decide.
+                result = None
+            else:
+                if result is not None:
+                    return result
+            prefixes.drop(location)
+
+        prefix = await _fetch_prefix(byte_getter, shape, prototype, key)
+        if prefix is None:
             return None
-        prefix = prefix_buf.to_bytes()
-        header = parse_header(prefix, key)
-        _check_geometry(header, shape, key)
-        if header.prefix_nbytes > len(prefix):
-            rest = await _get(byte_getter, prototype, key, RangeByteRequest(len(prefix), header.prefix_nbytes))
-            prefix += rest.to_bytes() if rest is not None else b""
-        asc, index = parse_prefix(prefix, header, key)
+        if location is not None:
+            prefixes.put(location, prefix)
+        return await _decode_frames(byte_getter, prefix, wanted, selection, chunk_spec, key)
 
+
+@dataclass(frozen=True)
+class _Wanted:
+    """The samples of a chunk a first-axis selector asks for: a contiguous ``span`` (start,
+    stop), or else sorted unique ``rows`` and the selector re-expressed over just those rows."""
+
+    span: tuple[int, int] | None
+    rows: np.ndarray | None
+    first_axis: Any
+    chunk_samples: int
+
+    @classmethod
+    def of(cls, selection: SelectorTuple, chunk_samples: int) -> _Wanted:
+        span = _contiguous_span(selection[0], chunk_samples)
         if span is not None:
-            runs = [_frames_spanned(*span, index, header.n_frames, key)]
-        else:
-            runs = aac.frame_runs(_frames_needed(rows, index, header.n_frames, key))
-        first_byte = int(index.byte_offsets[runs[0][0]])
-        last_byte = int(index.byte_offsets[runs[-1][1]])
-        start, stop = header.prefix_nbytes + first_byte, header.prefix_nbytes + last_byte
-        payload_buf = await _get(byte_getter, prototype, key, RangeByteRequest(start, stop))
-        payload = payload_buf.to_bytes() if payload_buf is not None else b""
-        if len(payload) != stop - start:
-            raise CorruptChunkError(key, f"chunk ends before byte {stop} that its index points to (got {len(payload)} of {stop - start} bytes from {start})")
+            return cls(span, None, slice(None), chunk_samples)
+        rows, first_axis = _requested_rows(selection[0], chunk_samples)
+        return cls(None, rows, first_axis, chunk_samples)
 
-        decoder = _decoder_for(asc, header)
-        payload_view = memoryview(payload)
-        if span is not None:
-            run_start, run_stop = runs[0]
-            pcm = _decode_run(decoder, payload_view, index, run_start, run_stop, first_byte, key)
-            offset = run_start * aac.FRAME_LENGTH - header.skip
-            compact = pcm[span[0] - offset : span[1] - offset]
-        else:
-            compact = np.empty((rows.size, header.channels), dtype=np.float32)
-            for run_start, run_stop in runs:
-                pcm = _decode_run(decoder, payload_view, index, run_start, run_stop, first_byte, key)
-                dropped = 0 if run_start == 0 else aac.FRAME_LENGTH
-                first_sample = run_start * aac.FRAME_LENGTH - header.skip + dropped
-                lo, hi = np.searchsorted(rows, [first_sample, first_sample + pcm.shape[0] - dropped])
-                compact[lo:hi] = pcm[dropped:][rows[lo:hi] - first_sample]
-        out = aac.to_dtype(compact, dtype).reshape((compact.shape[0], *shape[1:]))
-        return prototype.nd_buffer.from_numpy_array(out[(first_axis, *selection[1:])])
+    @property
+    def is_whole_chunk(self) -> bool:
+        if self.span is not None:
+            return self.span == (0, self.chunk_samples)
+        return self.rows.size == self.chunk_samples
 
 
-def _decoder_for(asc: bytes, header: ChunkHeader) -> aac.FrameDecoder:
-    """Chunks this codec encoded have PNS off and skip at least the first frame, so a reused
-    decoder gives a fresh one's samples; frames taken from other encoders' files (no payload
-    checksum) may use PNS, and fresh decoders keep their reads repeatable."""
-    reuse = header.payload_crc32c is not None and header.skip >= aac.FRAME_LENGTH
-    return aac.FrameDecoder(asc, header.channels, reuse=reuse)
+async def _fetch_prefix(byte_getter: ByteGetter, shape: tuple[int, ...], prototype: Any, key: str | None) -> ChunkPrefix | None:
+    """The chunk's parsed prefix in one request (two if its index is larger than this codec writes)."""
+    n_frames = aac.frames_for_samples(shape[0] + LEAD_IN + LEAD_OUT)
+    first = await _get(byte_getter, prototype, key, RangeByteRequest(0, prefix_nbytes_upper_bound(n_frames)))
+    if first is None:
+        return None
+    data = first.to_bytes()
+    header = parse_header(data, key)
+    _check_geometry(header, shape, key)
+    if header.prefix_nbytes > len(data):
+        rest = await _get(byte_getter, prototype, key, RangeByteRequest(len(data), header.prefix_nbytes))
+        data += rest.to_bytes() if rest is not None else b""
+    return parse_prefix(data, header, key)
+
+
+async def _decode_frames(
+    byte_getter: ByteGetter, prefix: ChunkPrefix, wanted: _Wanted, selection: SelectorTuple, chunk_spec: ArraySpec,
+    key: str | None,
+) -> NDBuffer | None:
+    """Fetch, verify and decode the frames ``wanted`` needs, in one request; None if the chunk is gone."""
+    header, index = prefix.header, prefix.index
+    shape = chunk_spec.shape
+    _check_geometry(header, shape, key)
+    if wanted.span is not None:
+        runs = [_frames_spanned(*wanted.span, index, header.n_frames, key)]
+    else:
+        runs = aac.frame_runs(_frames_needed(wanted.rows, index, header.n_frames, key))
+    first, stop = prefix.frames_to_fetch(runs[0][0], runs[-1][1])
+    base = int(index.byte_offsets[first])
+    start_byte, stop_byte = header.prefix_nbytes + base, header.prefix_nbytes + int(index.byte_offsets[stop])
+    fetched = await _get(byte_getter, chunk_spec.prototype, key, RangeByteRequest(start_byte, stop_byte))
+    if fetched is None:
+        return None
+    payload = fetched.to_bytes()
+    if len(payload) != stop_byte - start_byte:
+        raise CorruptChunkError(
+            key, f"chunk ends before byte {stop_byte} that its index points to "
+            f"(got {len(payload)} of {stop_byte - start_byte} bytes from {start_byte})"
+        )
+    prefix.verify_frames(payload, first, stop, key)
+
+    decoder = _decoder_for(prefix)
+    view = memoryview(payload)
+    if wanted.span is not None:
+        run_start, run_stop = runs[0]
+        pcm = _decode_run(decoder, view, index, run_start, run_stop, base, key)
+        offset = run_start * aac.FRAME_LENGTH - header.skip
+        compact = pcm[wanted.span[0] - offset : wanted.span[1] - offset]
+    else:
+        rows = wanted.rows
+        compact = np.empty((rows.size, header.channels), dtype=np.float32)
+        for run_start, run_stop in runs:
+            pcm = _decode_run(decoder, view, index, run_start, run_stop, base, key)
+            dropped = 0 if run_start == 0 else aac.FRAME_LENGTH
+            first_sample = run_start * aac.FRAME_LENGTH - header.skip + dropped
+            lo, hi = np.searchsorted(rows, [first_sample, first_sample + pcm.shape[0] - dropped])
+            compact[lo:hi] = pcm[dropped:][rows[lo:hi] - first_sample]
+    out = aac.to_dtype(compact, chunk_spec.dtype.to_native_dtype()).reshape((compact.shape[0], *shape[1:]))
+    return chunk_spec.prototype.nd_buffer.from_numpy_array(out[(wanted.first_axis, *selection[1:])])
+
+
+def _decoder_for(prefix: ChunkPrefix) -> aac.FrameDecoder:
+    """Chunks this codec encoded (the ones with checksums) have PNS off and skip at least the
+    first frame, so a reused decoder gives a fresh one's samples; frames taken from other
+    encoders' files may use PNS, and fresh decoders keep their reads repeatable."""
+    header = prefix.header
+    reuse = header.checksum_group > 0 and header.skip >= aac.FRAME_LENGTH
+    return aac.FrameDecoder(prefix.asc, header.channels, reuse=reuse)
 
 
 async def _get(byte_getter: ByteGetter, prototype: Any, key: str | None, byte_range: RangeByteRequest | None = None) -> Buffer | None:

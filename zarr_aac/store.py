@@ -27,7 +27,7 @@ from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
 
 from zarr_aac.aac import FRAME_LENGTH, frames_for_samples
-from zarr_aac.chunk import HEADER_NBYTES, INDEX_ITEMSIZE, pack_prefix, prefix_nbytes_upper_bound
+from zarr_aac.chunk import FRAME_SIZE_ITEMSIZE, HEADER_NBYTES, pack_prefix, prefix_nbytes_upper_bound
 from zarr_aac.codec import CODEC_NAME, LEAD_IN, LEAD_OUT, SUPPORTED_DTYPES
 from zarr_aac.containers import StreamIndex, index_stream
 from zarr_aac.errors import CorruptSourceError, SourceNotFoundError, UnsupportedAudioError
@@ -280,9 +280,9 @@ class AACFileStore(Store):
         self.dtype = dtype
         self.chunk_samples = chunk_samples
         self.n_chunks = -(-index.n_samples // chunk_samples)
-        self.asc = index.asc + b"\0" * (len(index.asc) % INDEX_ITEMSIZE)
+        self.asc = index.asc + b"\0" * (len(index.asc) % FRAME_SIZE_ITEMSIZE)
         index_bound = prefix_nbytes_upper_bound(frames_for_samples(chunk_samples + LEAD_IN + LEAD_OUT))
-        self.min_frames = (index_bound - HEADER_NBYTES - len(self.asc)) // INDEX_ITEMSIZE
+        self.min_frames = (index_bound - HEADER_NBYTES - len(self.asc)) // FRAME_SIZE_ITEMSIZE
         self._metadata = self._array_metadata(attributes)
 
     # -- what the store presents ----------------------------------------------------------------
@@ -355,7 +355,7 @@ class AACFileStore(Store):
             aac_sample_rate=self.index.sample_rate,
             n_samples=self.chunk_samples,
             skip=skip,
-            payload_crc32c=None,
+            payload=None,
         )
         return prefix, frames
 

@@ -1,17 +1,16 @@
-"""Opt-in read modes: tolerant reads, where a corrupt chunk reads as the array's fill value
-and is reported, and verified reads, where every read checks the payload checksum.
+"""Tolerant reads: an opt-in mode where a corrupt chunk reads as the array's fill value and
+is reported.
 
 By default a read that meets a chunk failing its checks raises CorruptChunkError, so wrong
-samples are never returned silently, except that a partial read checks the header and index
-but not the frames it decodes. ``verified_reads`` closes that gap at the cost of fetching and
-decoding whole chunks. Salvaging the rest of a damaged recording is a deliberate act::
+samples are never returned silently. Salvaging the rest of a damaged recording is a
+deliberate act::
 
     with zarr_aac.tolerant_reads() as report:
         pcm = array[:]
     for error in report.errors:
         print(error.key, error.reason)
 
-The modes live in context variables: they cover reads made in this thread and the tasks zarr
+The mode lives in a context variable: it covers reads made in this thread and the tasks zarr
 starts for them, not reads run by other threads or processes (a dask worker, say).
 """
 
@@ -50,22 +49,6 @@ class CorruptChunkReport:
 
 
 _active_report: ContextVar[CorruptChunkReport | None] = ContextVar("zarr_aac_tolerant_report", default=None)
-_verifying: ContextVar[bool] = ContextVar("zarr_aac_verified_reads", default=False)
-
-
-@contextmanager
-def verified_reads() -> Iterator[None]:
-    """Within the block every read fetches whole chunks and checks their payload checksum."""
-    token = _verifying.set(True)
-    try:
-        yield
-    finally:
-        _verifying.reset(token)
-
-
-def reads_are_verified() -> bool:
-    return _verifying.get()
-
 
 @contextmanager
 def tolerant_reads() -> Iterator[CorruptChunkReport]:

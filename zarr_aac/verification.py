@@ -102,8 +102,7 @@ def _check_chunk(array: zarr.Array, data: bytes, key: str, decode: bool) -> None
             key, f"chunk holds {header.n_samples} samples x {header.channels} channels, "
             f"the array expects {chunk_shape[0]} x {channels}"
         )
-    parse_prefix(data, header, key)
-    verify_payload(data, header, key)
+    verify_payload(data, parse_prefix(data, header, key), key)
 
 
 def _problem(array: zarr.Array, key: str, error: str) -> dict[str, str]:
