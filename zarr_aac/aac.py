@@ -111,6 +111,9 @@ MAX_DECODER_CONFIGS = 8
 """AudioSpecificConfigs with kept decoders; past this many the pool starts over. An opened
 decoder holds about 0.7 MB, so the pool never holds more than about 22 MB."""
 _idle_decoders: dict[bytes, list[tuple[av.CodecContext, str]]] = {}
+_FLOAT32 = np.dtype(np.float32)
+"""For np.frombuffer, called once per plane and frame: a dtype instance and positional arguments
+save about 0.3 us a call over ``dtype=np.float32, count=n``."""
 
 
 class FrameDecoder:
@@ -160,9 +163,10 @@ class FrameDecoder:
     def decode(self, frames: Sequence[bytes | memoryview]) -> np.ndarray:
         """Decode ``frames`` in order from a fresh (or flushed) decoder; FRAME_LENGTH samples per frame.
 
-        Each frame's planes are copied straight into one (n, channels) buffer sized for the run:
-        per frame Python work is what limits the speed, and interleaving frame by frame, while
-        the frame is in cache, is cheaper than transposing the whole run later.
+        Each frame's planes are copied straight into the columns of one (n, channels) buffer sized
+        for the run: per frame Python work is what limits the speed, so the loop binds what it calls
+        and makes one array per plane. Interleaving frame by frame, while the frame is in cache, is
+        cheaper than filling a planar buffer and transposing the whole run later.
         """
         try:
             ctx, opened_as = self._context()
@@ -170,22 +174,26 @@ class FrameDecoder:
             raise AudioDecodeError(f"AAC decoder rejected the AudioSpecificConfig: {exc}") from exc
         channels = self.channels
         pcm = np.empty((len(frames) * FRAME_LENGTH, channels), dtype=np.float32)
+        columns = list(pcm.T)
         filled = 0
+        decode, packet, frombuffer = ctx.decode, av.Packet, np.frombuffer
         try:
             for data in frames:
-                for frame in ctx.decode(av.Packet(data)):
+                for frame in decode(packet(data)):
                     if frame.format.name != "fltp" or frame.layout.nb_channels != channels:
                         raise AudioDecodeError(
                             f"decoder produced {frame.format.name} with {frame.layout.nb_channels} channels, "
                             f"expected fltp with {channels}"
                         )
                     n = frame.samples
-                    if filled + n > pcm.shape[0]:
+                    stop = filled + n
+                    if stop > len(pcm):
                         pcm = np.concatenate((pcm[:filled], np.empty((n, channels), np.float32)))
-                    planes = frame.planes
-                    for c in range(channels):
-                        pcm[filled : filled + n, c] = np.frombuffer(planes[c], dtype=np.float32, count=n)
-                    filled += n
+                        columns = list(pcm.T)
+                    # zip stops at the real channels: PyAV lists a bogus ninth plane for 8 channels.
+                    for column, plane in zip(columns, frame.planes):
+                        column[filled:stop] = frombuffer(plane, _FLOAT32, n)
+                    filled = stop
         except av.FFmpegError as exc:
             raise AudioDecodeError(f"AAC decoder failed: {exc}") from exc
         self._keep(ctx, opened_as)
@@ -203,20 +211,24 @@ def frame_runs(frames: Sequence[int] | np.ndarray) -> list[tuple[int, int]]:
     return [(int(frames[a]), int(frames[b - 1]) + 1) for a, b in zip(starts, stops, strict=True)]
 
 
-def to_dtype(pcm: np.ndarray, dtype: np.dtype, *, overwrite: bool = False) -> np.ndarray:
-    """Convert float32 PCM to the array dtype (int16 is scaled by 32768 and clipped).
+_INT16_SCALE = np.float32(32768.0)
+_INT16_FLOOR = np.float32(-1.0)
+_INT16_CEILING = np.float32(32767 / 32768)
+"""The largest float32 sample that scales to an int16 (exact: 15 bits of mantissa)."""
 
-    ``overwrite=True`` lets an int16 conversion scale ``pcm`` in place instead of a copy.
+
+def to_dtype(pcm: np.ndarray, dtype: np.dtype, *, overwrite: bool = False) -> np.ndarray:
+    """Convert float32 PCM to the array dtype (int16 is scaled by 32768, rounded and clipped).
+
+    ``overwrite=True`` lets an int16 conversion work in ``pcm`` instead of a copy. Clipping to
+    [-1, 32767/32768] before the exact power-of-two scaling gives the samples clipping after it
+    would, and is faster: the clip makes the copy and the scaling runs in place.
     """
     if dtype == np.float32:
         return pcm
-    if overwrite:
-        scaled = pcm
-        scaled *= np.float32(32768.0)
-    else:
-        scaled = pcm * np.float32(32768.0)
+    scaled = pcm.clip(_INT16_FLOOR, _INT16_CEILING, out=pcm if overwrite else None)
+    scaled *= _INT16_SCALE
     np.rint(scaled, out=scaled)
-    np.clip(scaled, -32768, 32767, out=scaled)
     return scaled.astype(np.int16)
 
 
