@@ -312,3 +312,17 @@ def test_every_channel_count_keeps_channel_order(channels):
     np.testing.assert_allclose(peaks, freqs, atol=2.0)
     for c in range(channels):
         assert _snr(pcm[:, c].astype(np.float64), z[:, c].astype(np.float64)) > 10, f"channel {c}"
+
+
+@pytest.mark.parametrize("dtype", ["int16", "float32"])
+def test_reads_never_share_memory_with_the_decode_buffer(dtype):
+    """Partial reads decode into a buffer kept per thread; what they return must be a copy."""
+    pcm = as_dtype(tone_with_noise(3 * 20_000, 2, 48000, seed=4), dtype)
+    z = make_array(zarr.storage.MemoryStore(), pcm.shape, (20_000, 2), dtype=dtype)
+    z[:] = pcm
+    reference = reference_decode(z)
+    first = z[1_000:9_000]
+    spanning = z[15_000:45_000]
+    z[21_000:29_000]
+    np.testing.assert_array_equal(first, reference[1_000:9_000])
+    np.testing.assert_array_equal(spanning, reference[15_000:45_000])

@@ -160,20 +160,23 @@ class FrameDecoder:
         if len(idle) < MAX_IDLE_DECODERS:
             idle.append((ctx, opened_as))
 
-    def decode(self, frames: Sequence[bytes | memoryview]) -> np.ndarray:
+    def decode(self, frames: Sequence[bytes | memoryview], out: np.ndarray | None = None) -> np.ndarray:
         """Decode ``frames`` in order from a fresh (or flushed) decoder; FRAME_LENGTH samples per frame.
 
         Each frame's planes are copied straight into the columns of one (n, channels) buffer sized
         for the run: per frame Python work is what limits the speed, so the loop binds what it calls
         and makes one array per plane. Interleaving frame by frame, while the frame is in cache, is
-        cheaper than filling a planar buffer and transposing the whole run later.
+        cheaper than filling a planar buffer and transposing the whole run later. ``out``, a
+        float32 (m, channels) array, is used as that buffer when it holds the whole run, and the
+        result is then a view of it.
         """
         try:
             ctx, opened_as = self._context()
         except av.FFmpegError as exc:
             raise AudioDecodeError(f"AAC decoder rejected the AudioSpecificConfig: {exc}") from exc
         channels = self.channels
-        pcm = np.empty((len(frames) * FRAME_LENGTH, channels), dtype=np.float32)
+        needed = len(frames) * FRAME_LENGTH
+        pcm = out if out is not None and len(out) >= needed else np.empty((needed, channels), dtype=np.float32)
         columns = list(pcm.T)
         filled = 0
         decode, packet, frombuffer = ctx.decode, av.Packet, np.frombuffer

@@ -10,6 +10,7 @@ same chunk is the second request alone. A read of the whole chunk is a single re
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Self
 
@@ -296,11 +297,15 @@ async def _decode_frames(
 
     decoder = _decoder_for(prefix)
     view = memoryview(payload)
+    dtype = chunk_spec.dtype.to_native_dtype()
     if wanted.span is not None:
         run_start, run_stop = runs[0]
-        pcm = _decode_run(decoder, view, index, run_start, run_stop, base, key)
+        scratch = _scratch((run_stop - run_start) * aac.FRAME_LENGTH, header.channels)
+        pcm = _decode_run(decoder, view, index, run_start, run_stop, base, key, scratch)
         offset = run_start * aac.FRAME_LENGTH - header.skip
         compact = pcm[wanted.span[0] - offset : wanted.span[1] - offset]
+        # No await from the decode to here: the scratch buffer is this read's alone until copied out.
+        out = aac.to_dtype(compact, dtype, overwrite=True) if dtype != np.float32 else compact.copy()
     else:
         rows = wanted.rows
         compact = np.empty((rows.size, header.channels), dtype=np.float32)
@@ -310,8 +315,27 @@ async def _decode_frames(
             first_sample = run_start * aac.FRAME_LENGTH - header.skip + dropped
             lo, hi = np.searchsorted(rows, [first_sample, first_sample + pcm.shape[0] - dropped])
             compact[lo:hi] = pcm[dropped:][rows[lo:hi] - first_sample]
-    out = aac.to_dtype(compact, chunk_spec.dtype.to_native_dtype()).reshape((compact.shape[0], *shape[1:]))
+        out = aac.to_dtype(compact, dtype, overwrite=True)
+    out = out.reshape((out.shape[0], *shape[1:]))
     return chunk_spec.prototype.nd_buffer.from_numpy_array(out[(wanted.first_axis, *selection[1:])])
+
+
+SCRATCH_MAX_BYTES = 8 << 20
+"""Largest decode buffer a reading thread keeps between reads (10 s of 4 channels at 48 kHz).
+A fresh array of a few hundred KB costs a page fault for each 4 KB page on first write, since
+glibc hands large freed blocks back to the system: that was a third of a 1 s read."""
+_scratch_buffers = threading.local()
+
+
+def _scratch(samples: int, channels: int) -> np.ndarray | None:
+    """This thread's float32 (samples, channels) decode buffer, or None when too large to keep."""
+    size = samples * channels
+    if size * 4 > SCRATCH_MAX_BYTES:
+        return None
+    buffer = getattr(_scratch_buffers, "buffer", None)
+    if buffer is None or buffer.size < size:
+        buffer = _scratch_buffers.buffer = np.empty(size, dtype=np.float32)
+    return buffer[:size].reshape(samples, channels)
 
 
 def _decoder_for(prefix: ChunkPrefix) -> aac.FrameDecoder:
@@ -391,18 +415,20 @@ def _frames(payload: memoryview, index: FrameIndex, start: int, stop: int, base:
 
 
 def _decode_run(
-    decoder: aac.FrameDecoder, payload: memoryview, index: FrameIndex, start: int, stop: int, base: int, key: str | None
+    decoder: aac.FrameDecoder, payload: memoryview, index: FrameIndex, start: int, stop: int, base: int, key: str | None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """PCM of frames [start, stop), whose bytes begin at ``payload[index.byte_offsets[start] - base]``."""
-    pcm = _decode(decoder, _frames(payload, index, start, stop, base), key)
+    """PCM of frames [start, stop), whose bytes begin at ``payload[index.byte_offsets[start] - base]``
+    (decoded into ``out`` if given)."""
+    pcm = _decode(decoder, _frames(payload, index, start, stop, base), key, out)
     expected = (stop - start) * aac.FRAME_LENGTH
     if pcm.shape[0] != expected:
         raise CorruptChunkError(key, f"frames {start}-{stop - 1} decode to {pcm.shape[0]} samples, expected {expected}")
     return pcm
 
 
-def _decode(decoder: aac.FrameDecoder, frames: list[memoryview], key: str | None) -> np.ndarray:
+def _decode(decoder: aac.FrameDecoder, frames: list[memoryview], key: str | None, out: np.ndarray | None = None) -> np.ndarray:
     try:
-        return decoder.decode(frames)
+        return decoder.decode(frames, out)
     except AudioDecodeError as exc:
         raise CorruptChunkError(key, str(exc)) from exc
