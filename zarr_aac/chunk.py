@@ -30,7 +30,7 @@ ASC_MAX_NBYTES = 64
 FRAME_SIZE_ITEMSIZE = 2
 CHECKSUM_ITEMSIZE = 4
 CHECKSUM_GROUP = 16
-"""Frames per payload checksum in the chunks this codec writes: 0.25 bytes a frame, and a
+"""Frames per frame checksum in the chunks this codec writes: 0.25 bytes a frame, and a
 partial read fetches at most two groups more than it decodes (16 frames are ~7 KB at
 160 kbps stereo, one request either way)."""
 MAX_PADDING = 1 << 20
@@ -87,7 +87,7 @@ class ChunkHeader:
     asc_nbytes: int
     payload_nbytes: int
     checksum_group: int
-    """Frames per payload checksum; 0 when the chunk carries none (see AACFileStore)."""
+    """Frames per frame checksum; 0 when the chunk carries none (see AACFileStore)."""
     frame_length: int = FRAME_LENGTH
 
     @property

@@ -1,8 +1,8 @@
 """Scan an archive and list the chunks that fail their checks.
 
-Partial reads check a chunk's header and index checksum but not the frames they skip; a
-scrub with ``verify`` reads every chunk whole and checks its payload checksum too, so damage
-in the frames of a chunk nobody has read whole yet is found before it is needed.
+Reads check only what they fetch: the header and index and the checksum groups of the frames
+they decode. A scrub with ``verify`` reads every chunk whole and checks every group, so damage
+in frames nobody has read yet is found before it is needed.
 """
 
 from __future__ import annotations
