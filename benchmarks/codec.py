@@ -209,7 +209,7 @@ def _readers(arrays: dict, flac: Path, m4a: Path) -> dict[str, Callable[[int, in
     readers: dict[str, Callable[[int, int], np.ndarray]] = {
         name: (lambda a, b, z=array: z[a:b]) for name, array in arrays.items()
     }
-    readers[AAC_COLD] = ColdIndexReader(arrays[AAC])
+    readers = {AAC: readers.pop(AAC), AAC_COLD: ColdIndexReader(arrays[AAC]), **readers}
     readers[FLAC] = FlacReader(flac)
     readers[M4A] = M4AReader(m4a)
     return readers
