@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("sources", nargs="+", metavar="SRC", help="files, or directories searched for audio files")
     imp.add_argument("dest", metavar="DEST", help="the archive (a Zarr group, created if missing)")
     imp.add_argument("--name", help="array name (one source only; default: the file name)")
-    imp.add_argument("--bitrate", type=int, help="AAC bits per second (default: 130k mono, 160k stereo)")
+    imp.add_argument("--bitrate", type=int, help="AAC bits per second (default: 130k mono, 160k stereo, 80k a channel above)")
     imp.add_argument("--aac-rate", type=int, help="AAC rate declared to the encoder (default: see docs/importing.md)")
     imp.add_argument("--chunk-duration", type=float, default=60.0, help="seconds per chunk (default 60)")
     imp.add_argument("--start-time", help="ISO-8601 start time, overriding tags and file names")
