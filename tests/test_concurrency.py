@@ -114,3 +114,18 @@ def test_independent_importers_into_one_group_lose_no_recording(two_importers):
 def test_independent_importers_into_one_group_keep_the_catalogue_whole(two_importers):
     root, expected = two_importers
     assert_catalogue_matches_arrays(root, expected)
+
+
+def test_imports_ignore_other_writers_temporary_files(tmp_path):
+    """zarr writes metadata through a ``zarr.<id>.partial`` file beside the group's own; an
+    importer listing the group meanwhile must neither warn nor fail (it did, now and then, in
+    import_files: its workers create arrays while the parent picks names)."""
+    sources = write_sources(tmp_path, 2)
+    root = tmp_path / "archive.zarr"
+    zarr.open_group(root, mode="a")
+    partial = root / "zarr.0123456789abcdef0123456789abcdef.partial"
+    partial.write_bytes(b"{}")
+    arrays = import_files(sources, root, workers=1, chunk_duration=0.25, progress=False)
+    assert [a.basename for a in arrays] == [p.stem for p in sources]
+    partial.unlink()  # the other writer is done
+    assert_catalogue_matches_arrays(root, {p.stem for p in sources})

@@ -335,6 +335,17 @@ def _import_into_temp(
 # -- the archive ------------------------------------------------------------------------------
 
 
+def _child_names(group: zarr.Group) -> set[str]:
+    """Every name directly under the group in its store: its arrays and groups, and other
+    writers' temporary files. Unlike ``group.array_keys()`` this neither parses nor warns about
+    the ``zarr.<id>.partial`` files zarr creates while a concurrent importer writes metadata."""
+
+    async def names() -> set[str]:
+        return {name async for name in group.store.list_dir(group.path)}
+
+    return zarr.core.sync.sync(names())
+
+
 def _delete_node(group: zarr.Group, name: str) -> None:
     delete_tree(group.store, _child_path(group, name))
 
@@ -403,7 +414,7 @@ def _commit(group: zarr.Group, temp_name: str, wanted: str, attrs: dict[str, Any
         if existing is not None and existing in archive:
             _delete_node(archive, temp_name)
             return archive[existing]
-        taken = set(entries) | set(archive.array_keys())
+        taken = set(entries) | _child_names(archive)
         if exact and wanted in taken:
             raise ArchiveError(f"{_child_path(archive, wanted)} already exists; pick another name")
         name = _unique_name(wanted, taken)
@@ -549,7 +560,7 @@ def import_files(
     failures: dict[str, BaseException] = {}
     digests: dict[int, str] = {}
     entries = _catalogue_entries(archive)
-    present = set(archive.array_keys())
+    present = _child_names(archive)
     by_hash = {e.get("source", {}).get("sha256"): n for n, e in entries.items() if n in present}
     pending: dict[int, tuple[Path, str, str]] = {}
     for i, path in enumerate(tqdm(paths, desc="hashing", unit="file", disable=None if progress else True)):
