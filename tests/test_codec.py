@@ -326,3 +326,12 @@ def test_reads_never_share_memory_with_the_decode_buffer(dtype):
     z[21_000:29_000]
     np.testing.assert_array_equal(first, reference[1_000:9_000])
     np.testing.assert_array_equal(spanning, reference[15_000:45_000])
+
+
+def test_a_format_1_chunk_is_refused_with_what_to_do():
+    pcm = (tone_with_noise(4096, 1, 16000) * 32767).astype(np.int16)
+    codec = zarr_aac.AACCodec(sample_rate=16000)
+    data = bytearray(codec.encode_pcm(pcm))
+    data[4] = 1
+    with pytest.raises(zarr_aac.CorruptChunkError, match="'c/0': chunk format 1 .*import the recording again"):
+        codec.decode_chunk(bytes(data), pcm.shape, pcm.dtype, "c/0")

@@ -200,6 +200,11 @@ def parse_header(data: bytes | memoryview, key: str | None) -> ChunkHeader:
      payload_nbytes, checksum_group, _) = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise CorruptChunkError(key, f"not a zarr_aac chunk (starts with {bytes(magic)!r}, expected {MAGIC!r})")
+    if version == 1:
+        raise CorruptChunkError(
+            key, "chunk format 1 (zarr-aac 0.1, no frame checksums) is not read by this version (format 2): "
+            "import the recording again"
+        )
     if version != VERSION:
         raise CorruptChunkError(key, f"format version {version} is not supported (this reader knows {VERSION})")
     problems = []
