@@ -304,8 +304,10 @@ async def _decode_frames(
         pcm = _decode_run(decoder, view, index, run_start, run_stop, base, key, scratch)
         offset = run_start * aac.FRAME_LENGTH - header.skip
         compact = pcm[wanted.span[0] - offset : wanted.span[1] - offset]
-        # No await from the decode to here: the scratch buffer is this read's alone until copied out.
-        out = aac.to_dtype(compact, dtype, overwrite=True) if dtype != np.float32 else compact.copy()
+        out = aac.to_dtype(compact, dtype, overwrite=True)
+        if scratch is not None and out.dtype == np.float32:
+            # float32 output is the scratch buffer itself; no await has come between decode and here
+            out = out.copy()
     else:
         rows = wanted.rows
         compact = np.empty((rows.size, header.channels), dtype=np.float32)
