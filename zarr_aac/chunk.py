@@ -13,6 +13,7 @@ verifies the few groups it fetches instead of trusting them.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import google_crc32c
@@ -132,16 +133,23 @@ class ChunkPrefix:
         group = self.header.checksum_group
         if not group:
             return
-        offsets = self.index.byte_offsets
-        base = int(offsets[first])
-        for start in range(first, stop, group):
-            end = min(start + group, self.header.n_frames)
-            crc = google_crc32c.value(payload[offsets[start] - base : offsets[end] - base])
+        for start, end, crc in _group_checksums(payload, self.index.byte_offsets, first, stop, group):
             expected = int(self.group_checksums[start // group])
             if crc != expected:
                 raise CorruptChunkError(
                     key, f"checksum mismatch in frames {start}-{end - 1} (stored {expected:#010x}, computed {crc:#010x})"
                 )
+
+
+def _group_checksums(
+    payload: bytes, offsets: np.ndarray, first: int, stop: int, group: int
+) -> Iterator[tuple[int, int, int]]:
+    """(first frame, end frame, CRC-32C) of each run of ``group`` frames in [first, stop), the
+    last run shorter; ``payload`` holds those frames' bytes, from ``offsets[first]`` on."""
+    base = int(offsets[first])
+    for start in range(first, stop, group):
+        end = min(start + group, stop)
+        yield start, end, google_crc32c.value(payload[offsets[start] - base : offsets[end] - base])
 
 
 def prefix_nbytes_upper_bound(n_frames: int) -> int:
@@ -176,12 +184,8 @@ def pack_prefix(
     else:
         group = CHECKSUM_GROUP
         offsets = FrameIndex.from_sizes(sizes, skip).byte_offsets
-        starts = np.arange(0, len(sizes), group)
-        ends = np.minimum(starts + group, len(sizes))
-        checksums = np.array(
-            [google_crc32c.value(payload[offsets[a] : offsets[b]]) for a, b in zip(starts, ends, strict=True)],
-            dtype="<u4",
-        ).tobytes()
+        crcs = [crc for _, _, crc in _group_checksums(payload, offsets, 0, len(sizes), group)]
+        checksums = np.array(crcs, dtype="<u4").tobytes()
     head = HEADER.pack(
         MAGIC, VERSION, 0, channels, len(asc), aac_sample_rate, len(sizes), n_samples, skip,
         FRAME_LENGTH, int(sizes.sum(dtype=np.int64)), group, 0,
