@@ -18,7 +18,7 @@ import numpy as np
 
 from benchmarks import READ_LENGTHS, Context, ffmpeg_aac, interleaved_reads, median_p90, timed
 from benchmarks.codec import M4AReader
-from zarr_aac.store import DEFAULT_CHUNK_SAMPLES, INDEX_SUFFIX, AACFileStore, open_aac_file
+from zarr_aac.files.store import DEFAULT_CHUNK_SAMPLES, INDEX_SUFFIX, AACFileStore, open_aac_file
 
 BITRATE = 160_000
 POSITIONS = 200

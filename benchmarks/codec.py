@@ -23,8 +23,8 @@ from zarr.storage import LocalStore
 
 from benchmarks import READ_LENGTHS, Context, interleaved_reads, median_p90, timed
 from zarr_aac import AACCodec
-from zarr_aac.chunk import parse_header, parse_prefix
-from zarr_aac.prefix_cache import prefixes
+from zarr_aac.codec.chunk_format import parse_header, parse_prefix
+from zarr_aac.codec.prefix_cache import prefixes
 
 BITRATE = 160_000
 AAC_CHUNK = 2880 * 1024
@@ -353,7 +353,7 @@ def _report(times, sizes, write_seconds, decode_x, codec_alone_x, decode_floor_m
         "PyAV m4a: ffmpeg's aac at 160 kbps, an open container, seek + decode with one pre-roll frame.",
         f"zarr-python's own overhead per `z[a:b]`: {ms[RAW, '20 ms'][0]:.2f} ms median (20 ms read "
         f"of the raw int16 array, one {RAW_CHUNK * 4 // 1024} KiB chunk).",
-        "zarr_aac keeps the parsed header and index of chunks it has read (zarr_aac.prefix_cache), so a read "
+        "zarr_aac keeps the parsed header and index of chunks it has read (zarr_aac.codec.prefix_cache), so a read "
         "is one store request for the frames; the first read of a chunk in a process is two, shown as "
         f"'{AAC_COLD}' (the cache emptied before each read).",
         "zarr_aac beyond zarr's overhead (its median minus the raw array's 20 ms median; verifying and decoding "

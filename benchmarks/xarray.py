@@ -32,7 +32,7 @@ from xarray.indexes import RangeIndex
 
 from benchmarks import Context, timed
 from zarr_aac import open_dataset, to_aac
-from zarr_aac.time_index import SampleTimeIndex
+from zarr_aac.dataset.time_index import SampleTimeIndex
 
 START = "2026-06-10T05:00:00Z"
 HUGE = 10**10

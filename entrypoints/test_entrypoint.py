@@ -53,4 +53,4 @@ def test_fresh_process_opens_array_without_importing_package(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, cwd=tmp_path, timeout=120, check=False)
     assert result.returncode == 0, result.stderr.decode()
     np.testing.assert_array_equal(np.load(BytesIO(result.stdout)), expected)
-    assert result.stderr.decode().strip().endswith("zarr_aac.codec")
+    assert result.stderr.decode().strip().endswith("zarr_aac.codec.aac_codec")

@@ -18,7 +18,7 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 def cold_prefix_cache():
     """Every test starts with no chunk indexes cached, as a fresh process would (a MemoryStore
     made by an earlier test may share a new store's id, and with it the cache keys)."""
-    from zarr_aac.prefix_cache import prefixes
+    from zarr_aac.codec.prefix_cache import prefixes
 
     prefixes.clear()
 

@@ -18,8 +18,8 @@ import atheris
 import numpy as np
 
 with atheris.instrument_imports():
-    from zarr_aac.chunk import HEADER_NBYTES
-    from zarr_aac.codec import AACCodec
+    from zarr_aac.codec.chunk_format import HEADER_NBYTES
+    from zarr_aac.codec.aac_codec import AACCodec
     from zarr_aac.errors import CorruptChunkError
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -1,7 +1,7 @@
 """Tools for attacking stored chunks: re-packing forged fields with valid checksums, and a
 store that records every byte range it is asked for.
 
-The layout is re-implemented here from docs/spec.md rather than imported from zarr_aac.chunk,
+The layout is re-implemented here from docs/spec.md rather than imported from zarr_aac.codec.chunk_format,
 so that a forged chunk tests the reader against the documented format, not against itself.
 """
 
@@ -17,7 +17,7 @@ import zarr
 from zarr.abc.store import ByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.storage import MemoryStore, WrapperStore
 
-from zarr_aac.prefix_cache import prefixes
+from zarr_aac.codec.prefix_cache import prefixes
 
 HEADER = struct.Struct("<4sBBBBIIQIIQII")
 FIELDS = (

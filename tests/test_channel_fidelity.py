@@ -1,6 +1,6 @@
 """Every channel of a multichannel chunk is coded faithfully, and the delays between channels
 (what a microphone array locates sounds by) survive: the encoder options in
-``zarr_aac.aac.encoder_options`` take effect (PyAV ignores misspelt options silently)."""
+``zarr_aac.codec.aac.encoder_options`` take effect (PyAV ignores misspelt options silently)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import soundfile as sf
 from scipy.signal import butter, resample_poly, sosfiltfilt
 
 from zarr_aac import AACCodec, example_recording
-from zarr_aac.aac import encoder_options
+from zarr_aac.codec.aac import encoder_options
 
 RATE = 48000
 EDGE = 4096

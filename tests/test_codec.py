@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import zarr_aac
-from zarr_aac import aac
-from zarr_aac.codec import LEAD_IN, LEAD_OUT
+from zarr_aac.codec import aac
+from zarr_aac.codec.aac_codec import LEAD_IN, LEAD_OUT
 from helpers import CountingStore, assert_selections_match, reference_decode
 from conftest import tone_with_noise
 
@@ -133,12 +133,12 @@ class TestPartialDecode:
         self.z[100_000:100_960]
         assert dict(self.log.per_key) == {"c/1/0": 2}
         data = self.store._store._store_dict["c/1/0"].to_bytes()
-        header = zarr_aac.chunk.parse_header(data, "c/1/0")
-        prefix = zarr_aac.chunk.parse_prefix(data, header, "c/1/0")
+        header = zarr_aac.codec.chunk_format.parse_header(data, "c/1/0")
+        prefix = zarr_aac.codec.chunk_format.parse_prefix(data, header, "c/1/0")
         first, stop = prefix.frames_to_fetch(prefix.index.frame_of(4_000) - 1, prefix.index.frame_of(4_959) + 1)
-        assert stop - first == zarr_aac.chunk.CHECKSUM_GROUP
+        assert stop - first == zarr_aac.codec.chunk_format.CHECKSUM_GROUP
         frames_nbytes = int(prefix.index.byte_offsets[stop] - prefix.index.byte_offsets[first])
-        assert self.log.bytes == zarr_aac.chunk.prefix_nbytes_upper_bound(header.n_frames) + frames_nbytes
+        assert self.log.bytes == zarr_aac.codec.chunk_format.prefix_nbytes_upper_bound(header.n_frames) + frames_nbytes
         assert self.log.bytes < self.chunk_nbytes / 5
 
     def test_the_next_read_of_a_chunk_reuses_its_index_and_costs_one_request(self):
@@ -167,8 +167,8 @@ class TestPartialDecode:
 
     def test_frame_index_costs_under_one_percent(self):
         data = self.store._store._store_dict["c/1/0"].to_bytes()
-        header = zarr_aac.chunk.parse_header(data, "c/1/0")
-        index = zarr_aac.chunk.parse_prefix(data, header, "c/1/0").index
+        header = zarr_aac.codec.chunk_format.parse_header(data, "c/1/0")
+        index = zarr_aac.codec.chunk_format.parse_prefix(data, header, "c/1/0").index
         assert index.table.shape == (header.n_frames, 3)
         np.testing.assert_array_equal(index.table[1:, 0], np.cumsum(index.frame_sizes)[:-1])
         assert header.n_frames == aac.frames_for_samples(96_000 + LEAD_IN + LEAD_OUT)
@@ -179,9 +179,9 @@ class TestPartialDecode:
 def test_index_under_one_percent_at_default_bitrates(rate, channels):
     codec = zarr_aac.AACCodec(sample_rate=rate)
     data = codec.encode_pcm(tone_with_noise(rate * 10, channels, rate))
-    header = zarr_aac.chunk.parse_header(data, None)
+    header = zarr_aac.codec.chunk_format.parse_header(data, None)
     index_nbytes = 2 * header.n_frames
-    checksums_nbytes = header.prefix_nbytes - zarr_aac.chunk.HEADER_NBYTES - header.asc_nbytes - index_nbytes
+    checksums_nbytes = header.prefix_nbytes - zarr_aac.codec.chunk_format.HEADER_NBYTES - header.asc_nbytes - index_nbytes
     assert index_nbytes / len(data) < 0.01
     assert checksums_nbytes == 4 * -(-header.n_frames // 16) and checksums_nbytes / len(data) < 0.0015
 
@@ -230,8 +230,8 @@ class TestCorruptChunks:
 
     def test_partial_read_that_does_not_reach_a_truncated_tail_is_still_exact(self):
         expected = self.z[1_000:1_400]
-        header = zarr_aac.chunk.parse_header(self.good, None)
-        prefix = zarr_aac.chunk.parse_prefix(self.good, header, None)
+        header = zarr_aac.codec.chunk_format.parse_header(self.good, None)
+        prefix = zarr_aac.codec.chunk_format.parse_prefix(self.good, header, None)
         index = prefix.index
         _, fetched_stop = prefix.frames_to_fetch(index.frame_of(1_000) - 1, index.frame_of(1_399) + 1)
         assert fetched_stop <= index.frame_of(19_999)

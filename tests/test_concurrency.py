@@ -20,7 +20,7 @@ from conftest import tone_with_noise
 from helpers import reference_decode
 
 from zarr_aac import AACCodec, import_files
-from zarr_aac.importer import CATALOGUE_ATTR, TEMP_PREFIX
+from zarr_aac.archive.importer import CATALOGUE_ATTR, TEMP_PREFIX
 
 
 @pytest.mark.slow

@@ -15,9 +15,9 @@ import soundfile
 from helpers import ffmpeg_aac
 from zarr.core.sync import sync
 
-from zarr_aac.containers import index_stream, make_asc, parse_asc
+from zarr_aac.files.containers import index_stream, make_asc, parse_asc
 from zarr_aac.errors import CorruptSourceError, SourceNotFoundError, UnsupportedAudioError
-from zarr_aac.store import StoreByteSource, open_aac_file
+from zarr_aac.files.store import StoreByteSource, open_aac_file
 
 
 def _index(path, track=None):
@@ -181,7 +181,7 @@ def test_files_that_are_not_aac_are_refused_by_name(wav, data_dir):
 def test_frames_that_decode_unlike_their_config_are_refused(ffmpeg, wav, tmp_path):
     """The implicit-SBR guard: frames that decode at another rate or channel count than the
     ASC announces (as LC-signalled HE-AAC does, at twice the rate) are refused at open."""
-    from zarr_aac.containers import AudioSpecificConfig, check_plain_lc
+    from zarr_aac.files.containers import AudioSpecificConfig, check_plain_lc
 
     path = ffmpeg_aac(ffmpeg, wav, tmp_path / "lc.aac")
     index = _index(path)

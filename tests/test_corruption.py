@@ -23,7 +23,7 @@ from hostile import Chunk, get_bytes, put_bytes
 
 import zarr_aac
 from zarr_aac import AACCodec, CorruptChunkError
-from zarr_aac.verification import verify
+from zarr_aac.archive.verification import verify
 
 DATA = Path(__file__).parent / "data"
 CHUNK = 1 << 16

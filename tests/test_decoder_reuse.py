@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import zarr_aac
-from zarr_aac import aac
-from zarr_aac.chunk import parse_header, parse_prefix
+from zarr_aac.codec import aac
+from zarr_aac.codec.chunk_format import parse_header, parse_prefix
 from helpers import reference_decode
 from conftest import tone_with_noise
 

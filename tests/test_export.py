@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import zarr_aac
 from zarr_aac.errors import ArchiveError, UnsupportedAudioError
-from zarr_aac.exporter import _as_frame_array, sample_bounds
+from zarr_aac.archive.exporter import _as_frame_array, sample_bounds
 
 
 def _recording(folder, name, rate, channels, seconds, subtype="PCM_16", seed=0):
@@ -150,7 +150,7 @@ def test_bad_requests_leave_no_file(archive, tmp_path):
 def test_an_existing_target_is_replaced_only_when_complete(archive, tmp_path, monkeypatch):
     target = tmp_path / "seg.wav"
     target.write_bytes(b"previous")
-    from zarr_aac import exporter
+    from zarr_aac.archive import exporter
 
     def failing_blocks(array, first, last):
         yield array[first : first + 10]

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hostile import Chunk, get_bytes, put_bytes, single_chunk_array
 
 from zarr_aac import CorruptChunkError
-from zarr_aac.aac import FrameDecoder
+from zarr_aac.codec.aac import FrameDecoder
 from zarr_aac.errors import AudioDecodeError
 
 EXAMPLES = int(os.environ.get("ZARR_AAC_FUZZ_EXAMPLES", "150"))

@@ -14,7 +14,7 @@ import zarr
 
 from zarr_aac import import_file
 from zarr_aac.errors import SourceError
-from zarr_aac.importer import CATALOGUE_ATTR, TEMP_PREFIX
+from zarr_aac.archive.importer import CATALOGUE_ATTR, TEMP_PREFIX
 
 DATA = Path(__file__).parent / "data"
 CHUNK_S = 0.25
@@ -238,8 +238,8 @@ def test_many_channels_are_stored_in_chunks_of_8(tmp_path, channels):
 def test_an_import_interrupted_mid_write_leaves_nothing(tmp_path, encoded, monkeypatch):
     """Ctrl-C between chunks (in the main thread, where SIGINT lands) and a write error inside
     the codec: no array, no temporary array, no catalogue entry."""
-    from zarr_aac import importer
-    from zarr_aac.codec import AACCodec
+    from zarr_aac.archive import importer
+    from zarr_aac.codec.aac_codec import AACCodec
 
     root = tmp_path / "archive.zarr"
     import_or_refuse(encoded["flac"], root)

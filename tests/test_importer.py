@@ -16,9 +16,9 @@ import soundfile as sf
 import zarr
 
 import zarr_aac
-from zarr_aac import importer
+from zarr_aac.archive import importer
 from zarr_aac.errors import ArchiveError, ImportFailedError, SourceError
-from zarr_aac.metadata import time_in_filename
+from zarr_aac.archive.source_metadata import time_in_filename
 
 RATE = 44100
 
@@ -287,7 +287,7 @@ def test_catalogue_dedup_and_names(tmp_path, sources):
     chosen = [sources["s16"], sources["flac"], sources["s16"]]
     arrays = zarr_aac.import_files(chosen, archive, workers=1, progress=False)
     assert [a.name for a in arrays] == ["/s16", "/flac", "/s16"]
-    frame = zarr_aac.importer.catalogue(archive)
+    frame = zarr_aac.archive.importer.catalogue(archive)
     assert sorted(frame.index) == ["flac", "s16"]
     assert frame.loc["s16", "source.sha256"] == importer.file_sha256(sources["s16"])
     assert frame.loc["flac", "sample_rate"] == RATE and frame.loc["flac", "n_samples"] == RATE
@@ -478,7 +478,7 @@ def test_importers_through_stale_group_objects_keep_every_entry(tmp_path, source
     assert zarr_aac.import_file(other, stale, progress=False).basename == "s16_2"
     assert zarr_aac.import_file(sources["flac"], stale, progress=False).basename == "flac"
     assert sorted(stale.attrs[importer.CATALOGUE_ATTR]) == ["flac", "s16", "s16_2"]
-    assert sorted(zarr_aac.importer.catalogue(archive).index) == ["flac", "s16", "s16_2"]
+    assert sorted(zarr_aac.archive.importer.catalogue(archive).index) == ["flac", "s16", "s16_2"]
 
 
 def test_the_archive_lock_excludes_other_processes(tmp_path):

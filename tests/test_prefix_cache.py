@@ -12,8 +12,8 @@ from conftest import tone_with_noise
 from helpers import CountingStore, reference_decode
 
 import zarr_aac
-from zarr_aac.chunk import parse_header, parse_prefix
-from zarr_aac.prefix_cache import PrefixCache, location_of, prefixes
+from zarr_aac.codec.chunk_format import parse_header, parse_prefix
+from zarr_aac.codec.prefix_cache import PrefixCache, location_of, prefixes
 
 CHUNK = 48_000
 

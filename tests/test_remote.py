@@ -20,7 +20,7 @@ import pytest
 import soundfile
 
 pytest.importorskip("aiohttp")
-from zarr_aac.store import open_aac_file  # noqa: E402
+from zarr_aac.files.store import open_aac_file  # noqa: E402
 
 RATE = 48000
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")

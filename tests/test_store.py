@@ -27,11 +27,11 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.storage import MemoryStore
 
 import zarr_aac
-from zarr_aac.aac import to_dtype
-from zarr_aac.chunk import CHECKSUM_GROUP, pack_chunk, pack_prefix, parse_header, parse_prefix, verify_payload
+from zarr_aac.codec.aac import to_dtype
+from zarr_aac.codec.chunk_format import CHECKSUM_GROUP, pack_chunk, pack_prefix, parse_header, parse_prefix, verify_payload
 from zarr_aac.errors import CorruptChunkError, CorruptSourceError, SourceNotFoundError
-from zarr_aac.legacy import open_legacy_archive
-from zarr_aac.store import INDEX_SUFFIX, AACFileStore, open_aac_file
+from zarr_aac.files.legacy import open_legacy_archive
+from zarr_aac.files.store import INDEX_SUFFIX, AACFileStore, open_aac_file
 
 RATES = (16000, 44100, 48000)
 SECONDS = 2.5
@@ -223,7 +223,7 @@ def test_second_open_uses_the_sidecar_index(encoded, tmp_path, monkeypatch, cont
     def no_rescan(*args, **kwargs):
         raise AssertionError("the file was scanned again")
 
-    monkeypatch.setattr("zarr_aac.store.index_stream", no_rescan)
+    monkeypatch.setattr("zarr_aac.files.store.index_stream", no_rescan)
     second = open_aac_file(path, dtype="float32")
     np.testing.assert_array_equal(second[:], first[:])
     assert second.attrs.asdict() == first.attrs.asdict()

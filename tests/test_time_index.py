@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zarr_aac.errors import TimeAxisError, TimeLabelError
-from zarr_aac.time_index import SampleTimeIndex, first_sample_at_or_after, sample_offset_ns
+from zarr_aac.dataset.time_index import SampleTimeIndex, first_sample_at_or_after, sample_offset_ns
 
 START = "2026-06-10T05:00:00Z"
 START_NS = 1_781_067_600_000_000_000

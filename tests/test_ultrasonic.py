@@ -8,7 +8,7 @@ import soundfile as sf
 from scipy import signal
 
 import zarr_aac
-from zarr_aac import importer
+from zarr_aac.archive import importer
 from zarr_aac.errors import UnsupportedAudioError
 
 

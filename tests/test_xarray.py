@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 import zarr_aac
 from zarr_aac import AACCodec
 from zarr_aac.errors import ArchiveError, RecordingMetadataError, TimeAxisError, UnsupportedAudioError
-from zarr_aac.time_index import SampleTimeIndex
-from zarr_aac.xarray_io import assign_time_index, concat_recordings, to_aac
+from zarr_aac.dataset.time_index import SampleTimeIndex
+from zarr_aac.dataset.convert import assign_time_index, concat_recordings, to_aac
 
 RATE = 8000
 START = "2026-06-10T05:00:00Z"
@@ -281,7 +281,7 @@ def test_concat_recordings_matches_xarray_concat_without_its_per_sample_mask(tmp
 
 
 def test_aac_files_open_by_path_with_the_engine(data_dir, tmp_path):
-    from zarr_aac.store import open_aac_file
+    from zarr_aac.files.store import open_aac_file
 
     path = tmp_path / "music.m4a"
     path.write_bytes((data_dir / "music_lena_44k1.m4a").read_bytes())

@@ -1,41 +1,64 @@
-"""PCM-looking Zarr arrays stored as AAC-LC, with frame-exact random access."""
+"""PCM-looking Zarr arrays stored as AAC-LC, with frame-exact random access.
+
+The codec and the errors load with the package; the archive, file-adapter and xarray entry points
+load on first use (the xarray layer needs the ``xarray`` extra), yet every public name is
+importable statically for type checkers and IDEs.
+"""
 
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from zarr_aac.chunk import FrameIndex
-from zarr_aac.codec import AACCodec
+from zarr_aac.codec import AACCodec, FrameIndex, tolerant_reads
 from zarr_aac.errors import AudioDecodeError, CorruptChunkError, UnsupportedAudioError, ZarrAACError
 from zarr_aac.examples import example_recording
 
-_LAZY = {
-    "import_file": "zarr_aac.importer",
-    "import_files": "zarr_aac.importer",
-    "export": "zarr_aac.exporter",
-    "open_dataset": "zarr_aac.xarray_backend",
-    "to_aac": "zarr_aac.xarray_io",
-    "assign_time_index": "zarr_aac.xarray_io",
-    "AACFileStore": "zarr_aac.store",
-    "open_aac_file": "zarr_aac.store",
-    "open_legacy_archive": "zarr_aac.legacy",
-    "concat_recordings": "zarr_aac.xarray_io",
-    "verify": "zarr_aac.verification",
-    "tolerant_reads": "zarr_aac.tolerant",
-}
-"""Names whose modules pull in heavier optional dependencies, imported on first use."""
+if TYPE_CHECKING:
+    from zarr_aac.archive import catalogue, export, import_file, import_files, open_recording, verify
+    from zarr_aac.dataset import assign_time_index, concat_recordings, open_dataset, to_aac
+    from zarr_aac.files import AACFileStore, open_aac_file, open_legacy_archive
 
 __all__ = [
     "AACCodec",
+    "AACFileStore",
     "AudioDecodeError",
     "CorruptChunkError",
     "FrameIndex",
     "UnsupportedAudioError",
     "ZarrAACError",
+    "assign_time_index",
+    "catalogue",
+    "concat_recordings",
     "example_recording",
-    *_LAZY,
+    "export",
+    "import_file",
+    "import_files",
+    "open_aac_file",
+    "open_dataset",
+    "open_legacy_archive",
+    "open_recording",
+    "to_aac",
+    "tolerant_reads",
+    "verify",
 ]
+
+_LAZY = {
+    "import_file": "zarr_aac.archive",
+    "import_files": "zarr_aac.archive",
+    "catalogue": "zarr_aac.archive",
+    "open_recording": "zarr_aac.archive",
+    "export": "zarr_aac.archive",
+    "verify": "zarr_aac.archive",
+    "AACFileStore": "zarr_aac.files",
+    "open_aac_file": "zarr_aac.files",
+    "open_legacy_archive": "zarr_aac.files",
+    "open_dataset": "zarr_aac.dataset",
+    "to_aac": "zarr_aac.dataset",
+    "assign_time_index": "zarr_aac.dataset",
+    "concat_recordings": "zarr_aac.dataset",
+}
+"""Public names whose modules pull in heavier dependencies (pandas, xarray, fsspec), by module."""
 
 
 def __getattr__(name: str) -> Any:
@@ -43,3 +66,7 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'zarr_aac' has no attribute {name!r}")
     return getattr(import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -73,7 +73,7 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
-    from zarr_aac.importer import import_file, import_files
+    from zarr_aac.archive.importer import import_file, import_files
 
     sources = _sources(args.sources)
     if not sources:
@@ -108,7 +108,7 @@ def _format_bytes(n: int) -> str:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from zarr_aac.importer import open_recording
+    from zarr_aac.archive.importer import open_recording
 
     array = open_recording(args.path)
     codec = array.serializer
@@ -151,7 +151,7 @@ def _position(text: str | None, samples: bool) -> int | float | str | None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from zarr_aac.exporter import export
+    from zarr_aac.archive.exporter import export
 
     unit = "samples" if args.samples else "s"
     start, stop = _position(args.start, args.samples), _position(args.stop, args.samples)
@@ -174,7 +174,7 @@ LS_COLUMNS = ("name", "duration_s", "sample_rate", "channels", "dtype", "start_t
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
-    from zarr_aac.importer import CATALOGUE_ATTR, TEMP_PREFIX, open_archive
+    from zarr_aac.archive.importer import CATALOGUE_ATTR, TEMP_PREFIX, open_archive
 
     group = open_archive(args.group, mode="r")
     entries = group.attrs.get(CATALOGUE_ATTR, {})
@@ -212,11 +212,11 @@ def _cell(value: Any) -> str:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     try:
-        from zarr_aac.verification import verify
+        from zarr_aac.archive.verification import verify
     except ModuleNotFoundError as exc:
-        if exc.name != "zarr_aac.verification":
+        if exc.name != "zarr_aac.archive.verification":
             raise
-        raise ZarrAACError("verify is not available: this installation has no zarr_aac.verification module") from exc
+        raise ZarrAACError("verify is not available: this installation has no zarr_aac.archive.verification module") from exc
     bad = verify(args.path, progress=not args.quiet)
     for problem in bad:
         print(f"{problem['array']}: chunk {problem['key']}: {problem['error']}")

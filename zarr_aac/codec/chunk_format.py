@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import google_crc32c
 import numpy as np
 
-from zarr_aac.aac import AAC_SAMPLE_RATES, FRAME_LENGTH, MAX_CHANNELS
+from zarr_aac.codec.aac import AAC_SAMPLE_RATES, FRAME_LENGTH, MAX_CHANNELS
 from zarr_aac.errors import CorruptChunkError
 
 MAGIC = b"ZAAC"

@@ -26,10 +26,10 @@ from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
 
-from zarr_aac.aac import FRAME_LENGTH, frames_for_samples
-from zarr_aac.chunk import FRAME_SIZE_ITEMSIZE, HEADER_NBYTES, pack_prefix, prefix_nbytes_upper_bound
-from zarr_aac.codec import CODEC_NAME, LEAD_IN, LEAD_OUT, SUPPORTED_DTYPES
-from zarr_aac.containers import StreamIndex, index_stream
+from zarr_aac.codec.aac import FRAME_LENGTH, frames_for_samples
+from zarr_aac.codec.chunk_format import FRAME_SIZE_ITEMSIZE, HEADER_NBYTES, pack_prefix, prefix_nbytes_upper_bound
+from zarr_aac.codec.aac_codec import CODEC_NAME, LEAD_IN, LEAD_OUT, SUPPORTED_DTYPES
+from zarr_aac.files.containers import StreamIndex, index_stream
 from zarr_aac.errors import CorruptSourceError, SourceNotFoundError, UnsupportedAudioError
 
 DEFAULT_CHUNK_SAMPLES = 1 << 19
@@ -259,7 +259,7 @@ class AACFileStore(Store):
         chunk_samples: int = DEFAULT_CHUNK_SAMPLES,
         attributes: dict | None = None,
     ) -> AACFileStore:
-        """A store over frames located by ``index`` in ``byte_source`` (see zarr_aac.legacy)."""
+        """A store over frames located by ``index`` in ``byte_source`` (see zarr_aac.files.legacy)."""
         store = cls.__new__(cls)
         Store.__init__(store, read_only=True)
         store._attach(byte_source, index, parse_dtype(dtype), parse_chunk_samples(chunk_samples), attributes or {})
@@ -267,8 +267,8 @@ class AACFileStore(Store):
 
     @classmethod
     def from_legacy(cls, group: Any, **options: Any) -> AACFileStore:
-        """An old archive (a zarr group of ADTS frames and ``aac_index``, or its path); see zarr_aac.legacy."""
-        from zarr_aac.legacy import legacy_store
+        """An old archive (a zarr group of ADTS frames and ``aac_index``, or its path); see zarr_aac.files.legacy."""
+        from zarr_aac.files.legacy import legacy_store
 
         return legacy_store(group, **options)
 

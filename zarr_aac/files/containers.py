@@ -17,7 +17,7 @@ from typing import Protocol
 import av
 import numpy as np
 
-from zarr_aac.aac import AAC_SAMPLE_RATES, FRAME_LENGTH, MAX_CHANNELS
+from zarr_aac.codec.aac import AAC_SAMPLE_RATES, FRAME_LENGTH, MAX_CHANNELS
 from zarr_aac.errors import CorruptSourceError, UnsupportedAudioError
 
 AOT_LC = 2

@@ -15,10 +15,10 @@ import numpy as np
 import zarr
 from zarr.core.sync import sync
 
-from zarr_aac.aac import FRAME_LENGTH
-from zarr_aac.containers import StreamIndex, adts_config, check_plain_lc
+from zarr_aac.codec.aac import FRAME_LENGTH
+from zarr_aac.files.containers import StreamIndex, adts_config, check_plain_lc
 from zarr_aac.errors import CorruptSourceError
-from zarr_aac.store import DEFAULT_CHUNK_SAMPLES, AACFileStore, ArrayByteSource
+from zarr_aac.files.store import DEFAULT_CHUNK_SAMPLES, AACFileStore, ArrayByteSource
 
 INDEX_NAME = "aac_index"
 REQUIRED_ATTRIBUTES = ("sample_rate", "nb_channels", "first_sample_time_stamp")

@@ -15,7 +15,7 @@ from typing import Any
 from cachetools import LRUCache
 from zarr.storage import StorePath
 
-from zarr_aac.chunk import ChunkPrefix
+from zarr_aac.codec.chunk_format import ChunkPrefix
 
 MAX_BYTES = 64 << 20
 """Memory for kept prefixes: about 2000 chunks of a minute of 48 kHz audio (a day of one recorder)."""

@@ -27,11 +27,11 @@ import zarr
 from tqdm.auto import tqdm
 from zarr.storage import LocalStore, MemoryStore
 
-from zarr_aac import aac
-from zarr_aac import metadata as source_metadata
-from zarr_aac.codec import AACCodec
+from zarr_aac.codec import aac
+from zarr_aac.archive import source_metadata
+from zarr_aac.codec.aac_codec import AACCodec
 from zarr_aac.errors import ArchiveError, ImportFailedError, SourceError, ZarrAACError
-from zarr_aac.writes import delete_tree
+from zarr_aac.archive.pending_writes import delete_tree
 
 try:
     import fcntl
@@ -610,7 +610,7 @@ def _run(
     # forkserver, not fork: this process runs zarr's event-loop thread, and forking a threaded
     # process is unsafe; the server imports the importer once, so workers start in milliseconds.
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["zarr_aac.importer"])
+    context.set_forkserver_preload(["zarr_aac.archive.importer"])
     with ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
         futures = {
             pool.submit(_import_into_temp, path, archive.store, archive.path, temp, digest, options): i

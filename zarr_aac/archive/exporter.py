@@ -18,10 +18,10 @@ import numpy as np
 import zarr
 from tqdm.auto import tqdm
 
-from zarr_aac import aac
+from zarr_aac.codec import aac
 from zarr_aac.errors import ArchiveError, UnsupportedAudioError
-from zarr_aac.importer import PathLike, open_recording
-from zarr_aac.metadata import parse_start_time
+from zarr_aac.archive.importer import PathLike, open_recording
+from zarr_aac.archive.source_metadata import parse_start_time
 
 BLOCK_SAMPLES = 1 << 20
 """Samples read from the array and handed to the encoder at a time."""

@@ -11,10 +11,10 @@ import xarray as xr
 import zarr
 from zarr.errors import ContainsArrayAndGroupError, ContainsArrayError, ContainsGroupError
 
-from zarr_aac.codec import AACCodec
+from zarr_aac.codec.aac_codec import AACCodec
 from zarr_aac.errors import ArchiveError, RecordingMetadataError, TimeAxisError, UnsupportedAudioError
-from zarr_aac.time_index import SampleTimeIndex, format_start_time, parse_start_ns
-from zarr_aac.writes import delete_tree
+from zarr_aac.dataset.time_index import SampleTimeIndex, format_start_time, parse_start_ns
+from zarr_aac.archive.pending_writes import delete_tree
 
 DEFAULT_CHUNK_SECONDS = 60
 """Stored chunk length of :func:`to_aac` unless told: whole-chunk writes, cheap reads via the frame index."""

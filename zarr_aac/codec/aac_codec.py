@@ -3,7 +3,7 @@
 Reads go through zarr's partial-decode path: one request for the chunk's header and frame
 index, one for the byte range of the checksum groups holding the frames that cover the
 selection (plus a pre-roll frame); those groups are verified and only the needed frames
-decoded. The parsed header and index are kept (zarr_aac.prefix_cache), so the next read of the
+decoded. The parsed header and index are kept (zarr_aac.codec.prefix_cache), so the next read of the
 same chunk is the second request alone. A read of the whole chunk is a single request.
 """
 
@@ -20,8 +20,8 @@ from zarr.abc.store import RangeByteRequest
 from zarr.core.chunk_grids import RegularChunkGrid
 from zarr.core.common import parse_named_configuration
 
-from zarr_aac import aac
-from zarr_aac.chunk import (
+from zarr_aac.codec import aac
+from zarr_aac.codec.chunk_format import (
     ChunkPrefix,
     FrameIndex,
     pack_chunk,
@@ -30,10 +30,10 @@ from zarr_aac.chunk import (
     prefix_nbytes_upper_bound,
     verify_payload,
 )
-from zarr_aac.edges import fill_edges
+from zarr_aac.codec.chunk_edges import fill_edges
 from zarr_aac.errors import AudioDecodeError, ChunkReadError, CorruptChunkError, UnsupportedAudioError
-from zarr_aac.prefix_cache import location_of, prefixes
-from zarr_aac.tolerant import fill_or_raise
+from zarr_aac.codec.prefix_cache import location_of, prefixes
+from zarr_aac.codec.tolerant import fill_or_raise
 
 if TYPE_CHECKING:
     from zarr.abc.store import ByteGetter

@@ -17,9 +17,9 @@ import zarr
 from xarray.backends import BackendArray, BackendEntrypoint
 from xarray.core import indexing
 
-from zarr_aac.codec import AACCodec
+from zarr_aac.codec.aac_codec import AACCodec
 from zarr_aac.errors import ArchiveError, RecordingMetadataError
-from zarr_aac.time_index import SampleTimeIndex, parse_start_ns
+from zarr_aac.dataset.time_index import SampleTimeIndex, parse_start_ns
 
 ENGINE = "zarr_aac"
 SINGLE_RECORDING = "audio"
@@ -152,7 +152,7 @@ def open_node(store: Any, group: str | None = None, storage_options: dict | None
     if isinstance(store, os.PathLike):
         store = os.fspath(store)
     if is_aac_file(store):
-        from zarr_aac.store import open_aac_file
+        from zarr_aac.files.store import open_aac_file
 
         return open_aac_file(store, storage_options=storage_options)
     try:
