@@ -1,4 +1,4 @@
-"""Developer tasks: `nox -s tests`, `nox -s demo`, `nox -s bench`, `nox -s fuzz`, `nox -s s3`."""
+"""Developer tasks: `nox -s tests`, `nox -s lint`, `nox -s demo`, `nox -s bench`, `nox -s fuzz`, `nox -s s3`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,15 @@ def tests(session: nox.Session) -> None:
     """Install the package (not editable, so the entry points are real) and run the tests."""
     session.install(".[test]")
     session.run("pytest", *session.posargs, env={"PYTHONHASHSEED": "0", "ZARR_AAC_REQUIRE_INSTALLED": "1"})
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format) on the whole tree, mypy on the package."""
+    session.install("ruff>=0.8", "mypy>=1.13", "-e", ".[xarray,remote]")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
 
 
 @nox.session
