@@ -12,7 +12,7 @@ import av
 import numpy as np
 import pytest
 import soundfile
-from helpers import ffmpeg_aac
+from support.media import ffmpeg_aac
 from zarr.core.sync import sync
 
 from zarr_aac.files.containers import index_stream, make_asc, parse_asc
