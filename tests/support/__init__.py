@@ -6,6 +6,7 @@
 - ``chunks``: the chunk layout of docs/spec.md re-implemented with ``struct`` (an oracle
   independent of ``zarr_aac.codec.chunk_format``), raw chunk access, the sequential reference decode.
 - ``selections``: every zarr selection kind compared against a reference.
+- ``conformance``: the check every codec configuration passes.
 
 ``conftest.py`` keeps only pytest fixtures; test modules import from here.
 """
