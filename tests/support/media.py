@@ -30,6 +30,15 @@ def ffmpeg_aac(ffmpeg: str, wav: Path, out: Path, *options: str, pns: bool = Fal
     return out
 
 
+def two_track_aac(ffmpeg: str, first: Path, second: Path, out: Path, *options: str) -> Path:
+    """An MP4 ``out`` with two AAC audio tracks (PNS off), encoded from ``first`` and ``second``;
+    ``options`` go before the output name."""
+    run_ffmpeg(
+        ffmpeg, "-i", first, "-i", second, "-map", "0:a", "-map", "1:a", "-c:a", "aac", "-aac_pns", "0", *options, out
+    )
+    return out
+
+
 def pyav_decode(path: Path, stream: int = 0) -> np.ndarray:
     """float32 (n, channels): every sample FFmpeg presents for audio stream ``stream`` of a file
     (an MP4 edit list honoured, as any FFmpeg-based player does)."""
