@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import zarr
-from conftest import tone_with_noise
+from support.signals import tone_with_noise
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 

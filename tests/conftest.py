@@ -1,4 +1,5 @@
-"""Shared fixtures: synthetic signals, repository fixtures and the optional ../shared/audio set."""
+"""pytest fixtures only: synthetic signals, repository fixtures and the optional ../shared/audio
+set. What the fixtures build with lives in the support package."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
+from support.signals import tone_with_noise
 
 DATA = Path(__file__).parent / "data"
 SHARED_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
@@ -47,16 +48,7 @@ def ffmpeg() -> str:
     return path
 
 
-def tone_with_noise(n: int, channels: int, rate: int, seed: int = 0) -> np.ndarray:
-    """float32 (n, channels): a different tone per channel plus light noise, peak below 0.6."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(n) / rate
-    freqs = 220.0 * (1 + np.arange(channels))
-    freqs = np.minimum(freqs, rate / 4)
-    signal = 0.4 * np.sin(2 * np.pi * t[:, None] * freqs[None, :]) + 0.05 * rng.standard_normal((n, channels))
-    return signal.astype(np.float32)
-
-
 @pytest.fixture
 def tone():
+    """support.signals.tone_with_noise, for tests that take their signal as a fixture."""
     return tone_with_noise

@@ -23,7 +23,7 @@ with atheris.instrument_imports():
     from zarr_aac.errors import CorruptChunkError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hostile import FIELDS, Chunk  # noqa: E402
+from support.chunks import FIELDS, Chunk  # noqa: E402
 
 KEY = "fuzz/c/0/0"
 SHAPE = (4096, 2)

@@ -8,12 +8,13 @@ import pytest
 import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.selections import assert_selections_match, reference_decode
+from support.signals import tone_with_noise
+from support.stores import RecordingStore
 
 import zarr_aac
 from zarr_aac.codec import aac
 from zarr_aac.codec.aac_codec import LEAD_IN, LEAD_OUT
-from helpers import CountingStore, assert_selections_match, reference_decode
-from conftest import tone_with_noise
 
 
 def make_array(store, shape, chunks, rate=48000, dtype="int16", fill_value=0, **codec_kw):
@@ -122,7 +123,7 @@ def _snr(reference: np.ndarray, test: np.ndarray) -> float:
 class TestPartialDecode:
     def setup_method(self):
         pcm = (tone_with_noise(240_000, 2, 48000) * 32767).astype(np.int16)
-        self.store = CountingStore(zarr.storage.MemoryStore())
+        self.store = RecordingStore(zarr.storage.MemoryStore())
         self.z = make_array(self.store, pcm.shape, (96_000, 2))
         self.z[:] = pcm
         self.log = self.store.log

@@ -16,8 +16,8 @@ import pytest
 import soundfile as sf
 import zarr
 from concurrency_workers import APPENDED_CHUNKS, CHUNK, FIRST_CHUNKS, RATE, READERS, appender, import_each, reader, signal
-from conftest import tone_with_noise
-from helpers import reference_decode
+from support.selections import reference_decode
+from support.signals import tone_with_noise
 
 from zarr_aac import AACCodec, import_files
 from zarr_aac.archive.importer import CATALOGUE_ATTR, TEMP_PREFIX

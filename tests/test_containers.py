@@ -12,7 +12,7 @@ import av
 import numpy as np
 import pytest
 import soundfile
-from helpers import ffmpeg_aac
+from support.media import ffmpeg_aac, two_track_aac
 from zarr.core.sync import sync
 
 from zarr_aac.files.containers import index_stream, make_asc, parse_asc
@@ -88,28 +88,7 @@ def test_second_audio_track_is_chosen_by_number(ffmpeg, wav, tmp_path):
     mono = tmp_path / "mono.wav"
     soundfile.write(mono, soundfile.read(wav)[0][:, 0], 44100)
     path = tmp_path / "two.m4a"
-    subprocess.run(
-        [
-            ffmpeg,
-            "-v",
-            "error",
-            "-y",
-            "-i",
-            str(wav),
-            "-i",
-            str(mono),
-            "-map",
-            "0:a",
-            "-map",
-            "1:a",
-            "-c:a",
-            "aac",
-            "-aac_pns",
-            "0",
-            str(path),
-        ],
-        check=True,
-    )
+    two_track_aac(ffmpeg, wav, mono, path)
     second = _index(path, track=1)
     np.testing.assert_array_equal(second.frame_offsets, _ffprobe_packets(path, 1)[:, 0])
     assert second.channels == 1 and second.attributes["audio_track"] == 1

@@ -18,8 +18,8 @@ import av
 import numpy as np
 import pytest
 import zarr
-from helpers import reference_decode
-from hostile import Chunk, get_bytes, put_bytes
+from support.chunks import Chunk, get_bytes, put_bytes
+from support.selections import reference_decode
 
 import zarr_aac
 from zarr_aac import AACCodec, CorruptChunkError

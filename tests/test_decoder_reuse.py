@@ -8,12 +8,12 @@ import pytest
 import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.selections import reference_decode
+from support.signals import tone_with_noise
 
 import zarr_aac
 from zarr_aac.codec import aac
 from zarr_aac.codec.chunk_format import parse_header, parse_prefix
-from helpers import reference_decode
-from conftest import tone_with_noise
 
 RATES = (48000, 22050)
 

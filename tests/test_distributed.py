@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import zarr
-from conftest import tone_with_noise
+from support.signals import tone_with_noise
 
 import zarr_aac
 from zarr_aac import AACCodec

@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hostile import Chunk, get_bytes, put_bytes, single_chunk_array
+from support.chunks import Chunk, get_bytes, put_bytes, single_chunk_array
 
 from zarr_aac import CorruptChunkError
 from zarr_aac.codec.aac import FrameDecoder

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import zarr
+from support.media import ffmpeg_decode
 
 import zarr_aac
 from zarr_aac.archive import importer
@@ -46,13 +47,6 @@ def lag_of_peak(a: np.ndarray, b: np.ndarray, max_lag: int = 2048) -> int:
 
 def as_float(pcm: np.ndarray) -> np.ndarray:
     return pcm.astype(np.float32) / 32768.0 if pcm.dtype == np.int16 else pcm.astype(np.float32)
-
-
-def ffmpeg_decode(ffmpeg: str, path: Path, channels: int) -> np.ndarray:
-    raw = subprocess.run(
-        [ffmpeg, "-v", "error", "-i", str(path), "-map", "0:a:0", "-f", "f32le", "-"], check=True, capture_output=True
-    ).stdout
-    return np.frombuffer(raw, dtype=np.float32).reshape(-1, channels)
 
 
 def assert_nothing_left(group: zarr.Group) -> None:

@@ -8,8 +8,9 @@ import asyncio
 import numpy as np
 import pytest
 import zarr
-from conftest import tone_with_noise
-from helpers import CountingStore, reference_decode
+from support.selections import reference_decode
+from support.signals import tone_with_noise
+from support.stores import RecordingStore
 
 import zarr_aac
 from zarr_aac.codec.chunk_format import parse_header, parse_prefix
@@ -22,18 +23,18 @@ CHUNK = 48_000
 def stored():
     """A 3-chunk stereo array on a counting MemoryStore, its request log and the PCM it holds."""
     pcm = (tone_with_noise(3 * CHUNK, 2, 48000, seed=3) * 32767).astype(np.int16)
-    store = CountingStore(zarr.storage.MemoryStore())
+    store = RecordingStore(zarr.storage.MemoryStore())
     z = zarr.create_array(store, shape=pcm.shape, chunks=(CHUNK, 2), dtype="int16",
                           serializer=zarr_aac.AACCodec(sample_rate=48000), compressors=None)
     z[:] = pcm
     return z, store
 
 
-def _raw(store: CountingStore, key: str) -> bytes:
+def _raw(store: RecordingStore, key: str) -> bytes:
     return store._store._store_dict[key].to_bytes()
 
 
-def _replace(store: CountingStore, key: str, data: bytes) -> None:
+def _replace(store: RecordingStore, key: str, data: bytes) -> None:
     """Rewrite a chunk behind zarr's back, as another process would (the cache is not told)."""
     proto = zarr.core.buffer.default_buffer_prototype()
     asyncio.run(store._store.set(key, proto.buffer.from_bytes(data)))

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
-import soundfile
+from support.media import ffmpeg_aac, pyav_decode, write_wav
 
 pytest.importorskip("aiohttp")
 from zarr_aac.files.store import open_aac_file  # noqa: E402
@@ -95,18 +93,10 @@ def recordings(served):
     pcm = 0.3 * np.sin(2 * np.pi * np.array([300.0, 500.0])[None, :] * t[:, None]) + 0.02 * rng.standard_normal(
         (t.size, 2)
     )
-    wav = root / "rec.wav"
-    soundfile.write(wav, pcm.astype(np.float32), RATE, subtype="PCM_16")
+    wav = write_wav(root / "rec.wav", pcm.astype(np.float32), RATE)
     for name in ("rec.m4a", "rec.aac"):
-        subprocess.run(
-            [ffmpeg, "-v", "error", "-y", "-i", str(wav), "-c:a", "aac", "-aac_pns", "0", str(root / name)], check=True
-        )
+        ffmpeg_aac(ffmpeg, wav, root / name)
     return root
-
-
-def pyav_decode(path: Path) -> np.ndarray:
-    with av.open(str(path)) as container:
-        return np.concatenate([frame.to_ndarray().T for frame in container.decode(audio=0)])
 
 
 def fetched_bytes(log, size: int) -> int:

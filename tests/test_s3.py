@@ -27,8 +27,8 @@ from botocore.exceptions import BotoCoreError
 pytest.importorskip("moto")
 s3fs = pytest.importorskip("s3fs")
 import zarr  # noqa: E402
-from conftest import tone_with_noise  # noqa: E402
-from helpers import reference_decode  # noqa: E402
+from support.selections import reference_decode  # noqa: E402
+from support.signals import tone_with_noise  # noqa: E402
 from zarr.storage import FsspecStore  # noqa: E402
 
 from zarr_aac import CorruptChunkError, import_file  # noqa: E402

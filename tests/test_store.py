@@ -12,17 +12,18 @@ import asyncio
 import os
 import pickle
 import shutil
-import subprocess
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import soundfile
 import zarr
-from helpers import CountingStore, assert_selections_match, ffmpeg_aac, reference_decode
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.media import ffmpeg_aac, pyav_decode, two_track_aac, write_wav
+from support.selections import assert_selections_match, reference_decode
+from support.signals import tones
+from support.stores import RecordingStore
 from zarr.core.buffer import default_buffer_prototype
 from zarr.storage import MemoryStore
 
@@ -39,20 +40,6 @@ CHUNK = 10_000
 """Virtual chunk length: not a multiple of 1024, so chunk edges fall inside frames."""
 
 
-def pyav_decode(path) -> np.ndarray:
-    """float32 (n, channels): every sample FFmpeg presents for the first audio stream."""
-    with av.open(str(path)) as container:
-        return np.concatenate([frame.to_ndarray().T for frame in container.decode(audio=0)])
-
-
-def signal(rate: int, channels: int, seconds: float = SECONDS, seed: int = 0) -> np.ndarray:
-    """Tones plus white noise (the noise makes FFmpeg's encoder use PNS when it may)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(rate * seconds)) / rate
-    tones = 0.4 * np.sin(2 * np.pi * 440.0 * (1 + np.arange(channels))[None, :] * t[:, None])
-    return (tones + 0.05 * rng.standard_normal((t.size, channels))).astype(np.float32)
-
-
 class Encoded:
     """Files made by the ffmpeg command line, built on first use and shared by the module."""
 
@@ -64,13 +51,10 @@ class Encoded:
         if key not in self.files:
             wav = self.root / f"{rate}_{channels}.wav"
             if not wav.exists():
-                soundfile.write(wav, signal(rate, channels), rate, subtype="PCM_16")
+                # the noise makes FFmpeg's encoder use PNS when it may
+                write_wav(wav, tones(int(rate * SECONDS), rate, 440.0 * (1 + np.arange(channels))), rate)
             out = self.root / f"{rate}_{channels}_{'pns' if pns else 'nopns'}.{container}"
-            options = [] if pns else ["-aac_pns", "0"]
-            subprocess.run(
-                [self.ffmpeg, "-v", "error", "-y", "-i", str(wav), "-c:a", "aac", *options, str(out)], check=True
-            )
-            self.files[key] = out
+            self.files[key] = ffmpeg_aac(self.ffmpeg, wav, out, pns=pns)
         return self.files[key]
 
 
@@ -254,36 +238,11 @@ def test_track_is_part_of_the_cache_key(encoded, tmp_path):
     path = tmp_path / "two.m4a"
     wav = encoded.root / "48000_2.wav"
     encoded.get("m4a", 48000, 2, pns=False)
-    subprocess.run(
-        [
-            encoded.ffmpeg,
-            "-v",
-            "error",
-            "-y",
-            "-i",
-            str(wav),
-            "-i",
-            str(wav),
-            "-map",
-            "0:a",
-            "-map",
-            "1:a",
-            "-ac:a:1",
-            "1",
-            "-c:a",
-            "aac",
-            "-aac_pns",
-            "0",
-            str(path),
-        ],
-        check=True,
-    )
+    two_track_aac(encoded.ffmpeg, wav, wav, path, "-ac:a:1", "1")
     assert open_aac_file(path).shape[1] == 2
     second = open_aac_file(path, track=1, dtype="float32")
     assert second.shape[1] == 1
-    with av.open(str(path)) as container:
-        ref = np.concatenate([f.to_ndarray().T for f in container.decode(container.streams.audio[1])])
-    np.testing.assert_array_equal(second[:], ref)
+    np.testing.assert_array_equal(second[:], pyav_decode(path, stream=1))
 
 
 # -- store behaviour -----------------------------------------------------------------------------
@@ -292,7 +251,7 @@ def test_track_is_part_of_the_cache_key(encoded, tmp_path):
 def test_partial_read_costs_two_bounded_requests(encoded):
     path = encoded.get("m4a", 48000, 2, pns=False)
     store = AACFileStore(path, index_path=False, chunk_samples=48000)
-    counting = CountingStore(store)
+    counting = RecordingStore(store)
     array = zarr.open_array(store=counting, mode="r")
     counting.log.reset()
     array[60_000:61_000]

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import xarray as xr
 import zarr
-from conftest import tone_with_noise
-from helpers import reference_decode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.selections import reference_decode
+from support.signals import tone_with_noise
 
 import zarr_aac
 from zarr_aac import AACCodec
