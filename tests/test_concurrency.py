@@ -15,12 +15,22 @@ import numpy as np
 import pytest
 import soundfile as sf
 import zarr
-from concurrency_workers import APPENDED_CHUNKS, CHUNK, FIRST_CHUNKS, RATE, READERS, appender, import_each, reader, signal
+from concurrency_workers import (
+    APPENDED_CHUNKS,
+    CHUNK,
+    FIRST_CHUNKS,
+    RATE,
+    READERS,
+    appender,
+    import_each,
+    reader,
+    signal,
+)
 from conftest import tone_with_noise
 from helpers import reference_decode
 
 from zarr_aac import AACCodec, import_files
-from zarr_aac.archive.importer import CATALOGUE_ATTR, TEMP_PREFIX
+from zarr_aac.archive.recordings import CATALOGUE_ATTR, TEMP_PREFIX
 
 
 @pytest.mark.slow
