@@ -20,7 +20,7 @@ from support.selections import reference_decode
 from support.signals import tone_with_noise
 
 from zarr_aac import AACCodec, import_files
-from zarr_aac.archive.importer import CATALOGUE_ATTR, TEMP_PREFIX
+from zarr_aac.archive.recordings import CATALOGUE_ATTR, TEMP_PREFIX
 
 
 @pytest.mark.slow

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import zarr_aac
-from zarr_aac.errors import ArchiveError, UnsupportedAudioError
 from zarr_aac.archive.exporter import _as_frame_array, sample_bounds
+from zarr_aac.errors import ArchiveError, UnsupportedAudioError
 
 
 def _recording(folder, name, rate, channels, seconds, subtype="PCM_16", seed=0):
@@ -152,11 +152,11 @@ def test_an_existing_target_is_replaced_only_when_complete(archive, tmp_path, mo
     target.write_bytes(b"previous")
     from zarr_aac.archive import exporter
 
-    def failing_blocks(array, first, last):
-        yield array[first : first + 10]
+    def failing_blocks(segment):
+        yield segment.array[segment.first : segment.first + 10]
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(exporter, "_blocks", failing_blocks)
+    monkeypatch.setattr(exporter._Segment, "blocks", failing_blocks)
     with pytest.raises(KeyboardInterrupt):
         zarr_aac.export(archive / "stereo", target, progress=False)
     assert target.read_bytes() == b"previous"

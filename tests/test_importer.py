@@ -17,9 +17,9 @@ import zarr
 from support.media import ffmpeg_decode
 
 import zarr_aac
-from zarr_aac.archive import importer
-from zarr_aac.errors import ArchiveError, ImportFailedError, SourceError
+from zarr_aac.archive import ImportOptions, importer, recordings
 from zarr_aac.archive.source_metadata import time_in_filename
+from zarr_aac.errors import ArchiveError, ImportFailedError, SourceError
 
 RATE = 44100
 
@@ -51,7 +51,7 @@ def as_float(pcm: np.ndarray) -> np.ndarray:
 
 def assert_nothing_left(group: zarr.Group) -> None:
     assert list(group.keys()) == []
-    assert group.attrs.get(importer.CATALOGUE_ATTR, {}) == {}
+    assert group.attrs.get(recordings.CATALOGUE_ATTR, {}) == {}
 
 
 @pytest.fixture(scope="module")
@@ -281,7 +281,7 @@ def test_catalogue_dedup_and_names(tmp_path, sources):
     chosen = [sources["s16"], sources["flac"], sources["s16"]]
     arrays = zarr_aac.import_files(chosen, archive, workers=1, progress=False)
     assert [a.name for a in arrays] == ["/s16", "/flac", "/s16"]
-    frame = zarr_aac.archive.importer.catalogue(archive)
+    frame = recordings.catalogue(archive)
     assert sorted(frame.index) == ["flac", "s16"]
     assert frame.loc["s16", "source.sha256"] == importer.file_sha256(sources["s16"])
     assert frame.loc["flac", "sample_rate"] == RATE and frame.loc["flac", "n_samples"] == RATE
@@ -319,7 +319,7 @@ def test_parallel_import_with_a_failure_keeps_the_good_files(tmp_path, sources):
     assert "notes.wav" in str(info.value)
     group = zarr.open_group(archive)
     assert sorted(group.keys()) == ["ogg", "s16"]
-    assert sorted(group.attrs[importer.CATALOGUE_ATTR]) == ["ogg", "s16"]
+    assert sorted(group.attrs[recordings.CATALOGUE_ATTR]) == ["ogg", "s16"]
     np.testing.assert_array_equal(group["s16"][:], zarr_aac.import_file(sources["s16"], archive, progress=False)[:])
 
 
@@ -422,6 +422,34 @@ def test_stream_choice_and_bad_options(tmp_path, ffmpeg_sources):
     assert json.loads(json.dumps(dict(group.attrs)))  # the catalogue stays plain JSON
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [{"bitrate": 10}, {"dtype": "int32"}, {"chunk_duration": float("inf")}, {"start_time": "soon"},
+     {"aac_sample_rate": 50000}, {"metadata": {"when": datetime.now()}}],
+)
+def test_options_are_checked_once_before_any_file_is_hashed(bad, tmp_path, sources, monkeypatch):
+    hashed = []
+    monkeypatch.setattr(importer, "file_sha256", hashed.append)
+    with pytest.raises(ValueError):
+        ImportOptions(**bad)
+    with pytest.raises(ValueError):
+        zarr_aac.import_files([sources["s16"]], tmp_path / "a.zarr", progress=False, **bad)
+    with pytest.raises(ValueError):
+        zarr_aac.import_file(sources["s16"], tmp_path / "a.zarr", progress=False, **bad)
+    assert hashed == [] and not (tmp_path / "a.zarr").exists()
+
+
+def test_options_given_as_one_object(tmp_path, sources):
+    options = ImportOptions(
+        chunk_duration=0.5, start_time="2024-05-01T06:00:00", metadata={"site": "A1"}, progress=False
+    )
+    z = zarr_aac.import_file(sources["s16"], tmp_path / "a.zarr", options=options)
+    assert z.attrs["user"] == {"site": "A1"} and z.attrs["start_time"] == "2024-05-01T06:00:00"
+    assert z.attrs["aac"]["chunk_samples"] == 22 * 1024
+    with pytest.raises(TypeError, match="not both"):
+        zarr_aac.import_files([sources["s16"]], tmp_path / "a.zarr", options=options, bitrate=96000)
+
+
 def test_memory_store_archive(sources):
     group = zarr.group(store=zarr.storage.MemoryStore())
     arrays = zarr_aac.import_files([sources["s16"], sources["ogg"]], group, progress=False)
@@ -471,8 +499,8 @@ def test_importers_through_stale_group_objects_keep_every_entry(tmp_path, source
     sf.write(other, clicky_signal(2000, 1, RATE, seed=11), RATE)
     assert zarr_aac.import_file(other, stale, progress=False).basename == "s16_2"
     assert zarr_aac.import_file(sources["flac"], stale, progress=False).basename == "flac"
-    assert sorted(stale.attrs[importer.CATALOGUE_ATTR]) == ["flac", "s16", "s16_2"]
-    assert sorted(zarr_aac.archive.importer.catalogue(archive).index) == ["flac", "s16", "s16_2"]
+    assert sorted(stale.attrs[recordings.CATALOGUE_ATTR]) == ["flac", "s16", "s16_2"]
+    assert sorted(recordings.catalogue(archive).index) == ["flac", "s16", "s16_2"]
 
 
 def test_the_archive_lock_excludes_other_processes(tmp_path):
@@ -482,7 +510,7 @@ def test_the_archive_lock_excludes_other_processes(tmp_path):
         "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
         "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError:\n    sys.exit(3)\n"
     )
-    with importer._archive_lock(group):
+    with recordings.archive_lock(group):
         held = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "a.zarr")], check=False)
     free = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "a.zarr")], check=False)
     assert (held.returncode, free.returncode) == (3, 0)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from zarr_aac.errors import ImportFailedError, ZarrAACError
+from zarr_aac.validation import channels_of
 
 AUDIO_SUFFIXES = {
     ".wav",
@@ -73,28 +74,29 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
+    from zarr_aac.archive.import_options import ImportOptions
     from zarr_aac.archive.importer import import_file, import_files
 
+    options = ImportOptions(
+        bitrate=args.bitrate,
+        aac_sample_rate=args.aac_rate,
+        chunk_duration=args.chunk_duration,
+        start_time=args.start_time,
+        metadata=dict(args.meta) or None,
+        stream=args.stream,
+        dtype=args.dtype,
+        allow_truncated=args.allow_truncated,
+        progress=not args.quiet,
+    )
     sources = _sources(args.sources)
     if not sources:
         raise ZarrAACError(f"no audio files found in {', '.join(args.sources)}")
-    options: dict[str, Any] = {
-        "bitrate": args.bitrate,
-        "aac_sample_rate": args.aac_rate,
-        "chunk_duration": args.chunk_duration,
-        "start_time": args.start_time,
-        "metadata": dict(args.meta) or None,
-        "stream": args.stream,
-        "dtype": args.dtype,
-        "allow_truncated": args.allow_truncated,
-        "progress": not args.quiet,
-    }
     if args.name is not None:
         if len(sources) != 1:
             raise ZarrAACError("--name needs exactly one source file")
-        arrays = [import_file(sources[0], args.dest, args.name, **options)]
+        arrays = [import_file(sources[0], args.dest, args.name, options=options)]
     else:
-        arrays = import_files(sources, args.dest, workers=args.workers, **options)
+        arrays = import_files(sources, args.dest, workers=args.workers, options=options)
     for source, array in zip(sources, arrays, strict=True):
         print(f"{source} -> {array.store_path}")
     return 0
@@ -108,12 +110,12 @@ def _format_bytes(n: int) -> str:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from zarr_aac.archive.importer import open_recording
+    from zarr_aac.archive.recordings import open_recording
 
     array = open_recording(args.path)
     codec = array.serializer
     rate = codec.sample_rate
-    n, channels = array.shape[0], (1 if array.ndim == 1 else array.shape[1])
+    n, channels = array.shape[0], channels_of(array.shape)
     stored = array.nbytes_stored()
     pcm = n * channels * 2
     bitrate = stored * 8 / (n / rate) if n else 0.0
@@ -174,10 +176,10 @@ LS_COLUMNS = ("name", "duration_s", "sample_rate", "channels", "dtype", "start_t
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
-    from zarr_aac.archive.importer import CATALOGUE_ATTR, TEMP_PREFIX, open_archive
+    from zarr_aac.archive.recordings import catalogue_entries, open_archive, recording_names, unfinished_imports
 
     group = open_archive(args.group, mode="r")
-    entries = group.attrs.get(CATALOGUE_ATTR, {})
+    entries = catalogue_entries(group)
     if args.json:
         print(json.dumps(entries, indent=2, ensure_ascii=False))
         return 0
@@ -189,14 +191,14 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     print(f"{len(entries)} recording(s)", file=sys.stderr)
-    unfinished = sorted(name for name in group.array_keys() if name.startswith(TEMP_PREFIX))
+    unfinished = unfinished_imports(group)
     if unfinished:
         print(
             f"{len(unfinished)} unfinished import(s) left by a killed process, safe to delete when no import "
             f"is running: {', '.join(unfinished)}",
             file=sys.stderr,
         )
-    uncatalogued = sorted(n for n in group.array_keys() if n not in entries and not n.startswith(TEMP_PREFIX))
+    uncatalogued = [name for name in recording_names(group) if name not in entries]
     if uncatalogued:
         print(f"{len(uncatalogued)} array(s) not in the catalogue: {', '.join(uncatalogued)}", file=sys.stderr)
     return 0
@@ -216,7 +218,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as exc:
         if exc.name != "zarr_aac.archive.verification":
             raise
-        raise ZarrAACError("verify is not available: this installation has no zarr_aac.archive.verification module") from exc
+        raise ZarrAACError(
+            "verify is not available: this installation has no zarr_aac.archive.verification module"
+        ) from exc
     bad = verify(args.path, progress=not args.quiet)
     for problem in bad:
         print(f"{problem['array']}: chunk {problem['key']}: {problem['error']}")
@@ -237,7 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("sources", nargs="+", metavar="SRC", help="files, or directories searched for audio files")
     imp.add_argument("dest", metavar="DEST", help="the archive (a Zarr group, created if missing)")
     imp.add_argument("--name", help="array name (one source only; default: the file name)")
-    imp.add_argument("--bitrate", type=int, help="AAC bits per second (default: 130k mono, 160k stereo, 80k a channel above)")
+    imp.add_argument(
+        "--bitrate", type=int, help="AAC bits per second (default: 130k mono, 160k stereo, 80k a channel above)"
+    )
     imp.add_argument("--aac-rate", type=int, help="AAC rate declared to the encoder (default: see docs/importing.md)")
     imp.add_argument("--chunk-duration", type=float, default=60.0, help="seconds per chunk (default 60)")
     imp.add_argument("--start-time", help="ISO-8601 start time, overriding tags and file names")

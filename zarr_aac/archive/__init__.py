@@ -1,7 +1,9 @@
 """Archives of recordings: import from anything FFmpeg reads, the catalogue, export and verify."""
 
 from zarr_aac.archive.exporter import export
-from zarr_aac.archive.importer import catalogue, import_file, import_files, open_recording
+from zarr_aac.archive.import_options import ImportOptions
+from zarr_aac.archive.importer import import_file, import_files
+from zarr_aac.archive.recordings import catalogue, open_recording
 from zarr_aac.archive.verification import verify
 
-__all__ = ["catalogue", "export", "import_file", "import_files", "open_recording", "verify"]
+__all__ = ["ImportOptions", "catalogue", "export", "import_file", "import_files", "open_recording", "verify"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -18,10 +19,11 @@ import numpy as np
 import zarr
 from tqdm.auto import tqdm
 
+from zarr_aac.archive.recordings import PathLike, open_recording
 from zarr_aac.codec import aac
 from zarr_aac.errors import ArchiveError, UnsupportedAudioError
-from zarr_aac.archive.importer import PathLike, open_recording
-from zarr_aac.archive.source_metadata import parse_start_time
+from zarr_aac.start_time import parse_start_time
+from zarr_aac.validation import channels_of
 
 BLOCK_SAMPLES = 1 << 20
 """Samples read from the array and handed to the encoder at a time."""
@@ -54,16 +56,20 @@ def sample_bounds(
 
 def seconds_into(array: zarr.Array, value: float | datetime | str | None) -> float | None:
     """``value`` as seconds from the start of the recording: a datetime or ISO-8601 string is
-    placed by the recording's ``start_time`` attribute; numbers pass through."""
+    placed by the recording's ``start_time`` attribute; numbers pass through.
+
+    Both times must carry a UTC offset or neither (the rule of :mod:`zarr_aac.start_time`).
+    """
     if not isinstance(value, datetime | str):
         return value
     started = array.attrs.get("start_time")
     if started is None:
         raise ArchiveError(f"{array.store_path} has no start_time, so {value} cannot be placed in it; give seconds")
-    when, begin = parse_start_time(value), datetime.fromisoformat(started)
+    when, begin = parse_start_time(value), parse_start_time(started)
     if (when.tzinfo is None) != (begin.tzinfo is None):
         raise ValueError(
-            f"{value} and the recording's start_time {started} must both have a time zone or both have none"
+            f"{value} and the recording's start_time {started} must both have a time zone or both have none: "
+            "reading the one without as UTC would shift the segment by the other's offset"
         )
     return (when - begin).total_seconds()
 
@@ -110,10 +116,36 @@ def _as_frame_array(block: np.ndarray, fmt: str) -> np.ndarray:
     return np.ascontiguousarray(samples).reshape(1, -1)
 
 
-def _blocks(array: zarr.Array, first: int, last: int) -> Iterator[np.ndarray]:
-    for start in range(first, last, BLOCK_SAMPLES):
-        block = array[start : min(start + BLOCK_SAMPLES, last)]
-        yield block.reshape(block.shape[0], -1)
+@dataclass(frozen=True)
+class _Segment:
+    """Samples [first, last) of a recording, read a block at a time."""
+
+    array: zarr.Array
+    first: int
+    last: int
+
+    @property
+    def rate(self) -> int:
+        return self.array.serializer.sample_rate
+
+    @property
+    def channels(self) -> int:
+        return channels_of(self.array.shape)
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """(n, channels) blocks of at most BLOCK_SAMPLES samples, in order."""
+        for start in range(self.first, self.last, BLOCK_SAMPLES):
+            block = self.array[start : min(start + BLOCK_SAMPLES, self.last)]
+            yield block.reshape(block.shape[0], -1)
+
+
+@dataclass(frozen=True)
+class _Encoding:
+    """What the caller chose of the output: container, encoder and bitrate (None: FFmpeg's default)."""
+
+    format: str | None
+    codec: str | None
+    bitrate: int | None
 
 
 def export(
@@ -130,21 +162,58 @@ def export(
 ) -> Path:
     """Write samples [start, stop) of a recording to ``target`` at its true sample rate.
 
-    ``start``/``stop`` are seconds from the start of the recording, clock times (datetimes or
-    ISO-8601 strings, placed by its ``start_time``), or sample numbers with ``unit="samples"``.
-    The container comes from ``format`` or the target's extension, the
-    encoder from ``codec`` or the container's default (float32 arrays go to float WAV).
+    The file is written beside ``target`` under a hidden name and renamed over it only when
+    complete, so an error or Ctrl-C leaves no partial file.
+
+    Parameters
+    ----------
+    array_or_path
+        The recording: an array, an array path such as ``archive.zarr/NAME``, or an archive
+        holding exactly one recording (see :func:`~zarr_aac.archive.recordings.open_recording`).
+    target
+        The output file.
+    start, stop
+        The segment's bounds (None: the recording's start or end): seconds from the start of
+        the recording, clock times (datetimes or ISO-8601 strings, placed by its ``start_time``;
+        with a UTC offset if and only if the ``start_time`` has one), or sample numbers with
+        ``unit="samples"``.
+    unit
+        ``"s"`` or ``"samples"``: how numeric bounds count.
+    format
+        FFmpeg container name; by default the target's extension picks it.
+    codec
+        FFmpeg encoder name; by default the container's (float32 recordings go to float WAV).
+    bitrate
+        Encoder bits per second, for lossy formats.
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    pathlib.Path
+        ``target``.
+
+    Raises
+    ------
+    ArchiveError
+        If there is no recording at ``array_or_path``, or a clock-time bound is given for a
+        recording without ``start_time``.
+    ValueError
+        If the segment is empty or outside the recording, ``unit`` is unknown, or a clock time
+        has a UTC offset where the ``start_time`` has none (or the other way round).
+    UnsupportedAudioError
+        If FFmpeg has no such container or encoder, or the encoder cannot take the recording's
+        rate, channel count or sample format.
     """
     array = open_recording(array_or_path)
     rate = array.serializer.sample_rate
-    channels = 1 if array.ndim == 1 else array.shape[1]
     if unit == "s":
         start, stop = seconds_into(array, start), seconds_into(array, stop)
     first, last = sample_bounds(array.shape[0], rate, start, stop, unit)
     target = Path(target)
     partial = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:8]}.partial{target.suffix}")
     try:
-        _write(array, partial, target.name, first, last, rate, channels, format, codec, bitrate, progress)
+        _write(_Segment(array, first, last), partial, target.name, _Encoding(format, codec, bitrate), progress)
         os.replace(partial, target)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -152,54 +221,60 @@ def export(
     return target
 
 
-def _write(
-    array: zarr.Array,
-    path: Path,
-    label: str,
-    first: int,
-    last: int,
-    rate: int,
-    channels: int,
-    format: str | None,
-    codec: str | None,
-    bitrate: int | None,
-    progress: bool,
-) -> None:
+def _write(segment: _Segment, path: Path, label: str, encoding: _Encoding, progress: bool) -> None:
+    """Encode ``segment`` into a new file at ``path``; ``label`` names it in messages."""
+    with _open_output(path, label, encoding.format) as container:
+        stream = _add_stream(container, segment, encoding)
+        _encode(container, stream, segment, label, progress)
+
+
+def _open_output(path: Path, label: str, format: str | None) -> av.container.OutputContainer:
     try:
-        container = av.open(str(path), "w", format=format)
+        return av.open(str(path), "w", format=format)
     except (av.FFmpegError, ValueError) as exc:
         raise UnsupportedAudioError(f"cannot write {label}: FFmpeg knows no container for it ({exc})") from exc
-    with container:
-        name = _codec_for(container, codec, array.dtype)
+
+
+def _add_stream(container: av.container.OutputContainer, segment: _Segment, encoding: _Encoding) -> av.AudioStream:
+    """The output's audio stream: the chosen encoder at the recording's rate, channels and dtype."""
+    name = _codec_for(container, encoding.codec, segment.array.dtype)
+    try:
+        encoder = av.Codec(name, "w")
+    except av.FFmpegError as exc:
+        raise UnsupportedAudioError(f"FFmpeg has no {name!r} encoder ({exc})") from exc
+    rate = segment.rate
+    if encoder.audio_rates and rate not in encoder.audio_rates:
+        allowed = ", ".join(str(r) for r in sorted(encoder.audio_rates))
+        raise UnsupportedAudioError(
+            f"the {name} encoder cannot write {rate} Hz (it allows {allowed}); export to WAV or FLAC instead"
+        )
+    stream = container.add_stream(name, rate=rate, layout=_layout(segment.channels))
+    stream.codec_context.format = _sample_format(encoder, segment.array.dtype)
+    if encoding.bitrate is not None:
+        stream.codec_context.bit_rate = encoding.bitrate
+    return stream
+
+
+def _encode(
+    container: av.container.OutputContainer, stream: av.AudioStream, segment: _Segment, label: str, progress: bool
+) -> None:
+    """Encode the segment's samples into ``stream`` and flush the encoder."""
+    ctx = stream.codec_context
+    fmt, layout, rate = ctx.format.name, _layout(segment.channels), segment.rate
+    written = 0
+    total = segment.last - segment.first
+    with tqdm(total=total, unit="sample", unit_scale=True, desc=label, disable=None if progress else True) as bar:
         try:
-            encoder = av.Codec(name, "w")
+            for block in segment.blocks():
+                frame = av.AudioFrame.from_ndarray(_as_frame_array(block, fmt), format=fmt, layout=layout)
+                frame.sample_rate = rate
+                frame.pts = written
+                written += block.shape[0]
+                container.mux(stream.encode(frame))
+                bar.update(block.shape[0])
+            container.mux(stream.encode(None))
         except av.FFmpegError as exc:
-            raise UnsupportedAudioError(f"FFmpeg has no {name!r} encoder ({exc})") from exc
-        if encoder.audio_rates and rate not in encoder.audio_rates:
-            allowed = ", ".join(str(r) for r in sorted(encoder.audio_rates))
             raise UnsupportedAudioError(
-                f"the {name} encoder cannot write {rate} Hz (it allows {allowed}); export to WAV or FLAC instead"
-            )
-        layout = _layout(channels)
-        stream = container.add_stream(name, rate=rate, layout=layout)
-        fmt = _sample_format(encoder, array.dtype)
-        stream.codec_context.format = fmt
-        if bitrate is not None:
-            stream.codec_context.bit_rate = bitrate
-        written = 0
-        bar = tqdm(total=last - first, unit="sample", unit_scale=True, desc=label, disable=None if progress else True)
-        with bar:
-            try:
-                for block in _blocks(array, first, last):
-                    frame = av.AudioFrame.from_ndarray(_as_frame_array(block, fmt), format=fmt, layout=layout)
-                    frame.sample_rate = rate
-                    frame.pts = written
-                    written += block.shape[0]
-                    container.mux(stream.encode(frame))
-                    bar.update(block.shape[0])
-                container.mux(stream.encode(None))
-            except av.FFmpegError as exc:
-                raise UnsupportedAudioError(
-                    f"the {name} encoder failed writing {label} ({channels} channels, {rate} Hz, {fmt}); "
-                    f"it may not take that many channels or that rate, WAV does: {exc}"
-                ) from exc
+                f"the {ctx.name} encoder failed writing {label} ({segment.channels} channels, {rate} Hz, {fmt}); "
+                f"it may not take that many channels or that rate, WAV does: {exc}"
+            ) from exc

@@ -10,7 +10,8 @@ from zarr.core.sync import sync
 PENDING_WRITES_TIMEOUT = 120.0
 
 
-async def _other_tasks_done() -> None:
+async def _wait_for_pending_writes() -> None:
+    """Wait for every other task on zarr's event loop: the writes zarr started and did not cancel."""
     others = asyncio.all_tasks() - {asyncio.current_task()}
     if others:
         await asyncio.wait(others, timeout=PENDING_WRITES_TIMEOUT)
@@ -22,5 +23,5 @@ def delete_tree(store: Any, path: str) -> None:
     zarr writes the chunks of one call concurrently and does not cancel the others when one
     fails or the caller is interrupted: deleting at once would let them land afterwards.
     """
-    sync(_other_tasks_done())
+    sync(_wait_for_pending_writes())
     sync(store.delete_dir(path))

@@ -14,6 +14,8 @@ from typing import Any
 
 import guano
 
+from zarr_aac.start_time import parse_start_time
+
 START_TIME_SOURCES = ("user", "guano", "tag", "filename")
 """Where a recording's start time came from, in order of precedence."""
 
@@ -33,20 +35,6 @@ _DATE_TAGS = ("creation_time", "date", "ICRD", "DATE", "creation_date")
 """Container tags that may hold a full date and time (a bare year is not a start time)."""
 
 _PCM_BITS = re.compile(r"^pcm_[suf](\d+)")
-
-
-def parse_start_time(value: datetime | str) -> datetime:
-    """A clock time given by the user (a start time, an export bound): a datetime or an ISO-8601 string."""
-    if isinstance(value, datetime):
-        return value
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError:
-            pass
-    raise ValueError(
-        f"expected a datetime or an ISO-8601 date and time such as 2024-09-03T20:26:15+01:00, got {value!r}"
-    )
 
 
 @dataclass(frozen=True)
@@ -98,15 +86,15 @@ def _json_value(value: Any) -> Any:
 
 
 def start_time_from(
-    *, user: datetime | str | None, guano_fields: dict[str, Any], tags: dict[str, str], filename: str
+    *, user: datetime | None, guano_fields: dict[str, Any], tags: dict[str, str], filename: str
 ) -> tuple[datetime | None, str | None]:
     """The recording's start time and where it came from (one of START_TIME_SOURCES), or (None, None)."""
     if user is not None:
-        return parse_start_time(user), "user"
+        return user, "user"
     stamp = guano_fields.get("Timestamp")
     if stamp:
         try:
-            return datetime.fromisoformat(stamp), "guano"
+            return parse_start_time(stamp), "guano"
         except ValueError:
             pass
     for key, value in tags.items():
@@ -126,7 +114,7 @@ def _time_in_tag(key: str, value: str) -> datetime | None:
         return time_in_filename(value)
     if key in _DATE_TAGS and len(value) >= 16:
         try:
-            return datetime.fromisoformat(value)
+            return parse_start_time(value)
         except ValueError:
             return None
     return None

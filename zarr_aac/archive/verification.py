@@ -32,14 +32,35 @@ def verify(
     decode: bool = False,
     report_missing: bool = False,
 ) -> list[dict[str, str]]:
-    """Check every chunk of every ``zarr_aac`` array in ``source`` (a path or URL, a group or an array).
+    """Check every chunk of every ``zarr_aac`` array in ``source``.
 
-    Returns one ``{"array", "key", "error"}`` dict per bad chunk, empty when all are sound. A
-    stored chunk is bad when it fails its header, index or payload checks; with ``decode=True``
-    every chunk is also decoded, which catches frames FFmpeg rejects despite a matching
-    checksum, at ~600x realtime. zarr does not store chunks that equal the fill value unless
-    the array was written with ``write_empty_chunks=True``; for such archives
-    ``report_missing=True`` also lists absent chunks, which would otherwise read as silence.
+    A stored chunk is bad when it fails its header, index or payload checks. Reads check only
+    what they fetch; this reads every chunk whole, so damage in frames nobody has read yet is
+    found before it is needed.
+
+    Parameters
+    ----------
+    source
+        A path or URL, a group (every array below it) or an array.
+    progress
+        Show a progress bar over chunks.
+    decode
+        Also decode every chunk, which catches frames FFmpeg rejects despite a matching
+        checksum; much slower (docs/importing.md, "Verifying").
+    report_missing
+        Also list absent chunks. zarr does not store chunks that equal the fill value unless
+        the array was written with ``write_empty_chunks=True``; in such archives an absent
+        chunk is lost data that would otherwise read as silence.
+
+    Returns
+    -------
+    list of dict
+        One ``{"array", "key", "error"}`` dict per bad chunk; empty when all are sound.
+
+    Raises
+    ------
+    ArchiveError
+        If ``source`` cannot be opened as a Zarr group or array.
     """
     arrays = _aac_arrays(_open(source))
     total = sum(array.nchunks for array in arrays)

@@ -32,6 +32,7 @@ from xarray.core.indexes import CoordinateTransformIndex, Index, PandasIndex
 from xarray.core.indexing import IndexSelResult
 
 from zarr_aac.errors import TimeAxisError, TimeLabelError
+from zarr_aac.start_time import start_time_ns
 
 NS_PER_S = 1_000_000_000
 DATETIME = np.dtype("datetime64[ns]")
@@ -52,8 +53,15 @@ def first_sample_at_or_after(offset_ns: Any, rate: int) -> Any:
 
 
 def parse_start_ns(start: Any) -> int:
-    """Nanoseconds since the Unix epoch (UTC) of a start time given as ISO string or timestamp."""
-    return int(_label_ns(start, True))
+    """Nanoseconds since the Unix epoch of a start time given as ISO string or timestamp.
+
+    Read by :func:`zarr_aac.start_time.start_time_ns`, the package's one start-time parser (a
+    naive time is UTC on this axis); a time it cannot read is a :class:`TimeLabelError`.
+    """
+    try:
+        return start_time_ns(start)
+    except (TypeError, ValueError) as exc:
+        raise TimeLabelError(f"cannot read start time {start!r} as a timestamp: {exc}") from exc
 
 
 def format_start_time(start_ns: int) -> str:
