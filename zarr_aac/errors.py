@@ -1,6 +1,13 @@
-"""Exception types: every failure a user can cause ends in one of these."""
+"""Exception types: every failure a user can cause ends in one of these.
+
+Errors cross process boundaries (import_files' worker pool, dask workers), so each one pickles.
+A class whose constructor takes fields rather than a message rebuilds itself from those fields
+and then gets its other attributes back (``__notes__`` among them).
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class ZarrAACError(Exception):
@@ -20,6 +27,9 @@ class CorruptChunkError(ZarrAACError, ValueError):
         where = f"chunk {key!r}" if key is not None else "chunk"
         super().__init__(f"corrupt {where}: {reason}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.key, self.reason), vars(self)
+
 
 class AudioDecodeError(ZarrAACError):
     """FFmpeg refused to decode the AAC frames of a chunk or file."""
@@ -37,9 +47,8 @@ class SourceError(ZarrAACError, ValueError):
         self.reason = reason
         super().__init__(f"cannot import {self.source}: {reason}")
 
-    def __reduce__(self):
-        # Crosses process boundaries in import_files: rebuild from the constructor's arguments.
-        return type(self), (self.source, self.reason)
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.source, self.reason), vars(self)
 
 
 class ArchiveError(ZarrAACError, ValueError):
@@ -53,6 +62,9 @@ class ImportFailedError(ZarrAACError):
         self.failures = failures
         lines = "\n".join(f"  {error}" for error in failures.values())
         super().__init__(f"{len(failures)} file(s) could not be imported:\n{lines}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.failures,), vars(self)
 
 
 class TimeLabelError(ZarrAACError, KeyError):
@@ -81,9 +93,8 @@ class CorruptSourceError(ZarrAACError, ValueError):
         self.reason = reason
         super().__init__(f"{source}: {reason}")
 
-    def __reduce__(self):
-        # Raised inside dask workers too: rebuild from the constructor's arguments.
-        return type(self), (self.source, self.reason)
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.source, self.reason), vars(self)
 
 
 class SourceNotFoundError(ZarrAACError, FileNotFoundError):
@@ -101,3 +112,6 @@ class ChunkReadError(ZarrAACError, OSError):
         self.reason = reason
         where = f"chunk {key!r}" if key is not None else "chunk"
         super().__init__(f"cannot read {where} from the store: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.key, self.reason), vars(self)

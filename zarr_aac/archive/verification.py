@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from zarr_aac.codec.chunk_format import parse_header, parse_prefix, verify_payload
+from zarr_aac.codec.chunk_format import check_chunk_geometry, parse_header, parse_prefix, verify_payload
 from zarr_aac.codec.aac_codec import AACCodec
 from zarr_aac.errors import ArchiveError, CorruptChunkError
 
@@ -117,12 +117,7 @@ def _check_chunk(array: zarr.Array, data: bytes, key: str, decode: bool) -> None
         codec.decode_chunk(data, chunk_shape, array.dtype, key)
         return
     header = parse_header(data, key)
-    channels = 1 if len(chunk_shape) == 1 else chunk_shape[1]
-    if header.n_samples != chunk_shape[0] or header.channels != channels:
-        raise CorruptChunkError(
-            key, f"chunk holds {header.n_samples} samples x {header.channels} channels, "
-            f"the array expects {chunk_shape[0]} x {channels}"
-        )
+    check_chunk_geometry(header, chunk_shape, key)
     verify_payload(data, parse_prefix(data, header, key), key)
 
 

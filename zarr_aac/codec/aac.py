@@ -80,13 +80,11 @@ def encoder_options(channels: int) -> dict[str, str]:
     so tests/test_channel_fidelity.py checks their effect).
 
     Above two channels (microphone arrays) intensity stereo is off and the ``fast`` coder replaces
-    ``twoloop``: at 80 kbps a channel twoloop coded paired channels worse than single ones (an
-    8-microphone array: 12.9-18.0 dB by channel, its 6-14 kHz part 5.4-13.7 dB, intensity stereo
-    coding a pair's high bands as one signal and a level) and pure tones at 15-18 dB; these
-    options gave 21.2-21.5 dB on every microphone, 14.2-14.7 dB above 6 kHz and over 70 dB on
-    tones, for 10-13 % more bytes. Mono and stereo keep FFmpeg's defaults: turning intensity
-    stereo off also lowers FFmpeg's automatic low-pass by 15 %, which cut the top of
-    time-stretched bat calls.
+    ``twoloop``: at 80 kbps a channel twoloop with intensity stereo codes a pair's high bands as
+    one signal and a level, and coded paired channels and pure tones far worse than these options,
+    which cost about a tenth more bytes. Mono and stereo keep FFmpeg's defaults: turning intensity
+    stereo off also lowers FFmpeg's automatic low-pass, which cut the top of time-stretched bat
+    calls. docs/design-notes.md has the measurements.
     """
     options = {"aac_pns": "0"}
     if channels > 2:
@@ -133,7 +131,7 @@ decoder holds about 0.7 MB, so the pool never holds more than about 22 MB."""
 _idle_decoders: dict[bytes, list[tuple[av.CodecContext, str]]] = {}
 _FLOAT32 = np.dtype(np.float32)
 """For np.frombuffer, called once per plane and frame: a dtype instance and positional arguments
-save about 0.3 us a call over ``dtype=np.float32, count=n``."""
+are cheaper than ``dtype=np.float32, count=n`` (docs/design-notes.md)."""
 
 
 class FrameDecoder:
@@ -142,8 +140,8 @@ class FrameDecoder:
     AAC-LC output for frame k is exact once a fresh decoder has seen frame k-1, so a run that
     does not start the stream begins with one pre-roll frame whose output the caller drops.
 
-    Opening an AAC decoder costs about 200 us (FFmpeg sets up its transforms per context), as
-    much as ten frames of decoding, so with ``reuse=True`` opened decoders are kept per ASC and
+    Opening an AAC decoder costs as much as several frames of decoding (FFmpeg sets up its
+    transforms per context), so with ``reuse=True`` opened decoders are kept per ASC and
     flushed before the next run. A flush clears the overlap state but not the previous frame's
     window shape, so a reused decoder's output equals a fresh one's from the second frame of a
     run on; the first frame's output (the pre-roll, or the encoder priming at the stream start)

@@ -3,8 +3,8 @@
 Reads go through zarr's partial-decode path: one request for the chunk's header and frame
 index, one for the byte range of the checksum groups holding the frames that cover the
 selection (plus a pre-roll frame); those groups are verified and only the needed frames
-decoded. The parsed header and index are kept (zarr_aac.codec.prefix_cache), so the next read of the
-same chunk is the second request alone. A read of the whole chunk is a single request.
+decoded. The parsed header and index are kept (zarr_aac.codec.prefix_cache), so the next read
+of the same chunk is the second request alone. A read of the whole chunk is a single request.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeAlias
 
 import numpy as np
 from zarr.abc.codec import ArrayBytesCodec, ArrayBytesCodecPartialDecodeMixin
@@ -21,24 +21,27 @@ from zarr.core.chunk_grids import RegularChunkGrid
 from zarr.core.common import parse_named_configuration
 
 from zarr_aac.codec import aac
+from zarr_aac.codec.chunk_edges import fill_edges
 from zarr_aac.codec.chunk_format import (
+    ChunkHeader,
     ChunkPrefix,
     FrameIndex,
+    check_chunk_geometry,
     pack_chunk,
     parse_header,
     parse_prefix,
     prefix_nbytes_upper_bound,
     verify_payload,
 )
-from zarr_aac.codec.chunk_edges import fill_edges
-from zarr_aac.errors import AudioDecodeError, ChunkReadError, CorruptChunkError, UnsupportedAudioError
 from zarr_aac.codec.prefix_cache import location_of, prefixes
 from zarr_aac.codec.tolerant import fill_or_raise
+from zarr_aac.errors import AudioDecodeError, ChunkReadError, CorruptChunkError, UnsupportedAudioError
+from zarr_aac.validation import channels_of, parse_int_in_range, parse_positive_int
 
 if TYPE_CHECKING:
     from zarr.abc.store import ByteGetter
     from zarr.core.array_spec import ArraySpec
-    from zarr.core.buffer import Buffer, NDBuffer
+    from zarr.core.buffer import Buffer, BufferPrototype, NDBuffer
     from zarr.core.chunk_grids import ChunkGrid
     from zarr.core.dtype.wrapper import TBaseDType, TBaseScalar, ZDType
     from zarr.core.indexing import SelectorTuple
@@ -46,18 +49,25 @@ if TYPE_CHECKING:
 CODEC_NAME = "zarr_aac"
 LEAD_IN = 4096
 LEAD_OUT = 2048
-"""Samples of predicted signal encoded before and after each chunk's own samples (see edges.py);
-they cost (LEAD_IN + LEAD_OUT) / 1024 frames per chunk."""
+"""Samples of predicted signal encoded before (LEAD_IN) and after (LEAD_OUT) each chunk's own
+samples, so the encoder never starts or stops on a discontinuity (see chunk_edges.py); they cost
+(LEAD_IN + LEAD_OUT) / 1024 frames per chunk."""
 SUPPORTED_DTYPES = (np.dtype("int16"), np.dtype("float32"))
+MIN_BITRATE = 8_000
+MAX_BITRATE = 1_536_000
 
 
 def parse_sample_rate(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
-        raise ValueError(f"sample_rate must be a positive integer (Hz), got {value!r}")
-    return int(value)
+    """``value`` as an int if it is a positive integer; else ValueError naming sample_rate."""
+    return parse_positive_int(value, "sample_rate", unit="Hz")
 
 
 def parse_aac_sample_rate(value: Any, sample_rate: int) -> int:
+    """The rate to declare to the encoder: ``value``, an AAC rate, or ``sample_rate`` if None.
+
+    Raises UnsupportedAudioError when ``value`` is not an AAC rate, or is None and
+    ``sample_rate`` is not one either (the message names the rate to declare instead).
+    """
     if value is None:
         if sample_rate not in aac.AAC_SAMPLE_RATES:
             raise UnsupportedAudioError(
@@ -70,26 +80,38 @@ def parse_aac_sample_rate(value: Any, sample_rate: int) -> int:
 
 
 def parse_bitrate(value: Any) -> int | None:
+    """``value`` as an int if it is an integer bitrate AAC can carry, None if None; else ValueError."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 8_000 <= value <= 1_536_000:
-        raise ValueError(f"bitrate must be an integer from 8000 to 1536000 bits/s, got {value!r}")
-    return int(value)
-
-
-def _chunk_channels(shape: tuple[int, ...]) -> int:
-    return 1 if len(shape) == 1 else shape[1]
+    return parse_int_in_range(value, "bitrate", minimum=MIN_BITRATE, maximum=MAX_BITRATE, unit="bits/s")
 
 
 @dataclass(frozen=True)
 class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
     """Stores (samples,) or (samples, channels) int16/float32 chunks as AAC-LC.
 
-    ``sample_rate`` is the true rate of the recording. ``aac_sample_rate`` is the rate declared
-    to the encoder; it defaults to ``sample_rate`` and must be given (any AAC rate) when the
-    true rate is not one AAC allows, which stores the signal time-stretched. ``bitrate`` is in
-    bits per second at the AAC rate; left out, it is chosen from the channel count when the
-    array is created.
+    Each chunk is encoded on its own, with a frame index and frame checksums (docs/spec.md), so
+    a read of a few samples fetches, verifies and decodes only the frames that hold them.
+
+    Parameters
+    ----------
+    sample_rate : int
+        The true rate of the recording, in Hz.
+    bitrate : int, optional
+        Bits per second at the AAC rate, from 8000 to 1536000. Left out, it is chosen from the
+        channel count when the array is created.
+    aac_sample_rate : int, optional
+        The rate declared to the encoder, in Hz; defaults to ``sample_rate``. It must be given
+        (any AAC rate) when the true rate is not one AAC allows, which stores the signal
+        time-stretched: the array keeps the true rate.
+
+    Raises
+    ------
+    ValueError
+        If ``sample_rate`` or ``aac_sample_rate`` is not a positive integer, or ``bitrate`` is not
+        an integer in range.
+    UnsupportedAudioError
+        If ``aac_sample_rate`` is not an AAC rate, or is left out while ``sample_rate`` is not one.
     """
 
     is_fixed_size = False
@@ -106,16 +128,58 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
+        """The codec a ``{"name": "zarr_aac", "configuration": {...}}`` dict describes.
+
+        Parameters
+        ----------
+        data : dict
+            The codec's entry in array metadata, as ``to_dict`` writes it.
+
+        Returns
+        -------
+        AACCodec
+
+        Raises
+        ------
+        ValueError
+            If the name is not ``zarr_aac`` or the configuration is invalid (see the class).
+        """
         _, configuration = parse_named_configuration(data, CODEC_NAME)
         return cls(**configuration)
 
     def to_dict(self) -> dict[str, Any]:
+        """The codec's entry in array metadata; ``from_dict`` reads it back to an equal codec.
+
+        Returns
+        -------
+        dict
+            ``{"name": "zarr_aac", "configuration": {...}}``, without ``bitrate`` while it is unset.
+        """
         configuration: dict[str, Any] = {"sample_rate": self.sample_rate, "aac_sample_rate": self.aac_sample_rate}
         if self.bitrate is not None:
             configuration["bitrate"] = self.bitrate
         return {"name": CODEC_NAME, "configuration": configuration}
 
-    def validate(self, *, shape: tuple[int, ...], dtype: ZDType[TBaseDType, TBaseScalar], chunk_grid: ChunkGrid) -> None:
+    def validate(
+        self, *, shape: tuple[int, ...], dtype: ZDType[TBaseDType, TBaseScalar], chunk_grid: ChunkGrid
+    ) -> None:
+        """Check that an array of this shape, dtype and chunking can be stored; zarr calls it on creation.
+
+        Parameters
+        ----------
+        shape : tuple of int
+            The array's shape, (samples,) or (samples, channels).
+        dtype : ZDType
+            The array's data type: int16 or float32.
+        chunk_grid : ChunkGrid
+            The array's chunking; a regular grid's chunks must hold 1 to 8 channels and at
+            least one sample.
+
+        Raises
+        ------
+        UnsupportedAudioError
+            If the dtype, the number of dimensions or the chunk shape is not one this codec stores.
+        """
         native = dtype.to_native_dtype()
         if native not in SUPPORTED_DTYPES:
             raise UnsupportedAudioError(f"the zarr_aac codec stores int16 or float32 samples, not {native}")
@@ -125,23 +189,48 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
             )
         if isinstance(chunk_grid, RegularChunkGrid):
             chunk_shape = chunk_grid.chunk_shape
-            aac.channel_layout(_chunk_channels(chunk_shape))
-            if chunk_shape[0] < 1:
-                raise UnsupportedAudioError("chunks must hold at least one sample")
+            aac.channel_layout(channels_of(chunk_shape))
+            parse_positive_int(chunk_shape[0], "chunk_length (samples per chunk)", error=UnsupportedAudioError)
 
     def evolve_from_array_spec(self, array_spec: ArraySpec) -> Self:
+        """This codec with its bitrate chosen from the channel count if it was left out.
+
+        Parameters
+        ----------
+        array_spec : ArraySpec
+            The spec of the array's chunks.
+
+        Returns
+        -------
+        AACCodec
+            ``self`` if the bitrate is set, else a copy with ``aac.default_bitrate``'s choice.
+        """
         if self.bitrate is None:
-            channels = _chunk_channels(array_spec.shape)
+            channels = channels_of(array_spec.shape)
             return replace(self, bitrate=aac.default_bitrate(channels, self.aac_sample_rate))
         return self
 
     def _bitrate_for(self, channels: int) -> int:
         return self.bitrate if self.bitrate is not None else aac.default_bitrate(channels, self.aac_sample_rate)
 
-    # -- writing -----------------------------------------------------------------------------
-
     def encode_pcm(self, pcm: np.ndarray) -> bytes:
-        """One chunk's bytes for PCM of shape (samples,) or (samples, channels)."""
+        """One chunk's bytes for the samples of one chunk.
+
+        Parameters
+        ----------
+        pcm : numpy.ndarray
+            int16 or float32 samples of shape (samples,) or (samples, channels).
+
+        Returns
+        -------
+        bytes
+            The chunk: header, frame index, checksums and AAC frames (docs/spec.md).
+
+        Raises
+        ------
+        UnsupportedAudioError
+            If a sample is NaN or infinite, or the channel count is not one AAC stores.
+        """
         samples = pcm.reshape(pcm.shape[0], -1)
         n, channels = samples.shape
         padded = np.empty((LEAD_IN + n + LEAD_OUT, channels), dtype=np.float32)
@@ -161,17 +250,38 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         data = await asyncio.to_thread(self.encode_pcm, chunk_array.as_numpy_array())
         return chunk_spec.prototype.buffer.from_bytes(data)
 
-    # -- reading -----------------------------------------------------------------------------
-
     def decode_chunk(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype, key: str | None = None) -> np.ndarray:
-        """Decode a whole chunk sequentially, verifying all its checksums."""
+        """Decode a whole chunk sequentially, verifying all its checksums.
+
+        Parameters
+        ----------
+        data : bytes
+            The chunk, as ``encode_pcm`` made it.
+        shape : tuple of int
+            The array's chunk shape, (samples,) or (samples, channels); the chunk must match it.
+        dtype : numpy.dtype
+            int16 or float32, the dtype of the result.
+        key : str, optional
+            The chunk's key in its store, for error messages.
+
+        Returns
+        -------
+        numpy.ndarray
+            The chunk's samples, of ``shape`` and ``dtype``.
+
+        Raises
+        ------
+        CorruptChunkError
+            If the chunk fails a structural or checksum check, does not match ``shape``, or its
+            frames do not decode to its samples.
+        """
         header = parse_header(data, key)
-        _check_geometry(header, shape, key)
+        check_chunk_geometry(header, shape, key)
         prefix = parse_prefix(data, header, key)
         verify_payload(data, prefix, key)
         payload = memoryview(data)[header.prefix_nbytes :]
-        frames = _frames(payload, prefix.index, 0, header.n_frames)
-        pcm = _decode(_decoder_for(prefix), frames, key)
+        frames = _frame_payloads(payload, prefix.index, 0, header.n_frames)
+        pcm = _decode_payloads(_decoder_for(prefix), frames, key)
         pcm = pcm[header.skip : header.skip + header.n_samples]
         if pcm.shape[0] != header.n_samples:
             raise CorruptChunkError(key, f"frames decode to {pcm.shape[0]} samples, header says {header.n_samples}")
@@ -196,11 +306,13 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
     async def _decode_selection(
         self, byte_getter: ByteGetter, selection: SelectorTuple, chunk_spec: ArraySpec
     ) -> NDBuffer | None:
+        """Decode ``selection`` of one chunk from the whole chunk, or from its kept or fetched prefix
+        and the frames the selection needs; None if the chunk is not stored."""
         key = _key_of(byte_getter)
         shape = chunk_spec.shape
         prototype = chunk_spec.prototype
-        wanted = _Wanted.of(selection, shape[0])
-        if wanted.is_whole_chunk:
+        samples = _sample_selection(selection[0], shape[0])
+        if samples.is_whole_chunk:
             whole = await _get(byte_getter, prototype, key)
             if whole is None:
                 return None
@@ -208,10 +320,9 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
             return prototype.nd_buffer.from_numpy_array(pcm[selection])
 
         location = location_of(byte_getter)
-        cached = prefixes.get(location) if location is not None else None
-        if cached is not None:
+        if location is not None and (cached := prefixes.get(location)) is not None:
             try:
-                result = await _decode_frames(byte_getter, cached, wanted, selection, chunk_spec, key)
+                result = await _decode_from_prefix(byte_getter, cached, samples, selection, chunk_spec, key)
             except CorruptChunkError:
                 # Rewritten (or deleted and recreated) since its prefix was cached: start over
                 # from the chunk's own prefix, whose checks decide.
@@ -226,35 +337,12 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
             return None
         if location is not None:
             prefixes.put(location, prefix)
-        return await _decode_frames(byte_getter, prefix, wanted, selection, chunk_spec, key)
+        return await _decode_from_prefix(byte_getter, prefix, samples, selection, chunk_spec, key)
 
 
-@dataclass(frozen=True)
-class _Wanted:
-    """The samples of a chunk a first-axis selector asks for: a contiguous ``span`` (start,
-    stop), or else sorted unique ``rows`` and the selector re-expressed over just those rows."""
-
-    span: tuple[int, int] | None
-    rows: np.ndarray | None
-    first_axis: Any
-    chunk_samples: int
-
-    @classmethod
-    def of(cls, selection: SelectorTuple, chunk_samples: int) -> _Wanted:
-        span = _contiguous_span(selection[0], chunk_samples)
-        if span is not None:
-            return cls(span, None, slice(None), chunk_samples)
-        rows, first_axis = _requested_rows(selection[0], chunk_samples)
-        return cls(None, rows, first_axis, chunk_samples)
-
-    @property
-    def is_whole_chunk(self) -> bool:
-        if self.span is not None:
-            return self.span == (0, self.chunk_samples)
-        return self.rows.size == self.chunk_samples
-
-
-async def _fetch_prefix(byte_getter: ByteGetter, shape: tuple[int, ...], prototype: Any, key: str | None) -> ChunkPrefix | None:
+async def _fetch_prefix(
+    byte_getter: ByteGetter, shape: tuple[int, ...], prototype: BufferPrototype, key: str | None
+) -> ChunkPrefix | None:
     """The chunk's parsed prefix in one request (two if its index is larger than this codec writes)."""
     n_frames = aac.frames_for_samples(shape[0] + LEAD_IN + LEAD_OUT)
     first = await _get(byte_getter, prototype, key, RangeByteRequest(0, prefix_nbytes_upper_bound(n_frames)))
@@ -262,29 +350,41 @@ async def _fetch_prefix(byte_getter: ByteGetter, shape: tuple[int, ...], prototy
         return None
     data = first.to_bytes()
     header = parse_header(data, key)
-    _check_geometry(header, shape, key)
+    check_chunk_geometry(header, shape, key)
     if header.prefix_nbytes > len(data):
         rest = await _get(byte_getter, prototype, key, RangeByteRequest(len(data), header.prefix_nbytes))
         data += rest.to_bytes() if rest is not None else b""
     return parse_prefix(data, header, key)
 
 
-async def _decode_frames(
-    byte_getter: ByteGetter, prefix: ChunkPrefix, wanted: _Wanted, selection: SelectorTuple, chunk_spec: ArraySpec,
-    key: str | None,
+async def _decode_from_prefix(
+    byte_getter: ByteGetter, prefix: ChunkPrefix, samples: _SampleSelection, selection: SelectorTuple,
+    chunk_spec: ArraySpec, key: str | None,
 ) -> NDBuffer | None:
-    """Fetch, verify and decode the frames ``wanted`` needs, in one request; None if the chunk is gone."""
-    header, index = prefix.header, prefix.index
+    """Fetch, verify and decode the frames ``samples`` needs, in one request, and apply
+    ``selection``'s other axes; None if the chunk is gone."""
+    header = prefix.header
     shape = chunk_spec.shape
-    _check_geometry(header, shape, key)
-    if wanted.span is not None:
-        runs = [_frames_spanned(*wanted.span, index, header.n_frames, key)]
-    else:
-        runs = aac.frame_runs(_frames_needed(wanted.rows, index, header.n_frames, key))
-    first, stop = prefix.frames_to_fetch(runs[0][0], runs[-1][1])
-    base = int(index.byte_offsets[first])
-    start_byte, stop_byte = header.prefix_nbytes + base, header.prefix_nbytes + int(index.byte_offsets[stop])
-    fetched = await _get(byte_getter, chunk_spec.prototype, key, RangeByteRequest(start_byte, stop_byte))
+    check_chunk_geometry(header, shape, key)
+    runs = samples.frame_runs(prefix.index, header.n_frames, key)
+    frames = await _fetch_frames(byte_getter, prefix, runs[0][0], runs[-1][1], chunk_spec.prototype, key)
+    if frames is None:
+        return None
+    out = samples.decode(frames, _decoder_for(prefix), runs, header, chunk_spec.dtype.to_native_dtype())
+    out = out.reshape((out.shape[0], *shape[1:]))
+    return chunk_spec.prototype.nd_buffer.from_numpy_array(out[(samples.first_axis, *selection[1:])])
+
+
+async def _fetch_frames(
+    byte_getter: ByteGetter, prefix: ChunkPrefix, first: int, stop: int, prototype: BufferPrototype, key: str | None
+) -> _FetchedFrames | None:
+    """Frames [first, stop), widened to whole checksum groups, in one request and verified; None
+    if the chunk is gone."""
+    header, offsets = prefix.header, prefix.index.byte_offsets
+    first, stop = prefix.frames_to_fetch(first, stop)
+    base = int(offsets[first])
+    start_byte, stop_byte = header.prefix_nbytes + base, header.prefix_nbytes + int(offsets[stop])
+    fetched = await _get(byte_getter, prototype, key, RangeByteRequest(start_byte, stop_byte))
     if fetched is None:
         return None
     payload = fetched.to_bytes()
@@ -294,42 +394,138 @@ async def _decode_frames(
             f"(got {len(payload)} of {stop_byte - start_byte} bytes from {start_byte})"
         )
     prefix.verify_frames(payload, first, stop, key)
+    return _FetchedFrames(memoryview(payload), prefix.index, base, key)
 
-    decoder = _decoder_for(prefix)
-    view = memoryview(payload)
-    dtype = chunk_spec.dtype.to_native_dtype()
-    if wanted.span is not None:
-        run_start, run_stop = runs[0]
-        scratch = _scratch((run_stop - run_start) * aac.FRAME_LENGTH, header.channels)
-        pcm = _decode_run(decoder, view, index, run_start, run_stop, base, key, scratch)
+
+@dataclass(frozen=True)
+class _FetchedFrames:
+    """The verified bytes of consecutive frames of a chunk, as one range request returned them."""
+
+    data: memoryview
+    index: FrameIndex
+    base: int
+    """Offset in the chunk's payload of ``data[0]``: where the first fetched frame begins."""
+    key: str | None
+
+    def decode_run(self, decoder: aac.FrameDecoder, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """PCM of frames [start, stop), FRAME_LENGTH samples each (decoded into ``out`` if it holds them)."""
+        pcm = _decode_payloads(decoder, _frame_payloads(self.data, self.index, start, stop, self.base), self.key, out)
+        expected = (stop - start) * aac.FRAME_LENGTH
+        if pcm.shape[0] != expected:
+            raise CorruptChunkError(
+                self.key, f"frames {start}-{stop - 1} decode to {pcm.shape[0]} samples, expected {expected}"
+            )
+        return pcm
+
+
+@dataclass(frozen=True)
+class _SampleSpan:
+    """Samples [start, stop) of a chunk, asked for by a first-axis slice with step 1."""
+
+    start: int
+    stop: int
+    chunk_length: int
+    first_axis: ClassVar[slice] = slice(None)
+    """The first-axis selector over the decoded samples: all of them."""
+
+    @property
+    def is_whole_chunk(self) -> bool:
+        return self.start == 0 and self.stop == self.chunk_length
+
+    def frame_runs(self, index: FrameIndex, n_frames: int, key: str | None) -> list[tuple[int, int]]:
+        """The one [first, stop) run of frames holding the span, its pre-roll frame included."""
+        last = index.frame_of(self.stop - 1)
+        if last >= n_frames:
+            raise CorruptChunkError(key, f"sample {self.stop - 1} lies beyond the chunk's {n_frames} frames")
+        return [(max(index.frame_of(self.start) - 1, 0), last + 1)]
+
+    def decode(
+        self, frames: _FetchedFrames, decoder: aac.FrameDecoder, runs: list[tuple[int, int]], header: ChunkHeader,
+        dtype: np.dtype,
+    ) -> np.ndarray:
+        """The span's samples as ``dtype``, shape (samples, channels), from the run ``frame_runs`` gave."""
+        ((run_start, run_stop),) = runs
+        scratch = _scratch_buffer((run_stop - run_start) * aac.FRAME_LENGTH, header.channels)
+        pcm = frames.decode_run(decoder, run_start, run_stop, scratch)
         offset = run_start * aac.FRAME_LENGTH - header.skip
-        compact = pcm[wanted.span[0] - offset : wanted.span[1] - offset]
-        out = aac.to_dtype(compact, dtype, overwrite=True)
+        out = aac.to_dtype(pcm[self.start - offset : self.stop - offset], dtype, overwrite=True)
         if scratch is not None and out.dtype == np.float32:
-            # float32 output is the scratch buffer itself; no await has come between decode and here
+            # A float32 result is a view of this thread's buffer, which its next read overwrites.
+            # No await has come between the decode and here, so no other read has used it yet.
             out = out.copy()
-    else:
-        rows = wanted.rows
+        return out
+
+
+@dataclass(frozen=True)
+class _SampleRows:
+    """Any other first-axis selection: the sorted unique ``rows`` of a chunk it touches, and
+    ``first_axis``, the selector re-expressed over an array holding only those rows."""
+
+    rows: np.ndarray
+    first_axis: Any
+    chunk_length: int
+
+    @classmethod
+    def of(cls, selector: Any, chunk_length: int) -> _SampleRows:
+        if isinstance(selector, slice):
+            start, stop, step = selector.indices(chunk_length)
+            return cls(np.arange(start, stop, step, dtype=np.int64), slice(None), chunk_length)
+        if isinstance(selector, int | np.integer):
+            return cls(np.array([int(selector)], dtype=np.int64), 0, chunk_length)
+        indices = np.asarray(selector, dtype=np.int64)
+        rows, inverse = np.unique(indices, return_inverse=True)
+        return cls(rows, inverse.reshape(indices.shape), chunk_length)
+
+    @property
+    def is_whole_chunk(self) -> bool:
+        return self.rows.size == self.chunk_length
+
+    def frame_runs(self, index: FrameIndex, n_frames: int, key: str | None) -> list[tuple[int, int]]:
+        """[first, stop) runs of consecutive frames holding the rows, with the pre-roll frame before each."""
+        holding = index.frame_of(self.rows)
+        if holding[-1] >= n_frames:
+            raise CorruptChunkError(key, f"sample {int(self.rows[-1])} lies beyond the chunk's {n_frames} frames")
+        needed = np.zeros(n_frames, dtype=bool)
+        needed[holding] = True
+        needed[holding[holding > 0] - 1] = True
+        return aac.frame_runs(np.flatnonzero(needed))
+
+    def decode(
+        self, frames: _FetchedFrames, decoder: aac.FrameDecoder, runs: list[tuple[int, int]], header: ChunkHeader,
+        dtype: np.dtype,
+    ) -> np.ndarray:
+        """The rows' samples as ``dtype``, shape (rows, channels), from the runs ``frame_runs`` gave."""
+        rows = self.rows
         compact = np.empty((rows.size, header.channels), dtype=np.float32)
         for run_start, run_stop in runs:
-            pcm = _decode_run(decoder, view, index, run_start, run_stop, base, key)
+            pcm = frames.decode_run(decoder, run_start, run_stop)
             dropped = 0 if run_start == 0 else aac.FRAME_LENGTH
             first_sample = run_start * aac.FRAME_LENGTH - header.skip + dropped
             lo, hi = np.searchsorted(rows, [first_sample, first_sample + pcm.shape[0] - dropped])
             compact[lo:hi] = pcm[dropped:][rows[lo:hi] - first_sample]
-        out = aac.to_dtype(compact, dtype, overwrite=True)
-    out = out.reshape((out.shape[0], *shape[1:]))
-    return chunk_spec.prototype.nd_buffer.from_numpy_array(out[(wanted.first_axis, *selection[1:])])
+        return aac.to_dtype(compact, dtype, overwrite=True)
+
+
+_SampleSelection: TypeAlias = _SampleSpan | _SampleRows
+
+
+def _sample_selection(selector: Any, chunk_length: int) -> _SampleSelection:
+    """What a first-axis selector asks of a chunk: a span if it is a non-empty slice with step 1, else rows."""
+    if isinstance(selector, slice):
+        start, stop, step = selector.indices(chunk_length)
+        if step == 1 and stop > start:
+            return _SampleSpan(start, stop, chunk_length)
+    return _SampleRows.of(selector, chunk_length)
 
 
 SCRATCH_MAX_BYTES = 8 << 20
 """Largest decode buffer a reading thread keeps between reads (10 s of 4 channels at 48 kHz).
-A fresh array of a few hundred KB costs a page fault for each 4 KB page on first write, since
-glibc hands large freed blocks back to the system: that was a third of a 1 s read."""
+glibc hands a freed block of a few hundred KB back to the system, so a fresh buffer for each
+read would page-fault on every 4 KB page it fills (docs/design-notes.md has the cost)."""
 _scratch_buffers = threading.local()
 
 
-def _scratch(samples: int, channels: int) -> np.ndarray | None:
+def _scratch_buffer(samples: int, channels: int) -> np.ndarray | None:
     """This thread's float32 (samples, channels) decode buffer, or None when too large to keep."""
     size = samples * channels
     if size * 4 > SCRATCH_MAX_BYTES:
@@ -349,7 +545,9 @@ def _decoder_for(prefix: ChunkPrefix) -> aac.FrameDecoder:
     return aac.FrameDecoder(prefix.asc, header.channels, reuse=reuse)
 
 
-async def _get(byte_getter: ByteGetter, prototype: Any, key: str | None, byte_range: RangeByteRequest | None = None) -> Buffer | None:
+async def _get(
+    byte_getter: ByteGetter, prototype: BufferPrototype, key: str | None, byte_range: RangeByteRequest | None = None
+) -> Buffer | None:
     """Bytes of a chunk from the store; a store failure becomes a ChunkReadError naming the chunk."""
     try:
         return await byte_getter.get(prototype=prototype, byte_range=byte_range)
@@ -362,74 +560,16 @@ def _key_of(byte_getter: Any) -> str | None:
     return path if isinstance(path, str) else None
 
 
-def _check_geometry(header: Any, shape: tuple[int, ...], key: str | None) -> None:
-    channels = _chunk_channels(shape)
-    if header.n_samples != shape[0] or header.channels != channels:
-        raise CorruptChunkError(
-            key, f"chunk holds {header.n_samples} samples x {header.channels} channels, the array expects {shape[0]} x {channels}"
-        )
-
-
-def _requested_rows(selector: Any, n: int) -> tuple[np.ndarray, Any]:
-    """Sorted unique sample rows a first-axis selector touches, and the selector re-expressed
-    over an array holding only those rows."""
-    if isinstance(selector, slice):
-        start, stop, step = selector.indices(n)
-        return np.arange(start, stop, step, dtype=np.int64), slice(None)
-    if isinstance(selector, int | np.integer):
-        return np.array([int(selector)], dtype=np.int64), 0
-    indices = np.asarray(selector, dtype=np.int64)
-    rows, inverse = np.unique(indices, return_inverse=True)
-    return rows, inverse.reshape(indices.shape)
-
-
-def _contiguous_span(selector: Any, n: int) -> tuple[int, int] | None:
-    """(start, stop) when a first-axis selector is a non-empty slice with step 1, else None."""
-    if isinstance(selector, slice):
-        start, stop, step = selector.indices(n)
-        if step == 1 and stop > start:
-            return start, stop
-    return None
-
-
-def _frames_spanned(start: int, stop: int, index: FrameIndex, n_frames: int, key: str | None) -> tuple[int, int]:
-    """The [first, last + 1) run of frames holding samples [start, stop), with its pre-roll frame."""
-    last = index.frame_of(stop - 1)
-    if last >= n_frames:
-        raise CorruptChunkError(key, f"sample {stop - 1} lies beyond the chunk's {n_frames} frames")
-    return max(index.frame_of(start) - 1, 0), last + 1
-
-
-def _frames_needed(rows: np.ndarray, index: FrameIndex, n_frames: int, key: str | None) -> np.ndarray:
-    """Frames holding ``rows`` (sorted, unique) plus the pre-roll frame before each."""
-    holding = index.frame_of(rows)
-    if holding[-1] >= n_frames:
-        raise CorruptChunkError(key, f"sample {int(rows[-1])} lies beyond the chunk's {n_frames} frames")
-    needed = np.zeros(n_frames, dtype=bool)
-    needed[holding] = True
-    needed[holding[holding > 0] - 1] = True
-    return np.flatnonzero(needed)
-
-
-def _frames(payload: memoryview, index: FrameIndex, start: int, stop: int, base: int = 0) -> list[memoryview]:
+def _frame_payloads(payload: memoryview, index: FrameIndex, start: int, stop: int, base: int = 0) -> list[memoryview]:
+    """The bytes of frames [start, stop), from ``payload``, which begins at payload offset ``base``."""
     offsets = index.byte_offsets
     return [payload[offsets[i] - base : offsets[i + 1] - base] for i in range(start, stop)]
 
 
-def _decode_run(
-    decoder: aac.FrameDecoder, payload: memoryview, index: FrameIndex, start: int, stop: int, base: int, key: str | None,
-    out: np.ndarray | None = None,
+def _decode_payloads(
+    decoder: aac.FrameDecoder, frames: list[memoryview], key: str | None, out: np.ndarray | None = None
 ) -> np.ndarray:
-    """PCM of frames [start, stop), whose bytes begin at ``payload[index.byte_offsets[start] - base]``
-    (decoded into ``out`` if given)."""
-    pcm = _decode(decoder, _frames(payload, index, start, stop, base), key, out)
-    expected = (stop - start) * aac.FRAME_LENGTH
-    if pcm.shape[0] != expected:
-        raise CorruptChunkError(key, f"frames {start}-{stop - 1} decode to {pcm.shape[0]} samples, expected {expected}")
-    return pcm
-
-
-def _decode(decoder: aac.FrameDecoder, frames: list[memoryview], key: str | None, out: np.ndarray | None = None) -> np.ndarray:
+    """``decoder.decode`` of ``frames``, with FFmpeg's refusal raised as a CorruptChunkError naming the chunk."""
     try:
         return decoder.decode(frames, out)
     except AudioDecodeError as exc:

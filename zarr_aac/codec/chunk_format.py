@@ -15,12 +15,14 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import overload
 
 import google_crc32c
 import numpy as np
 
 from zarr_aac.codec.aac import AAC_SAMPLE_RATES, FRAME_LENGTH, MAX_CHANNELS
 from zarr_aac.errors import CorruptChunkError
+from zarr_aac.validation import channels_of
 
 MAGIC = b"ZAAC"
 VERSION = 2
@@ -71,8 +73,14 @@ class FrameIndex:
         sample_pos = np.arange(n, dtype=np.int64) * self.frame_length - self.skip
         return np.stack([self.byte_offsets[:-1], self.frame_sizes, sample_pos], axis=1)
 
+    @overload
+    def frame_of(self, sample: int) -> int: ...
+
+    @overload
+    def frame_of(self, sample: np.ndarray) -> np.ndarray: ...
+
     def frame_of(self, sample: np.ndarray | int) -> np.ndarray | int:
-        """Number of the frame whose decoded output holds ``sample``."""
+        """Number of the frame whose decoded output holds ``sample`` (of each, for an array)."""
         return (sample + self.skip) // self.frame_length
 
 
@@ -137,7 +145,8 @@ class ChunkPrefix:
             expected = int(self.group_checksums[start // group])
             if crc != expected:
                 raise CorruptChunkError(
-                    key, f"checksum mismatch in frames {start}-{end - 1} (stored {expected:#010x}, computed {crc:#010x})"
+                    key,
+                    f"checksum mismatch in frames {start}-{end - 1} (stored {expected:#010x}, computed {crc:#010x})",
                 )
 
 
@@ -236,6 +245,20 @@ def parse_header(data: bytes | memoryview, key: str | None) -> ChunkHeader:
     )
 
 
+def check_chunk_geometry(header: ChunkHeader, chunk_shape: tuple[int, ...], key: str | None) -> None:
+    """Raise CorruptChunkError unless the chunk holds the samples and channels of the array's chunk shape.
+
+    A chunk moved or copied between arrays parses cleanly; only this check stops it from being
+    read as another array's samples.
+    """
+    channels = channels_of(chunk_shape)
+    if header.n_samples != chunk_shape[0] or header.channels != channels:
+        raise CorruptChunkError(
+            key, f"chunk holds {header.n_samples} samples x {header.channels} channels, "
+            f"the array expects {chunk_shape[0]} x {channels}"
+        )
+
+
 def parse_prefix(data: bytes | memoryview, header: ChunkHeader, key: str | None) -> ChunkPrefix:
     """Verify the header/index checksum and read ASC, frame index and group checksums."""
     if len(data) < header.prefix_nbytes:
@@ -250,7 +273,9 @@ def parse_prefix(data: bytes | memoryview, header: ChunkHeader, key: str | None)
     (stored_crc,) = struct.unpack_from("<I", view, _CRC_OFFSET)
     crc = google_crc32c.extend(google_crc32c.value(bytes(view[:_CRC_OFFSET]) + asc), index_bytes)
     if crc != stored_crc:
-        raise CorruptChunkError(key, f"header/index checksum mismatch (stored {stored_crc:#010x}, computed {crc:#010x})")
+        raise CorruptChunkError(
+            key, f"header/index checksum mismatch (stored {stored_crc:#010x}, computed {crc:#010x})"
+        )
     sizes = np.frombuffer(index_bytes, dtype="<u2", count=header.n_frames)
     index = FrameIndex.from_sizes(sizes, header.skip)
     if int(index.byte_offsets[-1]) != header.payload_nbytes:

@@ -52,7 +52,26 @@ _active_report: ContextVar[CorruptChunkReport | None] = ContextVar("zarr_aac_tol
 
 @contextmanager
 def tolerant_reads() -> Iterator[CorruptChunkReport]:
-    """Within the block, corrupt chunks read as fill values and are listed in the report."""
+    """Within the block, corrupt chunks read as fill values and are listed in the report.
+
+    Without it a read that meets a chunk failing its checks raises CorruptChunkError; inside it
+    the chunk's part of the read is the array's fill value and the error is kept. The mode
+    covers reads made in this thread and the tasks zarr starts for them, not reads in other
+    threads or processes.
+
+    Yields
+    ------
+    CorruptChunkReport
+        The errors of the corrupt chunks met in the block, in the order met, each naming its
+        chunk's ``key`` and ``reason``; false while there are none.
+
+    Examples
+    --------
+    >>> with zarr_aac.tolerant_reads() as report:  # doctest: +SKIP
+    ...     pcm = array[:]
+    >>> report.keys  # doctest: +SKIP
+    ['recording/audio/c/3/0']
+    """
     report = CorruptChunkReport()
     token = _active_report.set(report)
     try:
