@@ -145,7 +145,7 @@ class SampleClockTransform(CoordinateTransform):
     def equals(self, other: CoordinateTransform, exclude: frozenset[Hashable] | None = None) -> bool:
         return isinstance(other, SampleClockTransform) and self._key() == other._key()
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[int, int, int, int, int, bool, Hashable, str]:
         return (
             self.origin_ns, self.rate, self.first, self.step, self.size, self.is_datetime, self.coord_name, self.dim,
         )
@@ -174,7 +174,29 @@ class SampleTimeIndex(CoordinateTransformIndex):
 
     @classmethod
     def for_recording(cls, size: int, rate: int, start: Any = None, *, dim: str = "time") -> SampleTimeIndex:
-        """Index of ``size`` samples at ``rate`` Hz from ``start`` (None: a timedelta axis)."""
+        """Index of ``size`` samples at ``rate`` Hz from ``start`` (None: a timedelta axis).
+
+        Parameters
+        ----------
+        size : int
+            Samples in the recording.
+        rate : int
+            Sample rate in Hz.
+        start : str, datetime-like or epoch nanoseconds, optional
+            Instant of sample 0 (naive times are UTC). None gives a ``timedelta64[ns]`` axis
+            counted from the first sample.
+        dim : str, default "time"
+            Name of the time dimension and of its coordinate.
+
+        Returns
+        -------
+        SampleTimeIndex
+
+        Raises
+        ------
+        zarr_aac.errors.TimeLabelError
+            If ``start`` cannot be read as an instant.
+        """
         is_datetime = start is not None
         origin = parse_start_ns(start) if is_datetime else 0
         return cls(SampleClockTransform(origin_ns=origin, rate=rate, size=size, dim=dim, is_datetime=is_datetime))
@@ -268,7 +290,30 @@ class SampleTimeIndex(CoordinateTransformIndex):
     @classmethod
     def concat(cls, indexes: Sequence[SampleTimeIndex], dim: Hashable, positions: Any = None) -> SampleTimeIndex:
         """Join recordings that abut: each must start where the previous one's next sample would be
-        (within half a sample period); the result keeps the first recording's clock."""
+        (within half a sample period); the result keeps the first recording's clock.
+
+        xarray calls this from ``xr.concat``; :func:`zarr_aac.concat_recordings` calls it directly.
+
+        Parameters
+        ----------
+        indexes : sequence of SampleTimeIndex
+            The recordings' time indexes, in time order.
+        dim : hashable
+            Dimension of the joined index.
+        positions : None
+            Must be None: a lazy axis cannot interleave its parts.
+
+        Returns
+        -------
+        SampleTimeIndex
+            The first recording's clock, as long as all of them together.
+
+        Raises
+        ------
+        zarr_aac.errors.TimeAxisError
+            If ``positions`` is given, an index is not a :class:`SampleTimeIndex`, the axes differ
+            in rate, step or kind (datetime or timedelta), or a recording does not abut the previous.
+        """
         if positions is not None:
             raise TimeAxisError("a lazy time axis can only be concatenated in order (positions= is not supported)")
         head = indexes[0].transform
