@@ -232,9 +232,10 @@ class SampleTimeIndex(CoordinateTransformIndex):
             return IndexSelResult({self.dim: self._slice_positions(label)})
         ns = _label_ns(label, self.transform.is_datetime)
         positions = self._positions(np.atleast_1d(np.asarray(ns, dtype=np.int64)), method, tolerance, label)
-        if isinstance(label, DataArray | Variable):
-            wrapped = type(label)(positions.reshape(label.shape), dims=label.dims)
-            return IndexSelResult({self.dim: wrapped})
+        if isinstance(label, DataArray):
+            return IndexSelResult({self.dim: DataArray(positions.reshape(label.shape), dims=label.dims)})
+        if isinstance(label, Variable):
+            return IndexSelResult({self.dim: Variable(label.dims, positions.reshape(label.shape))})
         return IndexSelResult({self.dim: int(positions[0]) if np.ndim(ns) == 0 else positions.reshape(np.shape(ns))})
 
     def _slice_positions(self, label: slice) -> slice:
