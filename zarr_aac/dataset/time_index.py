@@ -167,6 +167,27 @@ class SampleClockTransform(CoordinateTransform):
         return format_start_time(self.origin_ns) if self.is_datetime else "none (timedelta axis)"
 
 
+def _require_same_clock(head: SampleClockTransform, part: SampleClockTransform) -> None:
+    if (part.rate, part.step, part.is_datetime) != (head.rate, head.step, head.is_datetime):
+        if part.is_datetime != head.is_datetime:
+            raise TimeAxisError("cannot concatenate a datetime axis with a timedelta axis")
+        raise TimeAxisError(
+            f"cannot concatenate time axes of {head.rate} Hz (step {head.step}) and {part.rate} Hz (step {part.step})"
+        )
+
+
+def _require_abutting(head: SampleClockTransform, size: int, part: SampleClockTransform) -> None:
+    """``part`` must start where sample ``size`` of ``head``'s clock would sound, within half a period."""
+    expected_ns = head.instant_ns(size)
+    actual_ns = part.instant_ns(0)
+    if part.size and abs(actual_ns - expected_ns) * 2 * head.rate > NS_PER_S * head.step:
+        gap = (actual_ns - expected_ns) / NS_PER_S
+        raise TimeAxisError(
+            f"recordings do not abut: the next one starts {gap:+.9f} s from where the previous one ends "
+            f"({np.int64(expected_ns).astype(head.dtype)}); keep them as separate variables"
+        )
+
+
 class SampleTimeIndex(CoordinateTransformIndex):
     """xarray index of a recording's time axis: exact, lazy, picklable, concatenable."""
 
@@ -323,21 +344,8 @@ class SampleTimeIndex(CoordinateTransformIndex):
             part = getattr(index, "transform", None)
             if not isinstance(part, SampleClockTransform):
                 raise TimeAxisError(f"cannot concatenate a lazy time axis with a {type(index).__name__}")
-            if (part.rate, part.step, part.is_datetime) != (head.rate, head.step, head.is_datetime):
-                if part.is_datetime != head.is_datetime:
-                    raise TimeAxisError("cannot concatenate a datetime axis with a timedelta axis")
-                raise TimeAxisError(
-                    f"cannot concatenate time axes of {head.rate} Hz (step {head.step}) "
-                    f"and {part.rate} Hz (step {part.step})"
-                )
-            expected_ns = head.instant_ns(size)
-            actual_ns = part.instant_ns(0)
-            if part.size and abs(actual_ns - expected_ns) * 2 * head.rate > NS_PER_S * head.step:
-                gap = (actual_ns - expected_ns) / NS_PER_S
-                raise TimeAxisError(
-                    f"recordings do not abut: the next one starts {gap:+.9f} s from where the previous one ends "
-                    f"({np.int64(expected_ns).astype(head.dtype)}); keep them as separate variables"
-                )
+            _require_same_clock(head, part)
+            _require_abutting(head, size, part)
             size += part.size
         return cls(SampleClockTransform(
             origin_ns=head.origin_ns, rate=head.rate, size=size, dim=str(dim), coord_name=head.coord_name,
