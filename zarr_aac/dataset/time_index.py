@@ -71,6 +71,7 @@ def _label_ns(label: Any, is_datetime: bool) -> Any:
                else "duration (e.g. '90s' or pandas.Timedelta)")
         )
     items = values.ravel()
+    parsed: pd.DatetimeIndex | pd.TimedeltaIndex
     try:
         if is_datetime:
             if values.dtype.kind == "m" or any(isinstance(v, datetime.timedelta | np.timedelta64) for v in items):
