@@ -11,6 +11,7 @@ from io import BytesIO
 from pathlib import Path
 
 import numpy as np
+import pytest
 import zarr
 
 import zarr_aac
@@ -23,11 +24,32 @@ def test_codec_entry_point_is_registered():
     assert point.load() is zarr_aac.AACCodec
 
 
+def test_xarray_engine_entry_point_is_registered():
+    from zarr_aac.dataset import ZarrAACBackendEntrypoint
+
+    (point,) = [e for e in entry_points(group="xarray.backends") if e.name == "zarr_aac"]
+    assert point.load() is ZarrAACBackendEntrypoint
+
+
+def test_xarray_engine_entry_point_loads_no_reading_code():
+    """xarray loads every backend's entry point whatever it opens, so ours must stay cheap."""
+    script = (
+        "import sys\n"
+        "from importlib.metadata import entry_points\n"
+        "(point,) = [e for e in entry_points(group='xarray.backends') if e.name == 'zarr_aac']\n"
+        "point.load()\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('zarr_aac.dataset.', 'zarr_aac.archive'))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode().strip() == "['zarr_aac.dataset.backend']"
+
+
 def test_installed_not_only_editable():
     """Under `nox -s tests` (which sets ZARR_AAC_REQUIRE_INSTALLED) the code under test is a
     real install in site-packages, not the repository checkout."""
     if not os.environ.get("ZARR_AAC_REQUIRE_INSTALLED"):
-        return
+        pytest.skip("ZARR_AAC_REQUIRE_INSTALLED is unset: only `nox -s tests` tests a real install")
     module_path = Path(zarr_aac.__file__).resolve()
     assert module_path.parent != REPO / "zarr_aac", f"zarr_aac imported from the checkout: {module_path}"
     assert "site-packages" in module_path.parts

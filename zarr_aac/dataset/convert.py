@@ -4,17 +4,18 @@ writing a PCM DataArray back as an AAC recording without ever storing a time coo
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import xarray as xr
 import zarr
 from zarr.errors import ContainsArrayAndGroupError, ContainsArrayError, ContainsGroupError
 
-from zarr_aac.codec.aac_codec import AACCodec
-from zarr_aac.errors import ArchiveError, RecordingMetadataError, TimeAxisError, UnsupportedAudioError
-from zarr_aac.dataset.time_index import SampleTimeIndex, format_start_time, parse_start_ns
 from zarr_aac.archive.pending_writes import delete_tree
+from zarr_aac.codec.aac_codec import AACCodec
+from zarr_aac.dataset.time_index import SampleTimeIndex, format_start_time, parse_start_ns
+from zarr_aac.errors import ArchiveError, RecordingMetadataError, TimeAxisError, UnsupportedAudioError
+from zarr_aac.validation import channels_of, parse_positive_int
 
 DEFAULT_CHUNK_SECONDS = 60
 """Stored chunk length of :func:`to_aac` unless told: whole-chunk writes, cheap reads via the frame index."""
@@ -25,19 +26,34 @@ def assign_time_index(ds: xr.Dataset) -> xr.Dataset:
 
     Every data variable with a ``sample_rate`` attribute is a recording whose first dimension
     is its time axis; its ``start_time`` attribute (absent: a timedelta axis) sets the origin.
-    Variables sharing a time dimension must agree on length, rate and start.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        As ``xr.open_zarr`` gives it: the recordings' attributes, no time coordinates.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``ds`` with a :class:`SampleTimeIndex` on each recording's time dimension, replacing any
+        coordinate variable of that dimension.
+
+    Raises
+    ------
+    zarr_aac.errors.RecordingMetadataError
+        If a ``sample_rate`` attribute is not a positive integer, variables sharing a time
+        dimension disagree on its length, rate or start, or no variable has a ``sample_rate``.
+    zarr_aac.errors.TimeLabelError
+        If a ``start_time`` attribute cannot be read as an instant.
     """
     indexes: dict[str, SampleTimeIndex] = {}
     for name, var in ds.data_vars.items():
         rate = var.attrs.get("sample_rate")
         if rate is None:
             continue
-        if isinstance(rate, bool) or not isinstance(rate, int | np.integer) or rate <= 0:
-            raise RecordingMetadataError(
-                f"variable {name!r}: sample_rate attribute must be a positive integer, got {rate!r}"
-            )
+        rate = parse_positive_int(rate, f"variable {name!r}: sample_rate attribute", error=RecordingMetadataError)
         dim = str(var.dims[0])
-        index = SampleTimeIndex.for_recording(var.shape[0], int(rate), var.attrs.get("start_time"), dim=dim)
+        index = SampleTimeIndex.for_recording(var.shape[0], rate, var.attrs.get("start_time"), dim=dim)
         if dim in indexes and not indexes[dim].equals(index):
             raise RecordingMetadataError(f"variables on dimension {dim!r} disagree on its sample rate or start time")
         indexes[dim] = index
@@ -52,13 +68,31 @@ def assign_time_index(ds: xr.Dataset) -> xr.Dataset:
 def concat_recordings(datasets: Sequence[xr.Dataset], dim: str = "time") -> xr.Dataset:
     """Join abutting recordings (one deployment, many files) along ``dim``, lazily.
 
-    Same result as ``xr.concat(datasets, dim)`` on datasets opened with ``chunks=``, without its
-    one-byte-per-sample bookkeeping array (10 GB at 10^10 samples). Data variables become dask
-    concatenations on the stored chunks; attributes come from the first dataset.
+    Same result as ``xr.concat(datasets, dim)`` on datasets opened with ``chunks=``, without the
+    per-sample bookkeeping array xarray's concat allocates (docs/xarray.md has the sizes).
+
+    Parameters
+    ----------
+    datasets : sequence of xarray.Dataset
+        In time order, each with a :class:`SampleTimeIndex` on ``dim`` and the same data variables.
+    dim : str, default "time"
+        The time dimension to join along.
+
+    Returns
+    -------
+    xarray.Dataset
+        One lazy time index over all samples, and each data variable as a dask concatenation on
+        the stored chunks; attributes come from the first dataset.
+
+    Raises
+    ------
+    zarr_aac.errors.TimeAxisError
+        If a recording does not start where the previous one ends (within half a sample period),
+        or the time axes differ in rate or kind (datetime or timedelta).
     """
-    index = SampleTimeIndex.concat([ds.xindexes[dim] for ds in datasets], dim)
+    index = SampleTimeIndex.concat([cast(SampleTimeIndex, ds.xindexes[dim]) for ds in datasets], dim)
     data_vars = {}
-    for name, first in datasets[0].data_vars.items():
+    for name in datasets[0].data_vars:
         parts = [_as_dask(ds[name].variable) for ds in datasets]
         data_vars[name] = xr.Variable.concat(parts, dim, combine_attrs="override")
     return xr.Dataset(data_vars, coords=xr.Coordinates.from_xindex(index), attrs=datasets[0].attrs)
@@ -85,11 +119,51 @@ def to_aac(
 ) -> zarr.Array:
     """Store a PCM DataArray ``(time[, channel])`` as an AAC recording and return the new array.
 
-    The rate and start come from the DataArray's lazy time index when it has one (a slice keeps
-    its exact first instant), else from ``sample_rate``/``start_time`` or its attributes. Only
-    the samples are written, in whole chunks of ``chunk_samples`` (default 60 s); the time axis
-    goes to the ``sample_rate`` and ``start_time`` attributes, never as a coordinate array.
-    float64 data is stored as float32; dask-backed data is written chunk by chunk.
+    Only the samples are written; the time axis goes to the ``sample_rate`` and ``start_time``
+    attributes, never as a coordinate array. If the write fails, the new array is deleted.
+
+    Parameters
+    ----------
+    data : xarray.DataArray
+        ``(time,)`` or ``(time, channel)`` PCM, int16 or float (float64 is stored as float32),
+        numpy- or dask-backed (dask data is written chunk by chunk). The time dimension is the one
+        with a :class:`SampleTimeIndex`, else the first.
+    store : str, os.PathLike or zarr store
+        Where to create the array.
+    name : str, optional
+        Path of the new array inside ``store``.
+    sample_rate : int, optional
+        Needed when ``data`` has no lazy time index and no ``sample_rate`` attribute; must agree
+        with the index when it has one.
+    start_time : str, datetime-like or epoch nanoseconds, optional
+        Instant of the first sample; by default the lazy index's (a slice keeps the exact instant
+        of its first sample), else the ``start_time`` attribute, else none (a timedelta axis).
+    chunk_samples : int, optional
+        Samples per stored chunk; default 60 s.
+    bitrate, aac_sample_rate : int, optional
+        Passed to :class:`zarr_aac.AACCodec`.
+    overwrite : bool, default False
+        Replace an array or group already at ``name``.
+    storage_options : dict, optional
+        Passed to fsspec for URLs.
+
+    Returns
+    -------
+    zarr.Array
+        The stored recording.
+
+    Raises
+    ------
+    zarr_aac.errors.UnsupportedAudioError
+        If ``data`` is not 1-d or 2-d, or the codec cannot store its dtype, rate or channel count.
+    ValueError
+        If ``bitrate`` or ``aac_sample_rate`` is outside the codec's range.
+    zarr_aac.errors.RecordingMetadataError
+        If the sample rate is unknown, or ``sample_rate`` disagrees with the time index.
+    zarr_aac.errors.TimeAxisError
+        If the time axis is a materialised coordinate, or a stepped one with no integer rate.
+    zarr_aac.errors.ArchiveError
+        If something is already stored at ``name`` and ``overwrite`` is False.
     """
     time_dim = _time_dim(data)
     rate, start = _clock_of(data, time_dim, sample_rate, start_time)
@@ -97,15 +171,11 @@ def to_aac(
         raise UnsupportedAudioError(f"to_aac stores (time,) or (time, channel) arrays, not dims {data.dims}")
     data = data.transpose(time_dim, ...)
     dtype = np.dtype("float32") if data.dtype == np.float64 else data.dtype
-    chunk_len = int(chunk_samples or DEFAULT_CHUNK_SECONDS * rate)
-    attributes = {key: value for key, value in data.attrs.items() if key not in ("start_time",)}
-    channels = 1 if data.ndim == 1 else data.shape[1]
-    attributes.update(sample_rate=rate, channels=channels, duration_s=data.shape[0] / rate)
-    if start is not None:
-        attributes["start_time"] = format_start_time(start)
+    chunk_samples = int(chunk_samples or DEFAULT_CHUNK_SECONDS * rate)
+    attributes = _recording_attributes(data, rate, start)
     try:
         array = zarr.create_array(
-            store, name=name, shape=data.shape, chunks=(chunk_len, *data.shape[1:]), dtype=dtype,
+            store, name=name, shape=data.shape, chunks=(chunk_samples, *data.shape[1:]), dtype=dtype,
             serializer=AACCodec(sample_rate=rate, bitrate=bitrate, aac_sample_rate=aac_sample_rate),
             compressors=None, fill_value=0, dimension_names=[str(d) for d in data.dims],
             attributes=attributes, overwrite=overwrite, storage_options=storage_options,
@@ -113,11 +183,7 @@ def to_aac(
     except (ContainsArrayError, ContainsGroupError, ContainsArrayAndGroupError) as exc:
         where = f"{name or '/'!r} of {store!r}"
         raise ArchiveError(f"cannot store the recording at {where}: {exc}; pass overwrite=True") from exc
-    try:
-        _write_samples(data.variable.data, array, dtype)
-    except BaseException:
-        delete_tree(array.store_path.store, array.store_path.path)
-        raise
+    _write_or_delete(data.variable.data, array, dtype)
     return array
 
 
@@ -132,16 +198,7 @@ def _clock_of(data: xr.DataArray, time_dim: str, sample_rate: int | None, start_
     """(rate, start epoch-ns or None): from the lazy index, else the arguments, else the attributes."""
     index = data.xindexes.get(time_dim)
     if isinstance(index, SampleTimeIndex):
-        clock = index.transform
-        if clock.rate % clock.step:
-            raise TimeAxisError(
-                f"a time axis taking every {clock.step}th sample of {clock.rate} Hz has no integer rate"
-            )
-        rate = clock.rate // clock.step
-        if sample_rate is not None and sample_rate != rate:
-            raise RecordingMetadataError(f"sample_rate={sample_rate} disagrees with the time axis ({rate} Hz)")
-        start = int(clock.instant_ns(0)) if clock.is_datetime else None
-        return rate, start if start_time is None else parse_start_ns(start_time)
+        return _clock_of_index(index, sample_rate, start_time)
     if time_dim in data.coords:
         raise TimeAxisError(
             f"{time_dim!r} is a materialised coordinate; to_aac writes no time arrays: "
@@ -154,8 +211,35 @@ def _clock_of(data: xr.DataArray, time_dim: str, sample_rate: int | None, start_
     return int(rate), None if start is None else parse_start_ns(start)
 
 
-def _write_samples(values: Any, array: zarr.Array, dtype: np.dtype) -> None:
-    if hasattr(values, "dask"):
-        values.astype(dtype).rechunk(array.chunks).store(array, lock=False)
-    else:
-        array[...] = np.asarray(values, dtype=dtype)
+def _clock_of_index(index: SampleTimeIndex, sample_rate: int | None, start_time: Any) -> tuple[int, int | None]:
+    """(rate, start epoch-ns or None) of a lazy time axis; ``start_time`` overrides its start."""
+    clock = index.transform
+    if clock.rate % clock.step:
+        raise TimeAxisError(f"a time axis taking every {clock.step}th sample of {clock.rate} Hz has no integer rate")
+    rate = clock.rate // clock.step
+    if sample_rate is not None and sample_rate != rate:
+        raise RecordingMetadataError(f"sample_rate={sample_rate} disagrees with the time axis ({rate} Hz)")
+    if start_time is not None:
+        return rate, parse_start_ns(start_time)
+    return rate, int(clock.instant_ns(0)) if clock.is_datetime else None
+
+
+def _recording_attributes(data: xr.DataArray, rate: int, start_ns: int | None) -> dict[str, Any]:
+    """The DataArray's attributes with the recording's clock and shape written over them."""
+    attributes = {key: value for key, value in data.attrs.items() if key != "start_time"}
+    attributes.update(sample_rate=rate, channels=channels_of(data.shape), duration_s=data.shape[0] / rate)
+    if start_ns is not None:
+        attributes["start_time"] = format_start_time(start_ns)
+    return attributes
+
+
+def _write_or_delete(values: Any, array: zarr.Array, dtype: np.dtype) -> None:
+    """Write every sample, or delete the half-written array so no partial recording is left behind."""
+    try:
+        if hasattr(values, "dask"):
+            values.astype(dtype).rechunk(array.chunks).store(array, lock=False)
+        else:
+            array[...] = np.asarray(values, dtype=dtype)
+    except BaseException:
+        delete_tree(array.store_path.store, array.store_path.path)
+        raise

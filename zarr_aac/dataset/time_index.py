@@ -79,6 +79,7 @@ def _label_ns(label: Any, is_datetime: bool) -> Any:
                else "duration (e.g. '90s' or pandas.Timedelta)")
         )
     items = values.ravel()
+    parsed: pd.DatetimeIndex | pd.TimedeltaIndex
     try:
         if is_datetime:
             if values.dtype.kind == "m" or any(isinstance(v, datetime.timedelta | np.timedelta64) for v in items):
@@ -153,7 +154,7 @@ class SampleClockTransform(CoordinateTransform):
     def equals(self, other: CoordinateTransform, exclude: frozenset[Hashable] | None = None) -> bool:
         return isinstance(other, SampleClockTransform) and self._key() == other._key()
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[int, int, int, int, int, bool, Hashable, str]:
         return (
             self.origin_ns, self.rate, self.first, self.step, self.size, self.is_datetime, self.coord_name, self.dim,
         )
@@ -175,6 +176,27 @@ class SampleClockTransform(CoordinateTransform):
         return format_start_time(self.origin_ns) if self.is_datetime else "none (timedelta axis)"
 
 
+def _require_same_clock(head: SampleClockTransform, part: SampleClockTransform) -> None:
+    if (part.rate, part.step, part.is_datetime) != (head.rate, head.step, head.is_datetime):
+        if part.is_datetime != head.is_datetime:
+            raise TimeAxisError("cannot concatenate a datetime axis with a timedelta axis")
+        raise TimeAxisError(
+            f"cannot concatenate time axes of {head.rate} Hz (step {head.step}) and {part.rate} Hz (step {part.step})"
+        )
+
+
+def _require_abutting(head: SampleClockTransform, size: int, part: SampleClockTransform) -> None:
+    """``part`` must start where sample ``size`` of ``head``'s clock would sound, within half a period."""
+    expected_ns = head.instant_ns(size)
+    actual_ns = part.instant_ns(0)
+    if part.size and abs(actual_ns - expected_ns) * 2 * head.rate > NS_PER_S * head.step:
+        gap = (actual_ns - expected_ns) / NS_PER_S
+        raise TimeAxisError(
+            f"recordings do not abut: the next one starts {gap:+.9f} s from where the previous one ends "
+            f"({np.int64(expected_ns).astype(head.dtype)}); keep them as separate variables"
+        )
+
+
 class SampleTimeIndex(CoordinateTransformIndex):
     """xarray index of a recording's time axis: exact, lazy, picklable, concatenable."""
 
@@ -182,7 +204,29 @@ class SampleTimeIndex(CoordinateTransformIndex):
 
     @classmethod
     def for_recording(cls, size: int, rate: int, start: Any = None, *, dim: str = "time") -> SampleTimeIndex:
-        """Index of ``size`` samples at ``rate`` Hz from ``start`` (None: a timedelta axis)."""
+        """Index of ``size`` samples at ``rate`` Hz from ``start`` (None: a timedelta axis).
+
+        Parameters
+        ----------
+        size : int
+            Samples in the recording.
+        rate : int
+            Sample rate in Hz.
+        start : str, datetime-like or epoch nanoseconds, optional
+            Instant of sample 0 (naive times are UTC). None gives a ``timedelta64[ns]`` axis
+            counted from the first sample.
+        dim : str, default "time"
+            Name of the time dimension and of its coordinate.
+
+        Returns
+        -------
+        SampleTimeIndex
+
+        Raises
+        ------
+        zarr_aac.errors.TimeLabelError
+            If ``start`` cannot be read as an instant.
+        """
         is_datetime = start is not None
         origin = parse_start_ns(start) if is_datetime else 0
         return cls(SampleClockTransform(origin_ns=origin, rate=rate, size=size, dim=dim, is_datetime=is_datetime))
@@ -218,9 +262,10 @@ class SampleTimeIndex(CoordinateTransformIndex):
             return IndexSelResult({self.dim: self._slice_positions(label)})
         ns = _label_ns(label, self.transform.is_datetime)
         positions = self._positions(np.atleast_1d(np.asarray(ns, dtype=np.int64)), method, tolerance, label)
-        if isinstance(label, DataArray | Variable):
-            wrapped = type(label)(positions.reshape(label.shape), dims=label.dims)
-            return IndexSelResult({self.dim: wrapped})
+        if isinstance(label, DataArray):
+            return IndexSelResult({self.dim: DataArray(positions.reshape(label.shape), dims=label.dims)})
+        if isinstance(label, Variable):
+            return IndexSelResult({self.dim: Variable(label.dims, positions.reshape(label.shape))})
         return IndexSelResult({self.dim: int(positions[0]) if np.ndim(ns) == 0 else positions.reshape(np.shape(ns))})
 
     def _slice_positions(self, label: slice) -> slice:
@@ -276,7 +321,30 @@ class SampleTimeIndex(CoordinateTransformIndex):
     @classmethod
     def concat(cls, indexes: Sequence[SampleTimeIndex], dim: Hashable, positions: Any = None) -> SampleTimeIndex:
         """Join recordings that abut: each must start where the previous one's next sample would be
-        (within half a sample period); the result keeps the first recording's clock."""
+        (within half a sample period); the result keeps the first recording's clock.
+
+        xarray calls this from ``xr.concat``; :func:`zarr_aac.concat_recordings` calls it directly.
+
+        Parameters
+        ----------
+        indexes : sequence of SampleTimeIndex
+            The recordings' time indexes, in time order.
+        dim : hashable
+            Dimension of the joined index.
+        positions : None
+            Must be None: a lazy axis cannot interleave its parts.
+
+        Returns
+        -------
+        SampleTimeIndex
+            The first recording's clock, as long as all of them together.
+
+        Raises
+        ------
+        zarr_aac.errors.TimeAxisError
+            If ``positions`` is given, an index is not a :class:`SampleTimeIndex`, the axes differ
+            in rate, step or kind (datetime or timedelta), or a recording does not abut the previous.
+        """
         if positions is not None:
             raise TimeAxisError("a lazy time axis can only be concatenated in order (positions= is not supported)")
         head = indexes[0].transform
@@ -285,21 +353,8 @@ class SampleTimeIndex(CoordinateTransformIndex):
             part = getattr(index, "transform", None)
             if not isinstance(part, SampleClockTransform):
                 raise TimeAxisError(f"cannot concatenate a lazy time axis with a {type(index).__name__}")
-            if (part.rate, part.step, part.is_datetime) != (head.rate, head.step, head.is_datetime):
-                if part.is_datetime != head.is_datetime:
-                    raise TimeAxisError("cannot concatenate a datetime axis with a timedelta axis")
-                raise TimeAxisError(
-                    f"cannot concatenate time axes of {head.rate} Hz (step {head.step}) "
-                    f"and {part.rate} Hz (step {part.step})"
-                )
-            expected_ns = head.instant_ns(size)
-            actual_ns = part.instant_ns(0)
-            if part.size and abs(actual_ns - expected_ns) * 2 * head.rate > NS_PER_S * head.step:
-                gap = (actual_ns - expected_ns) / NS_PER_S
-                raise TimeAxisError(
-                    f"recordings do not abut: the next one starts {gap:+.9f} s from where the previous one ends "
-                    f"({np.int64(expected_ns).astype(head.dtype)}); keep them as separate variables"
-                )
+            _require_same_clock(head, part)
+            _require_abutting(head, size, part)
             size += part.size
         return cls(SampleClockTransform(
             origin_ns=head.origin_ns, rate=head.rate, size=size, dim=str(dim), coord_name=head.coord_name,
