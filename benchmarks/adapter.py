@@ -18,7 +18,7 @@ import numpy as np
 
 from benchmarks import READ_LENGTHS, Context, ffmpeg_aac, interleaved_reads, median_p90, timed
 from benchmarks.codec import M4AReader
-from zarr_aac.files.store import DEFAULT_CHUNK_SAMPLES, INDEX_SUFFIX, AACFileStore, open_aac_file
+from zarr_aac.files.store import DEFAULT_CHUNK_LENGTH, INDEX_SUFFIX, AACFileStore, open_aac_file
 
 BITRATE = 160_000
 POSITIONS = 200
@@ -71,7 +71,7 @@ def run(ctx: Context) -> dict:
     notes = [
         f"{len(positions)} random positions in a {n / rate / 3600:.2f} h stereo {rate} Hz file "
         f"({m4a.stat().st_size / 1e6:.0f} MB .m4a), files in the OS cache; the adapter's virtual chunks are "
-        f"{DEFAULT_CHUNK_SAMPLES} samples, read as int16 through zarr.",
+        f"{DEFAULT_CHUNK_LENGTH} samples, read as int16 through zarr.",
         "PyAV kept open / adapter (median): " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()),
         "PyAV opened per read / adapter (median): " + ", ".join(f"{k} {v:.1f}x" for k, v in per_read.items()),
         f"largest difference between methods at check positions (float, full scale 1): {agreement:.2e}",
@@ -109,10 +109,10 @@ def _index_costs(m4a: Path, aac: Path, work: Path) -> tuple[list[dict], list[str
     for name, path in (("m4a (moov sample tables)", m4a), ("ADTS (walk every header)", aac)):
         sidecar = work / f"{path.name}{INDEX_SUFFIX}"
         sidecar.unlink(missing_ok=True)
-        build = [timed(lambda p=path: AACFileStore(p, index_path=False)) for _ in range(OPENS)]
-        timed(lambda p=path, s=sidecar: AACFileStore(p, index_path=s))
-        cached = [timed(lambda p=path, s=sidecar: AACFileStore(p, index_path=s)) for _ in range(OPENS)]
-        n_frames = AACFileStore(path, index_path=sidecar).index.n_frames
+        build = [timed(lambda p=path: AACFileStore.from_path(p, index_path=False)) for _ in range(OPENS)]
+        timed(lambda p=path, s=sidecar: AACFileStore.from_path(p, index_path=s))
+        cached = [timed(lambda p=path, s=sidecar: AACFileStore.from_path(p, index_path=s)) for _ in range(OPENS)]
+        n_frames = AACFileStore.from_path(path, index_path=sidecar).index.n_frames
         rows.append(
             {
                 "file": name,

@@ -15,13 +15,14 @@ import soundfile
 from support.media import ffmpeg_aac, two_track_aac
 from zarr.core.sync import sync
 
-from zarr_aac.files.containers import index_stream, make_asc, parse_asc
 from zarr_aac.errors import CorruptSourceError, SourceNotFoundError, UnsupportedAudioError
+from zarr_aac.files.containers import index_stream
 from zarr_aac.files.store import StoreByteSource, open_aac_file
+from zarr_aac.files.stream import make_asc, parse_asc
 
 
 def _index(path, track=None):
-    return sync(index_stream(sync(StoreByteSource.open(path)), track))
+    return sync(index_stream(sync(StoreByteSource.from_path(path)), track))
 
 
 def _ffprobe_packets(path: Path, stream: int = 0) -> np.ndarray:
@@ -148,6 +149,24 @@ def test_mp4_without_moov_is_reported_as_unfinished(ffmpeg, wav, tmp_path):
         open_aac_file(path, index_path=False)
 
 
+@pytest.mark.parametrize(
+    ("box", "error", "named"),
+    [
+        ("mdhd", CorruptSourceError, "the audio track has no mdia/mdhd box"),
+        ("mvhd", CorruptSourceError, "the moov box has no mvhd box"),
+        ("stbl", UnsupportedAudioError, "audio track 0 has no mdia/minf/stbl/stsd box"),
+    ],
+)
+def test_mp4_missing_a_required_box_names_it(ffmpeg, wav, tmp_path, box, error, named):
+    """A box renamed to an unknown type is a box missing, the sizes still walk (issue 12 item 14)."""
+    data = ffmpeg_aac(ffmpeg, wav, tmp_path / "ok.m4a").read_bytes()
+    path = tmp_path / f"no_{box}.m4a"
+    moov = data.index(b"moov")
+    path.write_bytes(data[:moov] + data[moov:].replace(box.encode(), b"zzzz", 1))
+    with pytest.raises(error, match=f"no_{box}.m4a: {named}"):
+        open_aac_file(path, index_path=False)
+
+
 def test_files_that_are_not_aac_are_refused_by_name(wav, data_dir):
     with pytest.raises(UnsupportedAudioError, match="in.wav: neither an MP4/M4A file nor an ADTS AAC stream"):
         open_aac_file(wav, index_path=False)
@@ -160,7 +179,7 @@ def test_files_that_are_not_aac_are_refused_by_name(wav, data_dir):
 def test_frames_that_decode_unlike_their_config_are_refused(ffmpeg, wav, tmp_path):
     """The implicit-SBR guard: frames that decode at another rate or channel count than the
     ASC announces (as LC-signalled HE-AAC does, at twice the rate) are refused at open."""
-    from zarr_aac.files.containers import AudioSpecificConfig, check_plain_lc
+    from zarr_aac.files.stream import AudioSpecificConfig, check_plain_lc
 
     path = ffmpeg_aac(ffmpeg, wav, tmp_path / "lc.aac")
     index = _index(path)

@@ -119,7 +119,7 @@ def test_one_second_read_costs_a_bounded_number_of_range_requests(served, record
     path = recordings / name
     size = path.stat().st_size
     log.clear()
-    array = open_aac_file(f"{url}/{name}", dtype="float32", chunk_samples=RATE * 4)
+    array = open_aac_file(f"{url}/{name}", dtype="float32", chunk_length=RATE * 4)
     opened = list(log)
     if name.endswith(".m4a"):
         assert fetched_bytes(opened, size) < size / 4, "indexing an MP4 reads its moov box, not the file"

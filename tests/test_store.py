@@ -31,7 +31,7 @@ import zarr_aac
 from zarr_aac.codec.aac import to_dtype
 from zarr_aac.codec.chunk_format import CHECKSUM_GROUP, pack_chunk, pack_prefix, parse_header, parse_prefix, verify_payload
 from zarr_aac.errors import CorruptChunkError, CorruptSourceError, SourceNotFoundError
-from zarr_aac.files.legacy import open_legacy_archive
+from zarr_aac.files.legacy import legacy_store, open_legacy_archive
 from zarr_aac.files.store import INDEX_SUFFIX, AACFileStore, open_aac_file
 
 RATES = (16000, 44100, 48000)
@@ -89,7 +89,7 @@ def assert_pns_tolerance(got: np.ndarray, ref: np.ndarray, rate: int) -> None:
 def test_pns_free_files_match_pyav_bit_for_bit(encoded, container, rate, channels, tmp_path):
     path = encoded.get(container, rate, channels, pns=False)
     ref = pyav_decode(path)
-    array = open_aac_file(path, dtype="float32", chunk_samples=CHUNK, index_path=tmp_path / "index.npz")
+    array = open_aac_file(path, dtype="float32", chunk_length=CHUNK, index_path=tmp_path / "index.npz")
     assert array.shape == ref.shape and array.dtype == np.float32
     np.testing.assert_array_equal(array[:], ref)
     assert_selections_match(array, ref, np.random.default_rng(rate + channels))
@@ -104,7 +104,7 @@ def test_pns_free_files_match_pyav_bit_for_bit(encoded, container, rate, channel
 def test_files_with_pns_match_within_the_documented_tolerance(encoded, container, rate, channels):
     path = encoded.get(container, rate, channels, pns=True)
     ref = pyav_decode(path)
-    array = open_aac_file(path, dtype="float32", chunk_samples=CHUNK, index_path=False)
+    array = open_aac_file(path, dtype="float32", chunk_length=CHUNK, index_path=False)
     assert array.shape == ref.shape
     assert_pns_tolerance(array[:], ref, rate)
     a, b = 12_345, 12_345 + rate // 2
@@ -136,7 +136,7 @@ _OPENED: dict = {}
 
 def _opened(path: Path) -> tuple[zarr.Array, np.ndarray]:
     if path not in _OPENED:
-        _OPENED[path] = (open_aac_file(path, dtype="float32", chunk_samples=CHUNK, index_path=False), pyav_decode(path))
+        _OPENED[path] = (open_aac_file(path, dtype="float32", chunk_length=CHUNK, index_path=False), pyav_decode(path))
     return _OPENED[path]
 
 
@@ -171,7 +171,7 @@ def test_clicks_land_on_their_input_sample_in_m4a(encoded, tmp_path):
     for container, shift in (("m4a", 0), ("aac", 1024)):
         out = tmp_path / f"clicks.{container}"
         ffmpeg_aac(encoded.ffmpeg, wav, out, "-b:a", "256k")
-        array = open_aac_file(out, dtype="float32", chunk_samples=CHUNK, index_path=False)
+        array = open_aac_file(out, dtype="float32", chunk_length=CHUNK, index_path=False)
         for click in clicks:
             window = array[click + shift - 200 : click + shift + 200, 0]
             assert int(np.argmax(np.abs(window))) - 200 == 0
@@ -183,7 +183,7 @@ def test_m4a_without_edit_list_presents_the_priming_like_ffmpeg(encoded, tmp_pat
     out = tmp_path / "noedit.m4a"
     ffmpeg_aac(encoded.ffmpeg, wav, out, "-use_editlist", "0")
     ref = pyav_decode(out)
-    array = open_aac_file(out, dtype="float32", chunk_samples=CHUNK, index_path=False)
+    array = open_aac_file(out, dtype="float32", chunk_length=CHUNK, index_path=False)
     assert array.attrs["source"]["priming_from"] == "none"
     np.testing.assert_array_equal(array[:], ref)
 
@@ -199,7 +199,7 @@ def test_second_open_uses_the_sidecar_index(encoded, tmp_path, monkeypatch, cont
     sidecar = Path(str(path) + INDEX_SUFFIX)
     assert sidecar.is_file()
     built = first.store.index
-    cached = AACFileStore(path, dtype="float32").index
+    cached = AACFileStore.from_path(path, dtype="float32").index
     np.testing.assert_array_equal(cached.frame_offsets, built.frame_offsets)
     np.testing.assert_array_equal(cached.frame_sizes, built.frame_sizes)
     assert (cached.asc, cached.priming, cached.n_samples) == (built.asc, built.priming, built.n_samples)
@@ -250,7 +250,7 @@ def test_track_is_part_of_the_cache_key(encoded, tmp_path):
 
 def test_partial_read_costs_two_bounded_requests(encoded):
     path = encoded.get("m4a", 48000, 2, pns=False)
-    store = AACFileStore(path, index_path=False, chunk_samples=48000)
+    store = AACFileStore.from_path(path, index_path=False, chunk_length=48000)
     counting = RecordingStore(store)
     array = zarr.open_array(store=counting, mode="r")
     counting.log.reset()
@@ -260,7 +260,7 @@ def test_partial_read_costs_two_bounded_requests(encoded):
 
 
 def test_store_is_read_only_and_lists_its_keys(encoded):
-    store = AACFileStore(encoded.get("aac", 16000, 1, pns=False), index_path=False, chunk_samples=CHUNK)
+    store = AACFileStore.from_path(encoded.get("aac", 16000, 1, pns=False), index_path=False, chunk_length=CHUNK)
     array = zarr.open_array(store=store)  # the default mode works on a read-only store too
     with pytest.raises(ValueError, match="read.only|read-only"):
         array[:10] = 0
@@ -277,10 +277,10 @@ async def _collect(iterator) -> list:
 
 def test_rejects_bad_options(encoded):
     path = encoded.get("aac", 16000, 1, pns=False)
-    with pytest.raises(ValueError, match="chunk_samples"):
-        AACFileStore(path, chunk_samples=10)
+    with pytest.raises(ValueError, match="chunk_length"):
+        AACFileStore.from_path(path, chunk_length=10)
     with pytest.raises(ValueError, match="int16 or float32"):
-        AACFileStore(path, dtype="float64")
+        AACFileStore.from_path(path, dtype="float64")
 
 
 def test_chunk_without_checksums_round_trips():
@@ -334,14 +334,14 @@ def write_legacy_archive(path: Path, adts: bytes, rate: int, channels: int) -> z
 def test_old_archive_opens_as_the_same_pcm_array(encoded, tmp_path):
     adts = encoded.get("aac", 44100, 2, pns=False)
     write_legacy_archive(tmp_path / "old.zarr", adts.read_bytes(), 44100, 2)
-    array = open_legacy_archive(tmp_path / "old.zarr", dtype="float32", chunk_samples=CHUNK)
+    array = open_legacy_archive(tmp_path / "old.zarr", dtype="float32", chunk_length=CHUNK)
     ref = pyav_decode(adts)
     assert array.shape == ref.shape
     np.testing.assert_array_equal(array[:], ref)
     assert_selections_match(array, ref, np.random.default_rng(5))
     assert array.attrs["start_time"] == "2021-06-01T04:30:00+00:00"
     group = zarr.open_group(tmp_path / "old.zarr", mode="r")
-    same = zarr.open_array(store=AACFileStore.from_legacy(group, dtype="float32"), mode="r")
+    same = zarr.open_array(store=legacy_store(group, dtype="float32"), mode="r")
     np.testing.assert_array_equal(same[5000:9000], ref[5000:9000])
 
 
@@ -364,7 +364,7 @@ def test_old_archive_inconsistencies_are_named(encoded, tmp_path):
 def test_arrays_and_errors_survive_pickling(encoded):
     """Dask ships the array (store and index) and any error to and from worker processes."""
     array = open_aac_file(
-        encoded.get("m4a", 44100, 1, pns=False), dtype="float32", chunk_samples=CHUNK, index_path=False
+        encoded.get("m4a", 44100, 1, pns=False), dtype="float32", chunk_length=CHUNK, index_path=False
     )
     clone = pickle.loads(pickle.dumps(array))
     np.testing.assert_array_equal(clone[3000:25_000], array[3000:25_000])
@@ -384,7 +384,7 @@ def test_container_variants_match_pyav(encoded, tmp_path, suffix, options):
     ffmpeg_aac(encoded.ffmpeg, wav, out, *options)
     if suffix == ".aac":
         assert out.read_bytes()[:3] == b"ID3"
-    array = open_aac_file(out, dtype="float32", chunk_samples=CHUNK, index_path=False)
+    array = open_aac_file(out, dtype="float32", chunk_length=CHUNK, index_path=False)
     np.testing.assert_array_equal(array[:], pyav_decode(out))
 
 
@@ -408,7 +408,7 @@ def test_any_zarr_store_can_hold_the_file(encoded):
     path = encoded.get("m4a", 44100, 2, pns=False)
     memory = MemoryStore()
     asyncio.run(memory.set("recordings/rec.m4a", default_buffer_prototype().buffer.from_bytes(path.read_bytes())))
-    array = open_aac_file((memory, "recordings/rec.m4a"), dtype="float32", chunk_samples=CHUNK)
+    array = open_aac_file((memory, "recordings/rec.m4a"), dtype="float32", chunk_length=CHUNK)
     np.testing.assert_array_equal(array[:], pyav_decode(path))
     with pytest.raises(SourceNotFoundError, match="absent.m4a"):
         open_aac_file((memory, "recordings/absent.m4a"))

@@ -1,10 +1,10 @@
 """A read-only Zarr store that shows an existing AAC file as a PCM array, without re-encoding.
 
 ``AACFileStore`` presents ``zarr.json`` for one (samples, channels) array coded with the
-``zarr_aac`` codec, and virtual chunks ``c/<i>/0`` laid out as zarr_aac/chunk.py describes:
-a synthesised header and frame index, then the raw AAC frames of the file. A byte range of a
-virtual chunk maps onto byte ranges of the file, so the codec's partial decode becomes a couple
-of range reads of the original file, local or remote.
+``zarr_aac`` codec, and virtual chunks ``c/<i>/0`` laid out as zarr_aac/codec/chunk_format.py
+describes: a synthesised header and frame index, then the raw AAC frames of the file. A byte
+range of a virtual chunk maps onto byte ranges of the file, so the codec's partial decode becomes
+a couple of range reads of the original file, local or remote.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +28,15 @@ from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
 
 from zarr_aac.codec.aac import FRAME_LENGTH, frames_for_samples
-from zarr_aac.codec.chunk_format import FRAME_SIZE_ITEMSIZE, HEADER_NBYTES, pack_prefix, prefix_nbytes_upper_bound
 from zarr_aac.codec.aac_codec import CODEC_NAME, LEAD_IN, LEAD_OUT, SUPPORTED_DTYPES
-from zarr_aac.files.containers import StreamIndex, index_stream
+from zarr_aac.codec.chunk_format import FRAME_SIZE_ITEMSIZE, HEADER_NBYTES, pack_prefix, prefix_nbytes_upper_bound
 from zarr_aac.errors import CorruptSourceError, SourceNotFoundError, UnsupportedAudioError
+from zarr_aac.files.containers import index_stream
+from zarr_aac.files.stream import ByteSource, StreamIndex
+from zarr_aac.validation import parse_int_in_range
 
-DEFAULT_CHUNK_SAMPLES = 1 << 19
-"""Samples per virtual chunk: ~11 s at 48 kHz, a ~1 KB frame index to fetch per partial read."""
+DEFAULT_CHUNK_LENGTH = 1 << 19
+"""Samples per virtual chunk: few chunks per file, yet a small frame index to fetch per partial read."""
 MAX_GAP = 64 << 10
 """File ranges closer than this are fetched as one request (ADTS headers sit between frames)."""
 INDEX_CACHE_VERSION = 1
@@ -55,23 +58,30 @@ class StoreByteSource:
     nbytes: int
 
     @classmethod
-    async def open(cls, source: AudioSource, storage_options: dict | None = None) -> StoreByteSource:
-        if isinstance(source, tuple):
-            store, key = source
-            text = f"{store}/{key}"
-        elif "://" in (text := os.fspath(source)) and not text.startswith("file://"):
-            store: Store = FsspecStore.from_url(text, storage_options=storage_options, read_only=True)
-            key = ""
-        else:
-            path = Path(text.removeprefix("file://")).absolute()
-            if not path.is_file():
-                raise SourceNotFoundError(f"no such audio file: {path}")
-            store, key, text = LocalStore(path.parent, read_only=True), path.name, str(path)
+    async def from_path(cls, path: str | os.PathLike) -> StoreByteSource:
+        """A local file, through a LocalStore on its folder."""
+        path = Path(path).absolute()
+        if not path.is_file():
+            raise SourceNotFoundError(f"no such audio file: {path}")
+        return await cls.from_store(LocalStore(path.parent, read_only=True), path.name, name=str(path))
+
+    @classmethod
+    async def from_url(cls, url: str, storage_options: dict | None = None) -> StoreByteSource:
+        """A file at an fsspec URL, through an FsspecStore; ``file://`` URLs are local paths."""
+        if url.startswith("file://"):
+            return await cls.from_path(url.removeprefix("file://"))
+        store = FsspecStore.from_url(url, storage_options=storage_options, read_only=True)
+        return await cls.from_store(store, "", name=url)
+
+    @classmethod
+    async def from_store(cls, store: Store, key: str, name: str | None = None) -> StoreByteSource:
+        """The value of ``key`` in any zarr store, named ``name`` in messages (by default store/key)."""
+        name = f"{store}/{key}" if name is None else name
         try:
             nbytes = await store.getsize(key)
         except FileNotFoundError:
-            raise SourceNotFoundError(f"no such audio file: {text}") from None
-        return cls(store, key, text, nbytes)
+            raise SourceNotFoundError(f"no such audio file: {name}") from None
+        return cls(store, key, name, nbytes)
 
     async def size(self) -> int:
         return self.nbytes
@@ -89,21 +99,6 @@ class StoreByteSource:
                 )
             out.append(data)
         return out
-
-
-@dataclass(frozen=True)
-class ArrayByteSource:
-    """The bytes of a 1-d uint8 zarr array (the old archives' concatenated ADTS frames)."""
-
-    array: zarr.AsyncArray
-    name: str
-
-    async def size(self) -> int:
-        return int(self.array.shape[0])
-
-    async def read_ranges(self, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        parts = await asyncio.gather(*(self.array.getitem(slice(start, stop)) for start, stop in ranges))
-        return [np.asarray(part, dtype=np.uint8).tobytes() for part in parts]
 
 
 async def _source_identity(source: StoreByteSource) -> dict[str, Any]:
@@ -179,6 +174,7 @@ def load_index(path: Path, identity: dict[str, Any], track: int | None) -> Strea
 
 
 def _default_index_path(source: StoreByteSource) -> Path | None:
+    """Beside a local file; nowhere for other stores, where a sidecar may not be writable or wanted."""
     if isinstance(source.store, LocalStore):
         return Path(source.name + INDEX_SUFFIX)
     return None
@@ -187,6 +183,8 @@ def _default_index_path(source: StoreByteSource) -> Path | None:
 async def _open_index(
     source: StoreByteSource, track: int | None, index_path: str | os.PathLike | bool | None
 ) -> StreamIndex:
+    """The stream index of ``source``: from the cache at ``index_path`` if it matches, else built
+    and saved there (a failed save only warns when the location was not asked for)."""
     path = _default_index_path(source) if index_path is None or index_path is True else index_path
     if path is None or path is False:
         return await index_stream(source, track)
@@ -204,13 +202,22 @@ async def _open_index(
     return index
 
 
-def parse_chunk_samples(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < FRAME_LENGTH:
-        raise ValueError(f"chunk_samples must be an integer of at least {FRAME_LENGTH}, got {value!r}")
-    return int(value)
+async def _open_indexed(
+    open_source: Callable[[], Awaitable[StoreByteSource]],
+    track: int | None,
+    index_path: str | os.PathLike | bool | None,
+) -> tuple[StoreByteSource, StreamIndex]:
+    source = await open_source()
+    return source, await _open_index(source, track, index_path)
+
+
+def parse_chunk_length(value: Any) -> int:
+    """A virtual chunk's length in samples: an integer of at least one frame."""
+    return parse_int_in_range(value, "chunk_length", minimum=FRAME_LENGTH)
 
 
 def parse_dtype(value: Any) -> np.dtype:
+    """The sample type presented: int16 or float32, as the codec decodes to."""
     dtype = np.dtype(value)
     if dtype not in SUPPORTED_DTYPES:
         raise UnsupportedAudioError(f"AACFileStore presents int16 or float32 samples, not {dtype}")
@@ -218,14 +225,35 @@ def parse_dtype(value: Any) -> np.dtype:
 
 
 class AACFileStore(Store):
-    """A read-only Zarr v3 store presenting an ADTS ``.aac`` or MP4/M4A file as one PCM array.
+    """A read-only Zarr v3 store presenting one AAC-LC stream, already indexed, as one PCM array.
 
-    ``source`` is a local path, an fsspec URL, or a (zarr store, key) pair. Array sample ``i``
-    is the ``i``-th sample a standard decoder (FFmpeg) presents: the MP4 edit list's priming is
-    dropped; ADTS has none.
-    The frame index is built once and cached in ``<file>.zaac-index.npz`` (local files) or at
-    ``index_path``; ``index_path=False`` disables the cache. ``track`` picks among an MP4 file's
-    audio tracks. Open it with ``zarr.open_array(store=AACFileStore(...), mode="r")``.
+    Array sample ``i`` is decoded sample ``index.priming + i`` of the stream: for a file, the
+    ``i``-th sample a standard decoder (FFmpeg) presents. The constructor does no I/O; open a
+    file with :meth:`from_path`, :meth:`from_url` or :meth:`from_store` (or use
+    :func:`open_aac_file`), an old archive with :func:`zarr_aac.files.legacy.legacy_store`.
+    zarr's ``await AACFileStore.open(...)`` takes the constructor's arguments.
+
+    Parameters
+    ----------
+    source : ByteSource
+        Where the frames' bytes are read, at the offsets ``index`` gives.
+    index : StreamIndex
+        The stream's configuration, frame locations and priming.
+    dtype : str or numpy.dtype, default "int16"
+        Sample type presented: ``"int16"`` or ``"float32"``.
+    chunk_length : int, default 2**19
+        Samples per virtual chunk, at least 1024.
+    attributes : dict, optional
+        Array attributes added to (or replacing) ``sample_rate``, ``start_time`` and ``source``.
+
+    Raises
+    ------
+    UnsupportedAudioError
+        ``dtype`` is neither int16 nor float32.
+    ValueError
+        ``chunk_length`` is not an integer of at least 1024.
+    CorruptSourceError
+        The index holds a frame longer than an AAC frame can be.
     """
 
     supports_writes = False
@@ -235,55 +263,165 @@ class AACFileStore(Store):
 
     def __init__(
         self,
-        source: AudioSource,
-        *,
-        dtype: str | np.dtype = "int16",
-        chunk_samples: int = DEFAULT_CHUNK_SAMPLES,
-        track: int | None = None,
-        index_path: str | os.PathLike | bool | None = None,
-        storage_options: dict | None = None,
-    ) -> None:
-        super().__init__(read_only=True)
-        dtype, chunk_samples = parse_dtype(dtype), parse_chunk_samples(chunk_samples)
-        byte_source = sync(StoreByteSource.open(source, storage_options))
-        index = sync(_open_index(byte_source, track, index_path))
-        self._attach(byte_source, index, dtype, chunk_samples, {})
-
-    @classmethod
-    def from_index(
-        cls,
-        byte_source: Any,
+        source: ByteSource,
         index: StreamIndex,
         *,
         dtype: str | np.dtype = "int16",
-        chunk_samples: int = DEFAULT_CHUNK_SAMPLES,
+        chunk_length: int = DEFAULT_CHUNK_LENGTH,
         attributes: dict | None = None,
-    ) -> AACFileStore:
-        """A store over frames located by ``index`` in ``byte_source`` (see zarr_aac.files.legacy)."""
-        store = cls.__new__(cls)
-        Store.__init__(store, read_only=True)
-        store._attach(byte_source, index, parse_dtype(dtype), parse_chunk_samples(chunk_samples), attributes or {})
-        return store
-
-    @classmethod
-    def from_legacy(cls, group: Any, **options: Any) -> AACFileStore:
-        """An old archive (a zarr group of ADTS frames and ``aac_index``, or its path); see zarr_aac.files.legacy."""
-        from zarr_aac.files.legacy import legacy_store
-
-        return legacy_store(group, **options)
-
-    def _attach(self, source: Any, index: StreamIndex, dtype: np.dtype, chunk_samples: int, attributes: dict) -> None:
+    ) -> None:
+        super().__init__(read_only=True)
+        self.dtype = parse_dtype(dtype)
+        self.chunk_length = parse_chunk_length(chunk_length)
         if index.frame_sizes.size and int(index.frame_sizes.max()) > 0xFFFF:
             raise CorruptSourceError(source.name, f"an AAC frame of {int(index.frame_sizes.max())} bytes is impossible")
         self.source = source
         self.index = index
-        self.dtype = dtype
-        self.chunk_samples = chunk_samples
-        self.n_chunks = -(-index.n_samples // chunk_samples)
+        self.n_chunks = -(-index.n_samples // self.chunk_length)
+        # An ASC of odd length is padded to whole uint16 frame-size slots; decoders ignore the zero byte.
         self.asc = index.asc + b"\0" * (len(index.asc) % FRAME_SIZE_ITEMSIZE)
-        index_bound = prefix_nbytes_upper_bound(frames_for_samples(chunk_samples + LEAD_IN + LEAD_OUT))
+        index_bound = prefix_nbytes_upper_bound(frames_for_samples(self.chunk_length + LEAD_IN + LEAD_OUT))
         self.min_frames = (index_bound - HEADER_NBYTES - len(self.asc)) // FRAME_SIZE_ITEMSIZE
-        self._metadata = self._array_metadata(attributes)
+        self._metadata = self._array_metadata(attributes or {})
+
+    @classmethod
+    def from_path(
+        cls,
+        path: str | os.PathLike,
+        *,
+        dtype: str | np.dtype = "int16",
+        chunk_length: int = DEFAULT_CHUNK_LENGTH,
+        track: int | None = None,
+        index_path: str | os.PathLike | bool | None = None,
+    ) -> AACFileStore:
+        """Open a local ``.aac`` (ADTS) or ``.m4a``/``.mp4`` file.
+
+        The frame index is built once and cached beside the file in ``<file>.zaac-index.npz``.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file.
+        dtype : str or numpy.dtype, default "int16"
+            Sample type presented: ``"int16"`` or ``"float32"``.
+        chunk_length : int, default 2**19
+            Samples per virtual chunk, at least 1024.
+        track : int, optional
+            Which of an MP4 file's audio tracks (0, the default, is the first).
+        index_path : str, os.PathLike or bool, optional
+            Where to cache the frame index instead (a write failure then raises rather than
+            warns); ``False`` for no cache.
+
+        Returns
+        -------
+        AACFileStore
+
+        Raises
+        ------
+        SourceNotFoundError
+            There is no such file.
+        UnsupportedAudioError
+            The file is not ADTS or MP4, its stream is not AAC-LC, or ``dtype`` or ``track``
+            is not one the file can be served as.
+        CorruptSourceError
+            The file's headers or sample tables are malformed.
+        ValueError
+            ``chunk_length`` is not an integer of at least 1024.
+        """
+        return cls._opened(
+            partial(StoreByteSource.from_path, path),
+            dtype=dtype,
+            chunk_length=chunk_length,
+            track=track,
+            index_path=index_path,
+        )
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        storage_options: dict | None = None,
+        dtype: str | np.dtype = "int16",
+        chunk_length: int = DEFAULT_CHUNK_LENGTH,
+        track: int | None = None,
+        index_path: str | os.PathLike | bool | None = None,
+    ) -> AACFileStore:
+        """Open a file at an fsspec URL (``https://``, ``s3://``, ...; ``file://`` is a local path).
+
+        Parameters and errors as :meth:`from_path`, and:
+
+        Parameters
+        ----------
+        url : str
+            The file's URL.
+        storage_options : dict, optional
+            Passed to fsspec for the URL's file system.
+        index_path : str, os.PathLike or bool, optional
+            Where to cache the frame index; by default no cache is written for a remote file.
+
+        Returns
+        -------
+        AACFileStore
+        """
+        return cls._opened(
+            partial(StoreByteSource.from_url, url, storage_options),
+            dtype=dtype,
+            chunk_length=chunk_length,
+            track=track,
+            index_path=index_path,
+        )
+
+    @classmethod
+    def from_store(
+        cls,
+        store: Store,
+        key: str,
+        *,
+        dtype: str | np.dtype = "int16",
+        chunk_length: int = DEFAULT_CHUNK_LENGTH,
+        track: int | None = None,
+        index_path: str | os.PathLike | bool | None = None,
+    ) -> AACFileStore:
+        """Open a file held as ``key`` of any zarr store (an ObjectStore over S3, a MemoryStore, ...).
+
+        Parameters and errors as :meth:`from_path`, and:
+
+        Parameters
+        ----------
+        store : zarr.abc.store.Store
+            The store holding the file.
+        key : str
+            The file's key in ``store``.
+        index_path : str, os.PathLike or bool, optional
+            Where to cache the frame index; by default no cache is written.
+
+        Returns
+        -------
+        AACFileStore
+        """
+        return cls._opened(
+            partial(StoreByteSource.from_store, store, key),
+            dtype=dtype,
+            chunk_length=chunk_length,
+            track=track,
+            index_path=index_path,
+        )
+
+    @classmethod
+    def _opened(
+        cls,
+        open_source: Callable[[], Awaitable[StoreByteSource]],
+        *,
+        dtype: str | np.dtype,
+        chunk_length: int,
+        track: int | None,
+        index_path: str | os.PathLike | bool | None,
+    ) -> AACFileStore:
+        # The options are checked before any I/O, so a bad one fails without touching the file.
+        dtype, chunk_length = parse_dtype(dtype), parse_chunk_length(chunk_length)
+        source, index = sync(_open_indexed(open_source, track, index_path))
+        return cls(source, index, dtype=dtype, chunk_length=chunk_length)
 
     # -- what the store presents ----------------------------------------------------------------
 
@@ -306,7 +444,7 @@ class AACFileStore(Store):
             "node_type": "array",
             "shape": [index.n_samples, index.channels],
             "data_type": self.dtype.name,
-            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [self.chunk_samples, index.channels]}},
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [self.chunk_length, index.channels]}},
             "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
             "fill_value": 0,
             "codecs": [
@@ -332,16 +470,16 @@ class AACFileStore(Store):
 
         The chunk starts one pre-roll frame before the frame holding its first sample (none
         when that is the stream's first frame), so ``skip`` is at least 1024 except there. Like
-        every zarr chunk it holds ``chunk_samples`` samples: past the end of the stream the
+        every zarr chunk it holds ``chunk_length`` samples: past the end of the stream the
         last frame is repeated, and zarr drops those samples. It also lists at least
         ``min_frames`` frames (the following ones, never decoded by a partial read), so the
         codec's first request, a bound on header and index, is exactly the synthesised prefix
         and needs no file read. For that the ASC is padded to an even length with a zero byte,
         which decoders ignore (trailing bits after the config).
         """
-        start = number * self.chunk_samples + self.index.priming
+        start = number * self.chunk_length + self.index.priming
         first_frame = max(start // FRAME_LENGTH - 1, 0)
-        stop_frame = max((start + self.chunk_samples - 1) // FRAME_LENGTH + 1, first_frame + self.min_frames)
+        stop_frame = max((start + self.chunk_length - 1) // FRAME_LENGTH + 1, first_frame + self.min_frames)
         frames = np.minimum(np.arange(first_frame, stop_frame), self.index.n_frames - 1)
         return frames, start - first_frame * FRAME_LENGTH
 
@@ -353,7 +491,7 @@ class AACFileStore(Store):
             self.index.frame_sizes[frames],
             channels=self.index.channels,
             aac_sample_rate=self.index.sample_rate,
-            n_samples=self.chunk_samples,
+            n_samples=self.chunk_length,
             skip=skip,
             payload=None,
         )
@@ -467,7 +605,7 @@ class AACFileStore(Store):
             isinstance(other, AACFileStore)
             and self.source == other.source
             and self.dtype == other.dtype
-            and self.chunk_samples == other.chunk_samples
+            and self.chunk_length == other.chunk_length
             and self.index.priming == other.index.priming
         )
 
@@ -494,18 +632,55 @@ def open_aac_file(
     source: AudioSource,
     *,
     dtype: str | np.dtype = "int16",
-    chunk_samples: int = DEFAULT_CHUNK_SAMPLES,
+    chunk_length: int = DEFAULT_CHUNK_LENGTH,
     track: int | None = None,
     index_path: str | os.PathLike | bool | None = None,
     storage_options: dict | None = None,
 ) -> zarr.Array:
-    """An ``.m4a``/``.mp4``/``.aac`` file (path, fsspec URL, or (store, key)) as a read-only PCM zarr array."""
-    store = AACFileStore(
-        source,
-        dtype=dtype,
-        chunk_samples=chunk_samples,
-        track=track,
-        index_path=index_path,
-        storage_options=storage_options,
-    )
+    """An ``.m4a``/``.mp4``/``.aac`` file as a read-only PCM zarr array, decoded from its own frames.
+
+    Array sample ``i`` is the ``i``-th sample a standard decoder (FFmpeg) presents: an MP4 edit
+    list's priming is dropped, ADTS has none. The frame index is built once and cached in
+    ``<file>.zaac-index.npz`` beside a local file.
+
+    Parameters
+    ----------
+    source : str, os.PathLike or (zarr.abc.store.Store, str)
+        A local path, an fsspec URL, or a (zarr store, key) pair.
+    dtype : str or numpy.dtype, default "int16"
+        Sample type: ``"int16"`` or ``"float32"``.
+    chunk_length : int, default 2**19
+        Samples per virtual chunk, at least 1024.
+    track : int, optional
+        Which of an MP4 file's audio tracks (0, the default, is the first).
+    index_path : str, os.PathLike or bool, optional
+        Where to cache the frame index instead of beside the file (URLs and stores get no cache
+        unless given one); ``False`` for no cache.
+    storage_options : dict, optional
+        Passed to fsspec when ``source`` is a URL.
+
+    Returns
+    -------
+    zarr.Array
+        Shape (samples, channels), attributes ``sample_rate``, ``start_time`` (None) and ``source``.
+
+    Raises
+    ------
+    SourceNotFoundError
+        There is no such file.
+    UnsupportedAudioError
+        The file is not ADTS or MP4, its stream is not AAC-LC, or ``dtype`` or ``track`` is not
+        one the file can be served as.
+    CorruptSourceError
+        The file's headers or sample tables are malformed.
+    ValueError
+        ``chunk_length`` is not an integer of at least 1024.
+    """
+    options: dict[str, Any] = {"dtype": dtype, "chunk_length": chunk_length, "track": track, "index_path": index_path}
+    if isinstance(source, tuple):
+        store = AACFileStore.from_store(*source, **options)
+    elif "://" in (text := os.fspath(source)):
+        store = AACFileStore.from_url(text, storage_options=storage_options, **options)
+    else:
+        store = AACFileStore.from_path(text, **options)
     return zarr.open_array(store=store, mode="r")
