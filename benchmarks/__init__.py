@@ -60,7 +60,10 @@ def _is_complete(path: Path, seconds: int) -> bool:
         return False
     info = sf.info(str(path))
     return (info.samplerate, info.channels, info.frames, info.subtype) == (
-        HOUR_RATE, HOUR_CHANNELS, seconds * HOUR_RATE, "PCM_16",
+        HOUR_RATE,
+        HOUR_CHANNELS,
+        seconds * HOUR_RATE,
+        "PCM_16",
     )
 
 

@@ -34,10 +34,19 @@ PACKAGES = ("zarr-aac", "zarr", "numcodecs", "av", "numpy", "soundfile", "xarray
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every section")
-    parser.add_argument("--only", action="append", choices=SECTIONS, metavar="SECTION",
-                        help=f"run only this section (repeatable; one of {', '.join(SECTIONS)})")
-    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "zarr-aac-bench",
-                        help="scratch directory; the looped WAV is kept there between runs (default: %(default)s)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=SECTIONS,
+        metavar="SECTION",
+        help=f"run only this section (repeatable; one of {', '.join(SECTIONS)})",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "zarr-aac-bench",
+        help="scratch directory; the looped WAV is kept there between runs (default: %(default)s)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out", help="where benchmarks.json goes")
     parser.add_argument("--docs", type=Path, default=DOCS, help="where benchmarks.md, the plots and a JSON copy go")
     return parser.parse_args(argv)
@@ -88,7 +97,12 @@ def run_section(name: str, ctx: Context) -> dict:
     except ModuleNotFoundError as exc:
         if exc.name != f"benchmarks.{name}":
             raise
-        return {"title": name, "rows": [], "notes": [f"skipped: benchmarks/{name}.py does not exist yet"], "skipped": True}
+        return {
+            "title": name,
+            "rows": [],
+            "notes": [f"skipped: benchmarks/{name}.py does not exist yet"],
+            "skipped": True,
+        }
     print(f"[bench] {name} ...", file=sys.stderr, flush=True)
     started = datetime.datetime.now(datetime.UTC)
     try:
@@ -97,7 +111,12 @@ def run_section(name: str, ctx: Context) -> dict:
         # One owner's broken section must not cost the others' numbers; the run still fails.
         trace = traceback.format_exc()
         print(trace, file=sys.stderr)
-        result = {"title": name, "rows": [], "notes": [f"FAILED: {exc!r} (traceback in benchmarks.json)"], "error": trace}
+        result = {
+            "title": name,
+            "rows": [],
+            "notes": [f"FAILED: {exc!r} (traceback in benchmarks.json)"],
+            "error": trace,
+        }
     result["seconds"] = round((datetime.datetime.now(datetime.UTC) - started).total_seconds(), 1)
     return result
 
@@ -187,7 +206,9 @@ def write_markdown(report: dict, docs: Path, command: str) -> None:
             lines += [f"![{result['title']}]({result['image']})", ""]
         lines += [f"- {note}" for note in result.get("notes", [])]
         if result.get("seconds") is not None:
-            lines.append(f"- section `{name}` took {result['seconds']} s (run {result.get('run', 'in an earlier report')})")
+            lines.append(
+                f"- section `{name}` took {result['seconds']} s (run {result.get('run', 'in an earlier report')})"
+            )
         lines.append("")
     (docs / "benchmarks.md").write_text("\n".join(lines))
 

@@ -64,9 +64,12 @@ def run(ctx: Context) -> dict:
             row[f"{length} median ms"] = round(1e3 * med, 3)
             row[f"{length} p90 ms"] = round(1e3 * p90, 3)
         rows.append(row)
-    ratios = {length: stats["PyAV m4a, kept open", length][0] / stats["adapter m4a", length][0] for length in READ_LENGTHS}
+    ratios = {
+        length: stats["PyAV m4a, kept open", length][0] / stats["adapter m4a", length][0] for length in READ_LENGTHS
+    }
     per_read = {
-        length: stats["PyAV m4a, opened per read", length][0] / stats["adapter m4a", length][0] for length in READ_LENGTHS
+        length: stats["PyAV m4a, opened per read", length][0] / stats["adapter m4a", length][0]
+        for length in READ_LENGTHS
     }
     notes = [
         f"{len(positions)} random positions in a {n / rate / 3600:.2f} h stereo {rate} Hz file "

@@ -62,8 +62,9 @@ def run(ctx: Context) -> dict:
     flac = work / "audio.flac"
     write_seconds[FLAC] = timed(lambda: _write_flac(wav, flac))
     m4a = work / "audio.m4a"
-    write_seconds[M4A] = timed(lambda: _ffmpeg(["-i", str(wav), "-c:a", "aac", "-b:a", str(BITRATE),
-                                                                    "-aac_pns", "0", str(m4a)]))
+    write_seconds[M4A] = timed(
+        lambda: _ffmpeg(["-i", str(wav), "-c:a", "aac", "-b:a", str(BITRATE), "-aac_pns", "0", str(m4a)])
+    )
     readers = _readers(arrays, flac, m4a)
     checks = _check_readers(readers, wav, n, rate)
 
@@ -87,8 +88,20 @@ def run(ctx: Context) -> dict:
     }
     decode_x = _sequential_decode(arrays[AAC], flac, m4a, duration)
     codec_alone_x = _codec_alone_decode(arrays[AAC])
-    result = _report(times, sizes, write_seconds, decode_x, codec_alone_x, decode_floor_ms, checks, n, channels, rate,
-                     n_positions, ctx.quick)
+    result = _report(
+        times,
+        sizes,
+        write_seconds,
+        decode_x,
+        codec_alone_x,
+        decode_floor_ms,
+        checks,
+        n,
+        channels,
+        rate,
+        n_positions,
+        ctx.quick,
+    )
     result["notes"].append(
         f"1-minute load average {load_before:.1f} before the section, {os.getloadavg()[0]:.1f} after, on "
         f"{os.cpu_count()} cores: above ~0.5 other jobs were competing and absolute times are inflated "
@@ -103,20 +116,20 @@ def run(ctx: Context) -> dict:
 def _write_zarr_arrays(wav: Path, work: Path, rate: int, channels: int, n: int) -> tuple[dict, dict]:
     """The three zarr arrays, written block by block (one AAC chunk each); seconds per method."""
     specs = {
-        AAC: ("aac.zarr", AAC_CHUNK, {"serializer": AACCodec(sample_rate=rate, bitrate=BITRATE),
-                                             "compressors": None}),
-        BLOSC: ("blosc.zarr", BLOSC_CHUNK,
-                                  {"compressors": BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")}),
+        AAC: ("aac.zarr", AAC_CHUNK, {"serializer": AACCodec(sample_rate=rate, bitrate=BITRATE), "compressors": None}),
+        BLOSC: ("blosc.zarr", BLOSC_CHUNK, {"compressors": BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")}),
         RAW: ("raw.zarr", RAW_CHUNK, {"compressors": None}),
     }
     arrays = {
-        name: zarr.create_array(LocalStore(work / directory), shape=(n, channels), chunks=(chunk, channels),
-                                dtype="int16", **options)
+        name: zarr.create_array(
+            LocalStore(work / directory), shape=(n, channels), chunks=(chunk, channels), dtype="int16", **options
+        )
         for name, (directory, chunk, options) in specs.items()
     }
     seconds = dict.fromkeys(arrays, 0.0)
-    for start, block in zip(range(0, n, AAC_CHUNK), sf.blocks(str(wav), blocksize=AAC_CHUNK, dtype="int16"),
-                            strict=True):
+    for start, block in zip(
+        range(0, n, AAC_CHUNK), sf.blocks(str(wav), blocksize=AAC_CHUNK, dtype="int16"), strict=True
+    ):
         for name, array in arrays.items():
             seconds[name] += timed(lambda a=array, b=block, s=start: a.__setitem__(slice(s, s + len(b)), b))
     return arrays, seconds
@@ -294,15 +307,18 @@ def _codec_alone_decode(array: zarr.Array) -> float:
     shape, dtype = array.chunks, array.dtype
     keys = [array.metadata.encode_chunk_key((i, 0)) for i in range(-(-array.shape[0] // shape[0]))]
     chunks = [(root / key).read_bytes() for key in keys]
-    seconds = timed(lambda: [codec.decode_chunk(data, shape, dtype, key) for data, key in zip(chunks, keys, strict=True)])
+    seconds = timed(
+        lambda: [codec.decode_chunk(data, shape, dtype, key) for data, key in zip(chunks, keys, strict=True)]
+    )
     return len(chunks) * shape[0] / codec.sample_rate / seconds
 
 
 # -- the report ------------------------------------------------------------------------------------
 
 
-def _report(times, sizes, write_seconds, decode_x, codec_alone_x, decode_floor_ms, checks, n, channels, rate,
-            n_positions, quick) -> dict:
+def _report(
+    times, sizes, write_seconds, decode_x, codec_alone_x, decode_floor_ms, checks, n, channels, rate, n_positions, quick
+) -> dict:
     methods = list(dict.fromkeys(m for m, _ in times))
     stats = {key: median_p90(values) for key, values in times.items()}
     ms = {key: (1000 * med, 1000 * p90) for key, (med, p90) in stats.items()}
@@ -321,14 +337,16 @@ def _report(times, sizes, write_seconds, decode_x, codec_alone_x, decode_floor_m
     duration = n / rate
     storage = []
     for method in (m for m in methods if m in sizes):
-        storage.append({
-            "method": method,
-            "bytes on disk": sizes[method],
-            "% of int16 PCM": 100 * sizes[method] / pcm_bytes,
-            "write x realtime": duration / write_seconds[method],
-            "sequential read x realtime": decode_x.get(method),
-            "check vs source": "exact" if checks[method] == np.inf else f"SNR {checks[method]:.1f} dB",
-        })
+        storage.append(
+            {
+                "method": method,
+                "bytes on disk": sizes[method],
+                "% of int16 PCM": 100 * sizes[method] / pcm_bytes,
+                "write x realtime": duration / write_seconds[method],
+                "sequential read x realtime": decode_x.get(method),
+                "check vs source": "exact" if checks[method] == np.inf else f"SNR {checks[method]:.1f} dB",
+            }
+        )
 
     aac_ms = {length: ms[AAC, length][0] for length in READ_LENGTHS}
     flac_1s = ms[FLAC, "1 s"][0]
@@ -338,8 +356,7 @@ def _report(times, sizes, write_seconds, decode_x, codec_alone_x, decode_floor_m
         f"1 s read no slower than soundfile FLAC ({flac_1s:.2f} ms)": aac_ms["1 s"] <= flac_1s,
         f"20 ms read median {aac_ms['20 ms']:.2f} ms <= 1 ms": aac_ms["20 ms"] <= TARGETS_MS["20 ms"],
         f"size {aac_pct:.2f} % of int16 PCM <= {TARGET_SIZE_PCT} %": aac_pct <= TARGET_SIZE_PCT,
-        f"sequential decode {decode_x[AAC]:.0f}x realtime >= {TARGET_DECODE_X}x": decode_x[AAC]
-        >= TARGET_DECODE_X,
+        f"sequential decode {decode_x[AAC]:.0f}x realtime >= {TARGET_DECODE_X}x": decode_x[AAC] >= TARGET_DECODE_X,
     }
     notes = [
         f"Input: {duration / 3600:.3g} h of stereo 48 kHz int16 ({pcm_bytes / 1e6:.0f} MB as PCM), "
@@ -357,8 +374,9 @@ def _report(times, sizes, write_seconds, decode_x, codec_alone_x, decode_floor_m
         "is one store request for the frames; the first read of a chunk in a process is two, shown as "
         f"'{AAC_COLD}' (the cache emptied before each read).",
         "zarr_aac beyond zarr's overhead (its median minus the raw array's 20 ms median; verifying and decoding "
-        "the frames, pre-roll included, converting to int16): " + ", ".join(
-            f"{length} {aac_ms[length] - ms[RAW, '20 ms'][0]:.2f} ms" for length in READ_LENGTHS) + ".",
+        "the frames, pre-roll included, converting to int16): "
+        + ", ".join(f"{length} {aac_ms[length] - ms[RAW, '20 ms'][0]:.2f} ms" for length in READ_LENGTHS)
+        + ".",
         f"The floor for a 1 s read with zarr and PyAV: zarr's overhead {ms[RAW, '20 ms'][0]:.2f} ms plus FFmpeg "
         f"alone decoding the ~49 frames it needs {decode_floor_ms:.2f} ms (packets built beforehand, output not "
         f"copied) = {ms[RAW, '20 ms'][0] + decode_floor_ms:.2f} ms, against soundfile FLAC's {flac_1s:.2f} ms; "

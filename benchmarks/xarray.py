@@ -83,13 +83,15 @@ def run(ctx: Context) -> dict:
             "in-process, 2 threads": (lambda: rms.compute(scheduler="threads", num_workers=2), in_process),
             "dask distributed, 1 worker process": (lambda: one_worker.compute(rms).result(), _workers_cpu(one_worker)),
             "dask distributed, 2 worker processes": (
-                lambda: two_workers.compute(rms).result(), _workers_cpu(two_workers)
+                lambda: two_workers.compute(rms).result(),
+                _workers_cpu(two_workers),
             ),
         }
         clip_runs = {
             "one process, a loop": (lambda: extract(starts), in_process),
             f"2 worker processes, {BATCHES} batches": (
-                lambda: two_workers.gather(two_workers.map(extract, batches)), _workers_cpu(two_workers)
+                lambda: two_workers.gather(two_workers.map(extract, batches)),
+                _workers_cpu(two_workers),
             ),
         }
         scaling, scaling_cores = _interleaved(scaling_runs)
@@ -99,21 +101,40 @@ def run(ctx: Context) -> dict:
 
     one = scaling["dask distributed, 1 worker process"]
     base = scaling["in-process, 1 thread"]
-    rows = index_rows + [
-        {"measure": f"per-minute RMS of {duration / 3600:.2g} h stereo 48 kHz: {name}", "value": round(s, 2),
-         "unit": "s", "x realtime": round(duration / s), "speed-up vs 1 worker process": round(one / s, 2),
-         "speed-up vs in-process 1 thread": round(base / s, 2),
-         "cores obtained": round(scaling_cores[name], 2)}
-        for name, s in scaling.items()
-    ] + [
-        {"measure": f"{n_clips} random 1 s clips by clock time: {name}", "value": round(s, 2), "unit": "s",
-         "clips/s": round(n_clips / s), "speed-up vs one process": round(local_s / s, 2),
-         "cores obtained": round(clips_cores[name], 2)}
-        for name, s in clips.items()
-    ] + [
-        {"measure": f"to_aac of the {duration / 3600:.2g} h WAV as a dask array, 2 worker processes",
-         "value": round(write_s, 1), "unit": "s", "x realtime": round(duration / write_s)},
-    ]
+    rows = (
+        index_rows
+        + [
+            {
+                "measure": f"per-minute RMS of {duration / 3600:.2g} h stereo 48 kHz: {name}",
+                "value": round(s, 2),
+                "unit": "s",
+                "x realtime": round(duration / s),
+                "speed-up vs 1 worker process": round(one / s, 2),
+                "speed-up vs in-process 1 thread": round(base / s, 2),
+                "cores obtained": round(scaling_cores[name], 2),
+            }
+            for name, s in scaling.items()
+        ]
+        + [
+            {
+                "measure": f"{n_clips} random 1 s clips by clock time: {name}",
+                "value": round(s, 2),
+                "unit": "s",
+                "clips/s": round(n_clips / s),
+                "speed-up vs one process": round(local_s / s, 2),
+                "cores obtained": round(clips_cores[name], 2),
+            }
+            for name, s in clips.items()
+        ]
+        + [
+            {
+                "measure": f"to_aac of the {duration / 3600:.2g} h WAV as a dask array, 2 worker processes",
+                "value": round(write_s, 1),
+                "unit": "s",
+                "x realtime": round(duration / write_s),
+            },
+        ]
+    )
     two = scaling["dask distributed, 2 worker processes"]
     notes = index_notes + [
         f"2 worker processes vs 1: {one / two:.2f}x (target >= {TARGET_PROCESSES_X}x); 2 threads in one process vs 1: "
@@ -159,8 +180,14 @@ def _index_rows(pandas_samples: int) -> tuple[list[dict], list[str]]:
     ):
         ms = _median_ms(make)
         peak = _peak_mb(make)
-        rows.append({"measure": f"time index create + sel: {name}, {n:.0e} samples", "value": round(ms, 3),
-                     "unit": "ms", "peak MB": round(peak, 2)})
+        rows.append(
+            {
+                "measure": f"time index create + sel: {name}, {n:.0e} samples",
+                "value": round(ms, 3),
+                "unit": "ms",
+                "peak MB": round(peak, 2),
+            }
+        )
 
     last = HUGE - 1
     exact_ns = pd.Timestamp(START).value + (last * 10**9) // INDEX_RATE

@@ -61,8 +61,12 @@ def test_fresh_process_opens_array_without_importing_package(tmp_path):
     pcm = (np.sin(np.arange(20_000) / 9.0)[:, None] * [8000, -8000]).astype(np.int16)
     path = tmp_path / "rec.zarr"
     z = zarr.create_array(
-        str(path), shape=pcm.shape, chunks=(8192, 2), dtype="int16",
-        serializer=zarr_aac.AACCodec(sample_rate=48000), compressors=None,
+        str(path),
+        shape=pcm.shape,
+        chunks=(8192, 2),
+        dtype="int16",
+        serializer=zarr_aac.AACCodec(sample_rate=48000),
+        compressors=None,
     )
     z[:] = pcm
     expected = z[1000:1100]

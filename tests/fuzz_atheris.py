@@ -18,12 +18,12 @@ import atheris
 import numpy as np
 
 with atheris.instrument_imports():
-    from zarr_aac.codec.chunk_format import HEADER_NBYTES
     from zarr_aac.codec.aac_codec import AACCodec
+    from zarr_aac.codec.chunk_format import HEADER_NBYTES
     from zarr_aac.errors import CorruptChunkError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from support.chunks import FIELDS, Chunk  # noqa: E402
+from support.chunks import FIELDS, Chunk
 
 KEY = "fuzz/c/0/0"
 SHAPE = (4096, 2)
@@ -32,8 +32,20 @@ _t = np.arange(SHAPE[0]) / 48000
 PCM = (0.3 * np.sin(2 * np.pi * np.outer(_t, [440.0, 660.0])) * 32767).astype(np.int16)
 ORIGINAL = CODEC.encode_pcm(PCM)
 EXPECTED = CODEC.decode_chunk(ORIGINAL, SHAPE, np.dtype("int16"), KEY)
-_WIDTHS = {"magic": 0, "version": 1, "flags": 1, "channels": 1, "asc_nbytes": 1, "aac_sample_rate": 4,
-           "n_frames": 4, "n_samples": 8, "skip": 4, "frame_length": 4, "payload_nbytes": 8, "checksum_group": 4}
+_WIDTHS = {
+    "magic": 0,
+    "version": 1,
+    "flags": 1,
+    "channels": 1,
+    "asc_nbytes": 1,
+    "aac_sample_rate": 4,
+    "n_frames": 4,
+    "n_samples": 8,
+    "skip": 4,
+    "frame_length": 4,
+    "payload_nbytes": 8,
+    "checksum_group": 4,
+}
 
 
 def forged(fdp: atheris.FuzzedDataProvider) -> bytes:

@@ -44,9 +44,19 @@ def test_missing_section_is_skipped_and_report_written(benchmarks, tmp_path):
     skipped = run_section("no_such_section", ctx)
     assert skipped["skipped"] and "does not exist" in skipped["notes"][0]
     report = {
-        "date": "today", "quick": True, "sections": {"no_such_section": skipped},
-        "machine": {"git_commit": "abc", "cpu": "cpu", "cores": 2, "memory_gb": 1, "platform": "p",
-                    "python": "3", "ffmpeg": None, "packages": {"zarr": "3"}},
+        "date": "today",
+        "quick": True,
+        "sections": {"no_such_section": skipped},
+        "machine": {
+            "git_commit": "abc",
+            "cpu": "cpu",
+            "cores": 2,
+            "memory_gb": 1,
+            "platform": "p",
+            "python": "3",
+            "ffmpeg": None,
+            "packages": {"zarr": "3"},
+        },
     }
     skipped["rows"] = [{"method": "a", "ms": 1.25}, {"method": "b", "ms": 250.0, "extra": 3}]
     write_markdown(report, tmp_path, "python -m benchmarks --quick")
@@ -59,8 +69,14 @@ def test_codec_section_runs_and_checks_every_reader(benchmarks, tmp_path, ffmpeg
 
     result = codec.run(benchmarks.Context(workdir=tmp_path, quick=True))
     methods = [row["method"] for row in result["rows"]]
-    assert methods == ["zarr_aac", "zarr_aac, index not cached", "zarr int16 blosc-zstd", "zarr int16 raw",
-                       "soundfile FLAC", "PyAV m4a (ffmpeg aac)"]
+    assert methods == [
+        "zarr_aac",
+        "zarr_aac, index not cached",
+        "zarr int16 blosc-zstd",
+        "zarr int16 raw",
+        "soundfile FLAC",
+        "PyAV m4a (ffmpeg aac)",
+    ]
     storage = {row["method"]: row for row in result["tables"][0]["rows"]}
     assert storage["zarr int16 raw"]["check vs source"] == "exact"
     assert storage["soundfile FLAC"]["check vs source"] == "exact"

@@ -97,8 +97,10 @@ def test_high_bands_keep_each_channel_of_a_pair(channels):
     above 6 kHz 4 channels came back at 11.0-11.2 dB and 8 at 5.4-13.7 dB; now 14.2-14.7 dB."""
     pcm = microphone_array(channels)
     decoded = round_trip(pcm)
-    high = snr_db(sosfiltfilt(HIGH_PASS, pcm.astype(np.float64), axis=0),
-                  sosfiltfilt(HIGH_PASS, decoded.astype(np.float64), axis=0))
+    high = snr_db(
+        sosfiltfilt(HIGH_PASS, pcm.astype(np.float64), axis=0),
+        sosfiltfilt(HIGH_PASS, decoded.astype(np.float64), axis=0),
+    )
     assert high.min() > 13, high
 
 

@@ -19,8 +19,13 @@ from zarr_aac.codec.aac_codec import LEAD_IN, LEAD_OUT
 
 def make_array(store, shape, chunks, rate=48000, dtype="int16", fill_value=0, **codec_kw):
     return zarr.create_array(
-        store, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill_value,
-        serializer=zarr_aac.AACCodec(sample_rate=rate, **codec_kw), compressors=None,
+        store,
+        shape=shape,
+        chunks=chunks,
+        dtype=dtype,
+        fill_value=fill_value,
+        serializer=zarr_aac.AACCodec(sample_rate=rate, **codec_kw),
+        compressors=None,
     )
 
 
@@ -71,7 +76,9 @@ def test_selections_property(spec, data):
         if one_dim:
             np.testing.assert_array_equal(z.vindex[points], reference[points])
         else:
-            chans = np.array(data.draw(st.lists(st.integers(0, channels - 1), min_size=points.size, max_size=points.size)))
+            chans = np.array(
+                data.draw(st.lists(st.integers(0, channels - 1), min_size=points.size, max_size=points.size))
+            )
             np.testing.assert_array_equal(z.vindex[points, chans], reference[points, chans])
             subset = sorted(set(data.draw(st.lists(st.integers(0, channels - 1), min_size=1, max_size=channels))))
             np.testing.assert_array_equal(z.oindex[points, subset], reference[np.ix_(points, subset)])
@@ -87,12 +94,16 @@ def test_impulses_stay_at_their_input_positions(rate):
     pcm = np.zeros((n, 1), dtype=np.float32)
     pcm[positions, 0] = 0.8
     chunk = rate // 2 + 17
-    z = make_array(zarr.storage.MemoryStore(), (n, 1), (chunk, 1), rate=rate, dtype="float32", bitrate=aac.default_bitrate(1, rate))
+    z = make_array(
+        zarr.storage.MemoryStore(), (n, 1), (chunk, 1), rate=rate, dtype="float32", bitrate=aac.default_bitrate(1, rate)
+    )
     z[:] = pcm
     out = z[:, 0]
     for p in positions:
         window = np.abs(out[p - 100 : p + 101])
-        assert int(np.argmax(window)) - 100 == 0, f"impulse at {p} found at {p + int(np.argmax(window)) - 100} ({rate} Hz)"
+        assert int(np.argmax(window)) - 100 == 0, (
+            f"impulse at {p} found at {p + int(np.argmax(window)) - 100} ({rate} Hz)"
+        )
 
 
 def test_length_partial_last_chunk_and_missing_chunks():
@@ -176,13 +187,17 @@ class TestPartialDecode:
         assert 2 * header.n_frames / len(data) < 0.01
 
 
-@pytest.mark.parametrize(("rate", "channels"), [(8000, 1), (16000, 1), (44100, 2), (48000, 1), (48000, 2), (96000, 2), (48000, 6)])
+@pytest.mark.parametrize(
+    ("rate", "channels"), [(8000, 1), (16000, 1), (44100, 2), (48000, 1), (48000, 2), (96000, 2), (48000, 6)]
+)
 def test_index_under_one_percent_at_default_bitrates(rate, channels):
     codec = zarr_aac.AACCodec(sample_rate=rate)
     data = codec.encode_pcm(tone_with_noise(rate * 10, channels, rate))
     header = zarr_aac.codec.chunk_format.parse_header(data, None)
     index_nbytes = 2 * header.n_frames
-    checksums_nbytes = header.prefix_nbytes - zarr_aac.codec.chunk_format.HEADER_NBYTES - header.asc_nbytes - index_nbytes
+    checksums_nbytes = (
+        header.prefix_nbytes - zarr_aac.codec.chunk_format.HEADER_NBYTES - header.asc_nbytes - index_nbytes
+    )
     assert index_nbytes / len(data) < 0.01
     assert checksums_nbytes == 4 * -(-header.n_frames // 16) and checksums_nbytes / len(data) < 0.0015
 
@@ -255,12 +270,17 @@ class TestCorruptChunks:
 
 class TestConfiguration:
     def test_roundtrip_through_metadata(self, tmp_path):
-        z = make_array(str(tmp_path / "a.zarr"), (10, 2), (10, 2), rate=250_000, aac_sample_rate=96_000, bitrate=128_000)
+        z = make_array(
+            str(tmp_path / "a.zarr"), (10, 2), (10, 2), rate=250_000, aac_sample_rate=96_000, bitrate=128_000
+        )
         reopened = zarr.open_array(str(tmp_path / "a.zarr"))
         codec = reopened.metadata.codecs[0]
         assert codec == zarr_aac.AACCodec(sample_rate=250_000, aac_sample_rate=96_000, bitrate=128_000)
         assert zarr_aac.AACCodec.from_dict(codec.to_dict()) == codec
-        assert codec.to_dict() == {"name": "zarr_aac", "configuration": {"sample_rate": 250_000, "aac_sample_rate": 96_000, "bitrate": 128_000}}
+        assert codec.to_dict() == {
+            "name": "zarr_aac",
+            "configuration": {"sample_rate": 250_000, "aac_sample_rate": 96_000, "bitrate": 128_000},
+        }
         assert z.metadata.codecs[0] == codec
 
     @pytest.mark.parametrize(("channels", "expected"), [(1, 130_000), (2, 160_000), (4, 320_000)])

@@ -15,7 +15,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 import zarr
-from concurrency_workers import APPENDED_CHUNKS, CHUNK, FIRST_CHUNKS, RATE, READERS, appender, import_each, reader, signal
+from concurrency_workers import (
+    APPENDED_CHUNKS,
+    CHUNK,
+    FIRST_CHUNKS,
+    RATE,
+    READERS,
+    appender,
+    import_each,
+    reader,
+    signal,
+)
 from support.selections import reference_decode
 from support.signals import tone_with_noise
 
@@ -27,8 +37,13 @@ from zarr_aac.archive.recordings import CATALOGUE_ATTR, TEMP_PREFIX
 def test_readers_see_the_old_or_new_length_and_always_the_right_samples(tmp_path):
     path = str(tmp_path / "growing.zarr")
     array = zarr.create_array(
-        path, shape=(FIRST_CHUNKS * CHUNK, 2), chunks=(CHUNK, 2), dtype="int16",
-        serializer=AACCodec(sample_rate=RATE), compressors=None, fill_value=0,
+        path,
+        shape=(FIRST_CHUNKS * CHUNK, 2),
+        chunks=(CHUNK, 2),
+        dtype="int16",
+        serializer=AACCodec(sample_rate=RATE),
+        compressors=None,
+        fill_value=0,
     )
     array[:] = signal(FIRST_CHUNKS)[: FIRST_CHUNKS * CHUNK]
     context = multiprocessing.get_context("spawn")

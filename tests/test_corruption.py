@@ -42,8 +42,13 @@ def lena_pcm() -> np.ndarray:
 def store_recording(root: Path, name: str, pcm: np.ndarray, chunk: int = CHUNK) -> zarr.Array:
     group = zarr.open_group(root, mode="a")
     array = group.create_array(
-        name, shape=pcm.shape, chunks=(chunk, pcm.shape[1]), dtype=pcm.dtype,
-        serializer=AACCodec(sample_rate=44100), compressors=None, fill_value=0,
+        name,
+        shape=pcm.shape,
+        chunks=(chunk, pcm.shape[1]),
+        dtype=pcm.dtype,
+        serializer=AACCodec(sample_rate=44100),
+        compressors=None,
+        fill_value=0,
     )
     array[:] = pcm
     return array
@@ -70,7 +75,9 @@ def prefix_region(chunk: Chunk, position: int) -> str:
     return "frames"
 
 
-def flip_experiment(array: zarr.Array, reference: np.ndarray, flips: int, seed: int, prefix_only: bool = False) -> Counter:
+def flip_experiment(
+    array: zarr.Array, reference: np.ndarray, flips: int, seed: int, prefix_only: bool = False
+) -> Counter:
     """Flip one random byte of one random chunk at a time (restoring it afterwards) and count,
     per region, what a whole-chunk read, verify() and a partial read of the damaged frame saw.
     ``prefix_only`` draws the bytes from the header, ASC, index and checksums alone."""
@@ -174,8 +181,10 @@ def test_a_corrupt_chunk_raises_by_default_and_tolerant_reads_fill_and_report(re
         assert "checksum mismatch in frames" in report.errors[0].reason
         assert all("header claims" in e.reason for e in report.errors[1:])
         np.testing.assert_array_equal(whole[2 * CHUNK : 3 * CHUNK], 0)
-        np.testing.assert_array_equal(np.delete(whole, np.s_[2 * CHUNK : 3 * CHUNK], axis=0),
-                                      np.delete(reference, np.s_[2 * CHUNK : 3 * CHUNK], axis=0))
+        np.testing.assert_array_equal(
+            np.delete(whole, np.s_[2 * CHUNK : 3 * CHUNK], axis=0),
+            np.delete(reference, np.s_[2 * CHUNK : 3 * CHUNK], axis=0),
+        )
         np.testing.assert_array_equal(points, [reference[5, 1], 0, reference[4 * CHUNK, 1]])
         np.testing.assert_array_equal(partial[:100], reference[2 * CHUNK - 100 : 2 * CHUNK])
         np.testing.assert_array_equal(partial[100:], 0)
@@ -283,8 +292,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         array = store_recording(Path(tmp) / "lena.zarr", "lena", lena_pcm())
         counts = flip_experiment(array, reference_decode(array), args.flips, args.seed, args.prefix_only)
-    columns = ["injected", "whole read raised", "verify listed", "partial read raised",
-               "partial read silently wrong", "partial read unchanged"]
+    columns = [
+        "injected",
+        "whole read raised",
+        "verify listed",
+        "partial read raised",
+        "partial read silently wrong",
+        "partial read unchanged",
+    ]
     print("| region | " + " | ".join(columns) + " |")
     print("|---" * (len(columns) + 1) + "|")
     for region in REGIONS:

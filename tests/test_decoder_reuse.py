@@ -20,8 +20,12 @@ RATES = (48000, 22050)
 
 def stored(rate: int, channels: int, n: int = 150_000, chunk: int = 60_000) -> zarr.Array:
     z = zarr.create_array(
-        zarr.storage.MemoryStore(), shape=(n, channels), chunks=(chunk, channels), dtype="int16",
-        serializer=zarr_aac.AACCodec(sample_rate=rate), compressors=None,
+        zarr.storage.MemoryStore(),
+        shape=(n, channels),
+        chunks=(chunk, channels),
+        dtype="int16",
+        serializer=zarr_aac.AACCodec(sample_rate=rate),
+        compressors=None,
     )
     z[:] = (tone_with_noise(n, channels, rate, seed=rate + channels) * 32767).astype(np.int16)
     return z
@@ -42,7 +46,9 @@ def chunk_frames(z: zarr.Array) -> tuple[bytes, int, list[bytes]]:
     return prefix.asc, header.channels, [data[offsets[i] : offsets[i + 1]] for i in range(header.n_frames)]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_interleaved_reads_of_different_configs_match_sequential_decode(arrays, data):
     z, reference = arrays[data.draw(st.integers(0, len(arrays) - 1))]

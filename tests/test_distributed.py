@@ -38,8 +38,12 @@ def archive(tmp_path_factory) -> Path:
     pcm = tone_with_noise(MINUTES * MINUTE, 1, RATE, seed=5)[:, 0]
     pcm *= np.repeat(np.linspace(0.2, 1.0, 2 * MINUTES), MINUTE // 2)
     array = zarr.create_array(
-        str(path), shape=pcm.shape, chunks=(MINUTE // 2,), dtype="int16",
-        serializer=AACCodec(sample_rate=RATE), compressors=None,
+        str(path),
+        shape=pcm.shape,
+        chunks=(MINUTE // 2,),
+        dtype="int16",
+        serializer=AACCodec(sample_rate=RATE),
+        compressors=None,
         attributes={"sample_rate": RATE, "start_time": START},
     )
     array[:] = (pcm * 32767).astype(np.int16)
@@ -52,10 +56,23 @@ def cluster(workdir: Path, n_workers: int):
     scheduler_file = workdir / "scheduler.json"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     common = {"cwd": workdir, "env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
-         "--no-dashboard", "--scheduler-file", str(scheduler_file)], **common,
-    )]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "distributed.cli.dask_scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--no-dashboard",
+                "--scheduler-file",
+                str(scheduler_file),
+            ],
+            **common,
+        )
+    ]
     try:
         deadline = time.monotonic() + STARTUP_SECONDS
         while not scheduler_file.exists():
@@ -63,11 +80,26 @@ def cluster(workdir: Path, n_workers: int):
                 raise RuntimeError(f"dask scheduler did not start (exit code {procs[0].poll()})")
             time.sleep(0.2)
         for i in range(n_workers):
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(scheduler_file),
-                 "--nthreads", "1", "--no-nanny", "--no-dashboard", "--name", f"worker-{i}",
-                 "--local-directory", str(workdir / f"worker-{i}")], **common,
-            ))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "distributed.cli.dask_worker",
+                        "--scheduler-file",
+                        str(scheduler_file),
+                        "--nthreads",
+                        "1",
+                        "--no-nanny",
+                        "--no-dashboard",
+                        "--name",
+                        f"worker-{i}",
+                        "--local-directory",
+                        str(workdir / f"worker-{i}"),
+                    ],
+                    **common,
+                )
+            )
         with distributed.Client(scheduler_file=str(scheduler_file), timeout=STARTUP_SECONDS) as client:
             client.wait_for_workers(n_workers, timeout=STARTUP_SECONDS)
             yield client, procs[1:]

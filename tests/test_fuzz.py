@@ -22,9 +22,7 @@ from zarr_aac.codec.aac import FrameDecoder
 from zarr_aac.errors import AudioDecodeError
 
 EXAMPLES = int(os.environ.get("ZARR_AAC_FUZZ_EXAMPLES", "150"))
-FUZZ = settings(
-    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 MEMORY_BOUND = 64 << 20
 """Peak Python allocation allowed for one hostile read; a well-formed read of the fixture needs ~1 MB."""
 

@@ -13,8 +13,8 @@ import soundfile as sf
 import zarr
 
 from zarr_aac import import_file
-from zarr_aac.errors import SourceError
 from zarr_aac.archive.importer import CATALOGUE_ATTR, TEMP_PREFIX
+from zarr_aac.errors import SourceError
 
 DATA = Path(__file__).parent / "data"
 CHUNK_S = 0.25
@@ -39,8 +39,11 @@ def encoded(tmp_path_factory, crow) -> dict[str, Path]:
     wav = out / "crow.wav"
     sf.write(wav, crow, 44100, subtype="PCM_16")
     files = {}
-    for ext, args in (("mp3", ["-c:a", "libmp3lame", "-b:a", "128k"]), ("flac", ["-c:a", "flac"]),
-                      ("m4a", ["-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart"])):
+    for ext, args in (
+        ("mp3", ["-c:a", "libmp3lame", "-b:a", "128k"]),
+        ("flac", ["-c:a", "flac"]),
+        ("m4a", ["-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart"]),
+    ):
         path = out / f"crow.{ext}"
         subprocess.run([ffmpeg, "-v", "error", "-y", "-i", str(wav), *args, str(path)], check=True)
         files[ext] = path
@@ -53,8 +56,20 @@ def cli_decode(path: Path) -> np.ndarray | None:
     import shutil
 
     probe = subprocess.run(
-        [shutil.which("ffprobe") or "ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
-         "stream=channels", "-of", "csv=p=0", str(path)], capture_output=True, text=True,
+        [
+            shutil.which("ffprobe") or "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "a:0",
+            "-show_entries",
+            "stream=channels",
+            "-of",
+            "csv=p=0",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
     )
     if probe.returncode != 0 or not probe.stdout.strip():
         return None
@@ -232,7 +247,6 @@ def test_many_channels_are_stored_in_chunks_of_8(tmp_path, channels):
     peak_hz = np.argmax(spectrum, axis=0) * rate / (n - n // 4)
     np.testing.assert_allclose(peak_hz, freqs, atol=8)
     assert snr_db(pcm.astype(np.float32), stored) > 15
-
 
 
 def test_an_import_interrupted_mid_write_leaves_nothing(tmp_path, encoded, monkeypatch):

@@ -424,8 +424,14 @@ def test_stream_choice_and_bad_options(tmp_path, ffmpeg_sources):
 
 @pytest.mark.parametrize(
     "bad",
-    [{"bitrate": 10}, {"dtype": "int32"}, {"chunk_duration": float("inf")}, {"start_time": "soon"},
-     {"aac_sample_rate": 50000}, {"metadata": {"when": datetime.now()}}],
+    [
+        {"bitrate": 10},
+        {"dtype": "int32"},
+        {"chunk_duration": float("inf")},
+        {"start_time": "soon"},
+        {"aac_sample_rate": 50000},
+        {"metadata": {"when": datetime.now()}},
+    ],
 )
 def test_options_are_checked_once_before_any_file_is_hashed(bad, tmp_path, sources, monkeypatch):
     hashed = []

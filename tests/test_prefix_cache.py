@@ -24,8 +24,14 @@ def stored():
     """A 3-chunk stereo array on a counting MemoryStore, its request log and the PCM it holds."""
     pcm = (tone_with_noise(3 * CHUNK, 2, 48000, seed=3) * 32767).astype(np.int16)
     store = RecordingStore(zarr.storage.MemoryStore())
-    z = zarr.create_array(store, shape=pcm.shape, chunks=(CHUNK, 2), dtype="int16",
-                          serializer=zarr_aac.AACCodec(sample_rate=48000), compressors=None)
+    z = zarr.create_array(
+        store,
+        shape=pcm.shape,
+        chunks=(CHUNK, 2),
+        dtype="int16",
+        serializer=zarr_aac.AACCodec(sample_rate=48000),
+        compressors=None,
+    )
     z[:] = pcm
     return z, store
 
@@ -45,8 +51,14 @@ def test_a_rewritten_chunk_is_read_from_its_new_bytes(stored):
     window = slice(CHUNK + 1000, CHUNK + 3000)
     z[window]
     other = (tone_with_noise(CHUNK, 2, 48000, seed=99) * 32767).astype(np.int16)
-    other_array = zarr.create_array(zarr.storage.MemoryStore(), shape=other.shape, chunks=other.shape, dtype="int16",
-                                    serializer=zarr_aac.AACCodec(sample_rate=48000), compressors=None)
+    other_array = zarr.create_array(
+        zarr.storage.MemoryStore(),
+        shape=other.shape,
+        chunks=other.shape,
+        dtype="int16",
+        serializer=zarr_aac.AACCodec(sample_rate=48000),
+        compressors=None,
+    )
     other_array[:] = other
     _replace(store, "c/1/0", other_array.store_path.store._store_dict["c/0/0"].to_bytes())
     store.log.reset()

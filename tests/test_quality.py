@@ -22,7 +22,9 @@ def music(data_dir):
     """Real singing, resampled to 48 kHz so re-encoding does not line up with its own AAC frames."""
     with av.open(str(data_dir / "music_lena_44k1.m4a")) as container:
         resampler = av.AudioResampler(format="flt", layout="stereo", rate=48000)
-        blocks = [out.to_ndarray().reshape(-1, 2) for frame in container.decode(audio=0) for out in resampler.resample(frame)]
+        blocks = [
+            out.to_ndarray().reshape(-1, 2) for frame in container.decode(audio=0) for out in resampler.resample(frame)
+        ]
         blocks += [out.to_ndarray().reshape(-1, 2) for out in resampler.resample(None)]
     return np.concatenate(blocks), 48000
 
@@ -32,20 +34,31 @@ def field(data_dir):
     return np.stack([mono, np.roll(mono, rate)], axis=1), rate
 
 
-@pytest.mark.parametrize(("recording", "chunk", "floor_db"), [(music, 2**17, 20.0), (music, 100_000, 20.0), (field, 2**16, 15.0), (field, 100_000, 15.0)])
+@pytest.mark.parametrize(
+    ("recording", "chunk", "floor_db"),
+    [(music, 2**17, 20.0), (music, 100_000, 20.0), (field, 2**16, 15.0), (field, 100_000, 15.0)],
+)
 def test_snr_and_chunk_edges(recording, chunk, floor_db, data_dir, record_property):
     pcm, rate = recording(data_dir)
     pcm = np.clip(np.rint(pcm * 32767), -32768, 32767).astype(np.int16)
     z = zarr.create_array(
-        zarr.storage.MemoryStore(), shape=pcm.shape, chunks=(chunk, 2), dtype="int16",
-        serializer=zarr_aac.AACCodec(sample_rate=rate, bitrate=160_000), compressors=None,
+        zarr.storage.MemoryStore(),
+        shape=pcm.shape,
+        chunks=(chunk, 2),
+        dtype="int16",
+        serializer=zarr_aac.AACCodec(sample_rate=rate, bitrate=160_000),
+        compressors=None,
     )
     z[:] = pcm
     out = z[:]
     near_edge = np.zeros(len(pcm), dtype=bool)
     for edge in range(chunk, len(pcm), chunk):
         near_edge[edge - EDGE : edge + EDGE] = True
-    overall, edges, rest = snr_db(pcm, out), snr_db(pcm[near_edge], out[near_edge]), snr_db(pcm[~near_edge], out[~near_edge])
+    overall, edges, rest = (
+        snr_db(pcm, out),
+        snr_db(pcm[near_edge], out[near_edge]),
+        snr_db(pcm[~near_edge], out[~near_edge]),
+    )
     record_property("snr_db", {"overall": overall, "near_chunk_edges": edges, "rest": rest})
     print(f"{recording.__name__}: SNR {overall:.2f} dB, within {EDGE} of an edge {edges:.2f} dB, rest {rest:.2f} dB")
     assert near_edge.sum() >= 4 * EDGE

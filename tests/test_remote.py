@@ -18,7 +18,7 @@ import pytest
 from support.media import ffmpeg_aac, pyav_decode, write_wav
 
 pytest.importorskip("aiohttp")
-from zarr_aac.files.store import open_aac_file  # noqa: E402
+from zarr_aac.files.store import open_aac_file
 
 RATE = 48000
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
@@ -27,7 +27,7 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 class RangeRequestHandler(SimpleHTTPRequestHandler):
     """Serves files with single-range ``Range`` support and records (method, range) per request."""
 
-    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+    def log_message(self, format, *args):
         pass
 
     def do_HEAD(self):

@@ -32,8 +32,8 @@ from support.signals import tone_with_noise  # noqa: E402
 from zarr.storage import FsspecStore  # noqa: E402
 
 from zarr_aac import CorruptChunkError, import_file  # noqa: E402
-from zarr_aac.errors import ChunkReadError  # noqa: E402
 from zarr_aac.archive.importer import CATALOGUE_ATTR, TEMP_PREFIX  # noqa: E402
+from zarr_aac.errors import ChunkReadError  # noqa: E402
 
 full_s3_run = pytest.mark.skipif(not os.environ.get("ZARR_AAC_S3_FULL"), reason="slow S3 fault test: nox -s s3 runs it")
 """For the slower fault tests (retry budgets running out, timeouts); ``nox -s s3`` sets ZARR_AAC_S3_FULL=1."""
@@ -54,7 +54,8 @@ def moto_endpoint():
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -183,8 +184,11 @@ def s3_store(endpoint: str, path: str, *, read_timeout: float = 10, retries: int
     options = {
         **CREDENTIALS,
         "client_kwargs": {"endpoint_url": endpoint, "region_name": REGION},
-        "config_kwargs": {"read_timeout": read_timeout, "connect_timeout": 2,
-                          "retries": {"max_attempts": retries, "mode": "standard"}},
+        "config_kwargs": {
+            "read_timeout": read_timeout,
+            "connect_timeout": 2,
+            "retries": {"max_attempts": retries, "mode": "standard"},
+        },
         "skip_instance_cache": True,
         "asynchronous": True,
     }
@@ -195,8 +199,9 @@ def s3_store(endpoint: str, path: str, *, read_timeout: float = 10, retries: int
 
 @pytest.fixture(scope="module")
 def bucket(moto_endpoint):
-    fs = s3fs.S3FileSystem(**CREDENTIALS, client_kwargs={"endpoint_url": moto_endpoint, "region_name": REGION},
-                           skip_instance_cache=True)
+    fs = s3fs.S3FileSystem(
+        **CREDENTIALS, client_kwargs={"endpoint_url": moto_endpoint, "region_name": REGION}, skip_instance_cache=True
+    )
     fs.mkdir(BUCKET)
     return fs
 
@@ -271,8 +276,9 @@ def test_a_store_that_keeps_failing_raises_a_clear_error(proxy, recording_on_s3,
     samples."""
     endpoint, log = proxy
     array, _ = recording_on_s3
-    fragile = zarr.open_array(s3_store(endpoint, f"archive.zarr/{array.basename}", read_timeout=0.5, retries=2),
-                              mode="r")
+    fragile = zarr.open_array(
+        s3_store(endpoint, f"archive.zarr/{array.basename}", read_timeout=0.5, retries=2), mode="r"
+    )
     log.clear()
     log.faults.append(Fault(kind, 10**6, delay=1.0))
     try:

@@ -29,7 +29,14 @@ from zarr.storage import MemoryStore
 
 import zarr_aac
 from zarr_aac.codec.aac import to_dtype
-from zarr_aac.codec.chunk_format import CHECKSUM_GROUP, pack_chunk, pack_prefix, parse_header, parse_prefix, verify_payload
+from zarr_aac.codec.chunk_format import (
+    CHECKSUM_GROUP,
+    pack_chunk,
+    pack_prefix,
+    parse_header,
+    parse_prefix,
+    verify_payload,
+)
 from zarr_aac.errors import CorruptChunkError, CorruptSourceError, SourceNotFoundError
 from zarr_aac.files.legacy import legacy_store, open_legacy_archive
 from zarr_aac.files.store import INDEX_SUFFIX, AACFileStore, open_aac_file

@@ -13,8 +13,8 @@ import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zarr_aac.errors import TimeAxisError, TimeLabelError
 from zarr_aac.dataset.time_index import SampleTimeIndex, first_sample_at_or_after, sample_offset_ns
+from zarr_aac.errors import TimeAxisError, TimeLabelError
 
 START = "2026-06-10T05:00:00Z"
 START_NS = 1_781_067_600_000_000_000
@@ -66,7 +66,7 @@ def test_sel_slice_is_half_open_on_sample_instants(n, rate, step, data):
     ds = dataset(n, rate).isel(time=slice(None, None, step))
     labels = reference_labels(n, rate)[::step]
     span = int(labels[-1] - START_NS) + 10**6
-    t0, t1 = sorted(data.draw(st.integers(-10**6, span)) + START_NS for _ in range(2))
+    t0, t1 = sorted(data.draw(st.integers(-(10**6), span)) + START_NS for _ in range(2))
     got = positions_of(ds, time=slice(np.datetime64(t0, "ns"), np.datetime64(t1, "ns")))
     expected = np.arange(np.searchsorted(labels, t0, "left"), np.searchsorted(labels, t1, "left"))
     np.testing.assert_array_equal(got, expected)

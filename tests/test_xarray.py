@@ -18,9 +18,9 @@ from support.signals import tone_with_noise
 
 import zarr_aac
 from zarr_aac import AACCodec
-from zarr_aac.errors import ArchiveError, RecordingMetadataError, TimeAxisError, UnsupportedAudioError
-from zarr_aac.dataset.time_index import SampleTimeIndex
 from zarr_aac.dataset.convert import assign_time_index, concat_recordings, to_aac
+from zarr_aac.dataset.time_index import SampleTimeIndex
+from zarr_aac.errors import ArchiveError, RecordingMetadataError, TimeAxisError, UnsupportedAudioError
 
 RATE = 8000
 START = "2026-06-10T05:00:00Z"
@@ -34,8 +34,14 @@ def write_recording(store, name=None, *, n=RATE * 12, channels=2, chunk=RATE * 4
     if channels == 1:
         pcm = pcm[:, 0]
     array = zarr.create_array(
-        store, name=name, shape=pcm.shape, chunks=(chunk, channels)[: pcm.ndim], dtype=dtype,
-        serializer=AACCodec(sample_rate=RATE), compressors=None, attributes=attributes,
+        store,
+        name=name,
+        shape=pcm.shape,
+        chunks=(chunk, channels)[: pcm.ndim],
+        dtype=dtype,
+        serializer=AACCodec(sample_rate=RATE),
+        compressors=None,
+        attributes=attributes,
     )
     array[:] = pcm
     return array
@@ -168,7 +174,9 @@ def test_lazy_dataset_pickles_and_reads_after(recording):
 def test_concat_of_abutting_files_keeps_the_lazy_index(tmp_path):
     first = write_recording(str(tmp_path / "a"), n=RATE * 3, seed=3)
     second = write_recording(
-        str(tmp_path / "b"), n=RATE * 2, seed=4,
+        str(tmp_path / "b"),
+        n=RATE * 2,
+        seed=4,
         attrs={"sample_rate": RATE, "start_time": "2026-06-10T05:00:03Z"},
     )
     parts = [zarr_aac.open_dataset(p, chunks={}) for p in (tmp_path / "a", tmp_path / "b")]
@@ -237,8 +245,12 @@ def test_to_aac_from_plain_arrays_and_its_refusals(tmp_path):
 
 def test_1e10_sample_archive_opens_and_selects_without_materialising(tmp_path):
     zarr.create_array(
-        str(tmp_path / "huge.zarr"), shape=(10**10, 2), chunks=(2**22, 2), dtype="int16",
-        serializer=AACCodec(sample_rate=48000), compressors=None,
+        str(tmp_path / "huge.zarr"),
+        shape=(10**10, 2),
+        chunks=(2**22, 2),
+        dtype="int16",
+        serializer=AACCodec(sample_rate=48000),
+        compressors=None,
         attributes={"sample_rate": 48000, "start_time": START},
     )
     tracemalloc.start()
@@ -265,8 +277,12 @@ def test_concat_recordings_matches_xarray_concat_without_its_per_sample_mask(tmp
     huge = []
     for name, start in (("h1", START), ("h2", "2026-06-11T09:56:06.666666667Z")):
         zarr.create_array(
-            str(tmp_path / name), shape=(5 * 10**9,), chunks=(2**24,), dtype="int16",
-            serializer=AACCodec(sample_rate=48000), compressors=None,
+            str(tmp_path / name),
+            shape=(5 * 10**9,),
+            chunks=(2**24,),
+            dtype="int16",
+            serializer=AACCodec(sample_rate=48000),
+            compressors=None,
             attributes={"sample_rate": 48000, "start_time": start},
         )
         huge.append(zarr_aac.open_dataset(tmp_path / name, chunks={}))

@@ -426,9 +426,16 @@ def import_file(
         If an option is invalid (see :class:`ImportOptions`); checked before the file is read.
     """
     options = _options_from(
-        options, bitrate=bitrate, aac_sample_rate=aac_sample_rate, chunk_duration=chunk_duration,
-        start_time=start_time, metadata=metadata, stream=stream, dtype=dtype,
-        allow_truncated=allow_truncated, progress=progress,
+        options,
+        bitrate=bitrate,
+        aac_sample_rate=aac_sample_rate,
+        chunk_duration=chunk_duration,
+        start_time=start_time,
+        metadata=metadata,
+        stream=stream,
+        dtype=dtype,
+        allow_truncated=allow_truncated,
+        progress=progress,
     )
     archive = open_archive(group)
     path, digest = _prepare(source)
@@ -546,9 +553,16 @@ def import_files(
         If an option is invalid (see :class:`ImportOptions`); checked before any file is hashed.
     """
     options = _options_from(
-        options, bitrate=bitrate, aac_sample_rate=aac_sample_rate, chunk_duration=chunk_duration,
-        start_time=start_time, metadata=metadata, stream=stream, dtype=dtype,
-        allow_truncated=allow_truncated, progress=progress,
+        options,
+        bitrate=bitrate,
+        aac_sample_rate=aac_sample_rate,
+        chunk_duration=chunk_duration,
+        start_time=start_time,
+        metadata=metadata,
+        stream=stream,
+        dtype=dtype,
+        allow_truncated=allow_truncated,
+        progress=progress,
     )
     archive = open_archive(group)
     paths = [Path(s) for s in sources]
@@ -605,9 +619,7 @@ def _run(
     context.set_forkserver_preload(["zarr_aac.archive.importer"])
     with ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
         futures = {
-            pool.submit(
-                _import_into_temp, job.path, archive.store, archive.path, job.temp_name, job.digest, options
-            ): i
+            pool.submit(_import_into_temp, job.path, archive.store, archive.path, job.temp_name, job.digest, options): i
             for i, job in pending.items()
         }
         try:

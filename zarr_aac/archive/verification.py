@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from zarr_aac.codec.chunk_format import check_chunk_geometry, parse_header, parse_prefix, verify_payload
 from zarr_aac.codec.aac_codec import AACCodec
+from zarr_aac.codec.chunk_format import check_chunk_geometry, parse_header, parse_prefix, verify_payload
 from zarr_aac.errors import ArchiveError, CorruptChunkError
 
 CONCURRENT_GETS = 16

@@ -92,9 +92,7 @@ def encoder_options(channels: int) -> dict[str, str]:
     return options
 
 
-def encode_frames(
-    pcm: np.ndarray, aac_sample_rate: int, bitrate: int
-) -> tuple[bytes, list[bytes]]:
+def encode_frames(pcm: np.ndarray, aac_sample_rate: int, bitrate: int) -> tuple[bytes, list[bytes]]:
     """Encode float32 PCM of shape (n, channels) to AAC-LC; return (ASC, raw frames).
 
     PNS is switched off: its noise generator carries state across frames, which would make a

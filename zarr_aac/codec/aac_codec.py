@@ -241,8 +241,12 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         fill_edges(padded, LEAD_IN, LEAD_OUT)
         asc, frames = aac.encode_frames(padded, self.aac_sample_rate, self._bitrate_for(channels))
         return pack_chunk(
-            asc, frames, channels=channels, aac_sample_rate=self.aac_sample_rate,
-            n_samples=n, skip=aac.ENCODER_PRIMING + LEAD_IN,
+            asc,
+            frames,
+            channels=channels,
+            aac_sample_rate=self.aac_sample_rate,
+            n_samples=n,
+            skip=aac.ENCODER_PRIMING + LEAD_IN,
         )
 
     async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
@@ -358,8 +362,12 @@ async def _fetch_prefix(
 
 
 async def _decode_from_prefix(
-    byte_getter: ByteGetter, prefix: ChunkPrefix, samples: _SampleSelection, selection: SelectorTuple,
-    chunk_spec: ArraySpec, key: str | None,
+    byte_getter: ByteGetter,
+    prefix: ChunkPrefix,
+    samples: _SampleSelection,
+    selection: SelectorTuple,
+    chunk_spec: ArraySpec,
+    key: str | None,
 ) -> NDBuffer | None:
     """Fetch, verify and decode the frames ``samples`` needs, in one request, and apply
     ``selection``'s other axes; None if the chunk is gone."""
@@ -390,8 +398,9 @@ async def _fetch_frames(
     payload = fetched.to_bytes()
     if len(payload) != stop_byte - start_byte:
         raise CorruptChunkError(
-            key, f"chunk ends before byte {stop_byte} that its index points to "
-            f"(got {len(payload)} of {stop_byte - start_byte} bytes from {start_byte})"
+            key,
+            f"chunk ends before byte {stop_byte} that its index points to "
+            f"(got {len(payload)} of {stop_byte - start_byte} bytes from {start_byte})",
         )
     prefix.verify_frames(payload, first, stop, key)
     return _FetchedFrames(memoryview(payload), prefix.index, base, key)
@@ -440,7 +449,11 @@ class _SampleSpan:
         return [(max(index.frame_of(self.start) - 1, 0), last + 1)]
 
     def decode(
-        self, frames: _FetchedFrames, decoder: aac.FrameDecoder, runs: list[tuple[int, int]], header: ChunkHeader,
+        self,
+        frames: _FetchedFrames,
+        decoder: aac.FrameDecoder,
+        runs: list[tuple[int, int]],
+        header: ChunkHeader,
         dtype: np.dtype,
     ) -> np.ndarray:
         """The span's samples as ``dtype``, shape (samples, channels), from the run ``frame_runs`` gave."""
@@ -491,7 +504,11 @@ class _SampleRows:
         return aac.frame_runs(np.flatnonzero(needed))
 
     def decode(
-        self, frames: _FetchedFrames, decoder: aac.FrameDecoder, runs: list[tuple[int, int]], header: ChunkHeader,
+        self,
+        frames: _FetchedFrames,
+        decoder: aac.FrameDecoder,
+        runs: list[tuple[int, int]],
+        header: ChunkHeader,
         dtype: np.dtype,
     ) -> np.ndarray:
         """The rows' samples as ``dtype``, shape (rows, channels), from the runs ``frame_runs`` gave."""

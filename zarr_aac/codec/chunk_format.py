@@ -106,8 +106,7 @@ class ChunkHeader:
     @property
     def prefix_nbytes(self) -> int:
         """Bytes of header, ASC, frame sizes and checksums: everything before the first frame."""
-        return (HEADER_NBYTES + self.asc_nbytes + FRAME_SIZE_ITEMSIZE * self.n_frames
-                + CHECKSUM_ITEMSIZE * self.n_groups)
+        return HEADER_NBYTES + self.asc_nbytes + FRAME_SIZE_ITEMSIZE * self.n_frames + CHECKSUM_ITEMSIZE * self.n_groups
 
     @property
     def total_nbytes(self) -> int:
@@ -163,8 +162,12 @@ def _group_checksums(
 
 def prefix_nbytes_upper_bound(n_frames: int) -> int:
     """Bytes that surely hold the prefix of a chunk of ``n_frames`` frames written by this codec."""
-    return (HEADER_NBYTES + ASC_MAX_NBYTES + FRAME_SIZE_ITEMSIZE * n_frames
-            + CHECKSUM_ITEMSIZE * -(-n_frames // CHECKSUM_GROUP))
+    return (
+        HEADER_NBYTES
+        + ASC_MAX_NBYTES
+        + FRAME_SIZE_ITEMSIZE * n_frames
+        + CHECKSUM_ITEMSIZE * -(-n_frames // CHECKSUM_GROUP)
+    )
 
 
 def pack_chunk(
@@ -180,7 +183,13 @@ def pack_chunk(
 
 
 def pack_prefix(
-    asc: bytes, frame_sizes: np.ndarray, *, channels: int, aac_sample_rate: int, n_samples: int, skip: int,
+    asc: bytes,
+    frame_sizes: np.ndarray,
+    *,
+    channels: int,
+    aac_sample_rate: int,
+    n_samples: int,
+    skip: int,
     payload: bytes | None,
 ) -> bytes:
     """Header, ASC, frame index and group checksums of a chunk whose frames are ``payload``;
@@ -196,8 +205,19 @@ def pack_prefix(
         crcs = [crc for _, _, crc in _group_checksums(payload, offsets, 0, len(sizes), group)]
         checksums = np.array(crcs, dtype="<u4").tobytes()
     head = HEADER.pack(
-        MAGIC, VERSION, 0, channels, len(asc), aac_sample_rate, len(sizes), n_samples, skip,
-        FRAME_LENGTH, int(sizes.sum(dtype=np.int64)), group, 0,
+        MAGIC,
+        VERSION,
+        0,
+        channels,
+        len(asc),
+        aac_sample_rate,
+        len(sizes),
+        n_samples,
+        skip,
+        FRAME_LENGTH,
+        int(sizes.sum(dtype=np.int64)),
+        group,
+        0,
     )
     described = head[:_CRC_OFFSET]
     index = sizes.tobytes() + checksums
@@ -209,14 +229,28 @@ def parse_header(data: bytes | memoryview, key: str | None) -> ChunkHeader:
     """Read and sanity-check the fixed header at the start of ``data``."""
     if len(data) < HEADER_NBYTES:
         raise CorruptChunkError(key, f"{len(data)} bytes is shorter than the {HEADER_NBYTES}-byte header")
-    (magic, version, flags, channels, asc_nbytes, rate, n_frames, n_samples, skip, frame_length,
-     payload_nbytes, checksum_group, _) = HEADER.unpack_from(data)
+    (
+        magic,
+        version,
+        flags,
+        channels,
+        asc_nbytes,
+        rate,
+        n_frames,
+        n_samples,
+        skip,
+        frame_length,
+        payload_nbytes,
+        checksum_group,
+        _,
+    ) = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise CorruptChunkError(key, f"not a zarr_aac chunk (starts with {bytes(magic)!r}, expected {MAGIC!r})")
     if version == 1:
         raise CorruptChunkError(
-            key, "chunk format 1 (zarr-aac 0.1, no frame checksums) is not read by this version (format 2): "
-            "import the recording again"
+            key,
+            "chunk format 1 (zarr-aac 0.1, no frame checksums) is not read by this version (format 2): "
+            "import the recording again",
         )
     if version != VERSION:
         raise CorruptChunkError(key, f"format version {version} is not supported (this reader knows {VERSION})")
@@ -240,8 +274,14 @@ def parse_header(data: bytes | memoryview, key: str | None) -> ChunkHeader:
     if problems:
         raise CorruptChunkError(key, "header claims " + ", ".join(problems))
     return ChunkHeader(
-        channels=channels, aac_sample_rate=rate, n_frames=n_frames, n_samples=n_samples,
-        skip=skip, asc_nbytes=asc_nbytes, payload_nbytes=payload_nbytes, checksum_group=checksum_group,
+        channels=channels,
+        aac_sample_rate=rate,
+        n_frames=n_frames,
+        n_samples=n_samples,
+        skip=skip,
+        asc_nbytes=asc_nbytes,
+        payload_nbytes=payload_nbytes,
+        checksum_group=checksum_group,
     )
 
 
@@ -254,8 +294,9 @@ def check_chunk_geometry(header: ChunkHeader, chunk_shape: tuple[int, ...], key:
     channels = channels_of(chunk_shape)
     if header.n_samples != chunk_shape[0] or header.channels != channels:
         raise CorruptChunkError(
-            key, f"chunk holds {header.n_samples} samples x {header.channels} channels, "
-            f"the array expects {chunk_shape[0]} x {channels}"
+            key,
+            f"chunk holds {header.n_samples} samples x {header.channels} channels, "
+            f"the array expects {chunk_shape[0]} x {channels}",
         )
 
 

@@ -50,6 +50,7 @@ class CorruptChunkReport:
 
 _active_report: ContextVar[CorruptChunkReport | None] = ContextVar("zarr_aac_tolerant_report", default=None)
 
+
 @contextmanager
 def tolerant_reads() -> Iterator[CorruptChunkReport]:
     """Within the block, corrupt chunks read as fill values and are listed in the report.

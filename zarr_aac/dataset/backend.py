@@ -101,6 +101,11 @@ def open_dataset(
         two recording paths give the same variable name.
     """
     return xr.open_dataset(
-        store, engine=ENGINE, chunks=chunks, group=group, variable=variable,
-        storage_options=storage_options, drop_variables=drop_variables,
+        store,
+        engine=ENGINE,
+        chunks=chunks,
+        group=group,
+        variable=variable,
+        storage_options=storage_options,
+        drop_variables=drop_variables,
     )

@@ -175,10 +175,18 @@ def to_aac(
     attributes = _recording_attributes(data, rate, start)
     try:
         array = zarr.create_array(
-            store, name=name, shape=data.shape, chunks=(chunk_samples, *data.shape[1:]), dtype=dtype,
+            store,
+            name=name,
+            shape=data.shape,
+            chunks=(chunk_samples, *data.shape[1:]),
+            dtype=dtype,
             serializer=AACCodec(sample_rate=rate, bitrate=bitrate, aac_sample_rate=aac_sample_rate),
-            compressors=None, fill_value=0, dimension_names=[str(d) for d in data.dims],
-            attributes=attributes, overwrite=overwrite, storage_options=storage_options,
+            compressors=None,
+            fill_value=0,
+            dimension_names=[str(d) for d in data.dims],
+            attributes=attributes,
+            overwrite=overwrite,
+            storage_options=storage_options,
         )
     except (ContainsArrayError, ContainsGroupError, ContainsArrayAndGroupError) as exc:
         where = f"{name or '/'!r} of {store!r}"

@@ -146,7 +146,8 @@ def _recording_in(group: zarr.Group, path: str) -> zarr.Array:
 def find_recordings(group: zarr.Group) -> dict[str, zarr.Array]:
     """Every zarr_aac-encoded array below ``group``, by path relative to it."""
     return {
-        path: node for path, node in sorted(group.members(max_depth=None))
+        path: node
+        for path, node in sorted(group.members(max_depth=None))
         if isinstance(node, zarr.Array) and aac_codec_of(node) is not None
     }
 

@@ -75,8 +75,11 @@ def _label_ns(label: Any, is_datetime: bool) -> Any:
     if values.dtype.kind in "iufcb":
         raise TimeLabelError(
             f"time label {label!r} is a bare number; pass a "
-            + ("timestamp (e.g. '2026-06-10T05:00:00Z')" if is_datetime
-               else "duration (e.g. '90s' or pandas.Timedelta)")
+            + (
+                "timestamp (e.g. '2026-06-10T05:00:00Z')"
+                if is_datetime
+                else "duration (e.g. '90s' or pandas.Timedelta)"
+            )
         )
     items = values.ravel()
     parsed: pd.DatetimeIndex | pd.TimedeltaIndex
@@ -105,8 +108,16 @@ class SampleClockTransform(CoordinateTransform):
     """
 
     def __init__(
-        self, *, origin_ns: int, rate: int, size: int, dim: str, coord_name: Hashable | None = None,
-        first: int = 0, step: int = 1, is_datetime: bool = True,
+        self,
+        *,
+        origin_ns: int,
+        rate: int,
+        size: int,
+        dim: str,
+        coord_name: Hashable | None = None,
+        first: int = 0,
+        step: int = 1,
+        is_datetime: bool = True,
     ) -> None:
         name = dim if coord_name is None else coord_name
         super().__init__([name], {dim: int(size)}, DATETIME if is_datetime else TIMEDELTA)
@@ -156,14 +167,27 @@ class SampleClockTransform(CoordinateTransform):
 
     def _key(self) -> tuple[int, int, int, int, int, bool, Hashable, str]:
         return (
-            self.origin_ns, self.rate, self.first, self.step, self.size, self.is_datetime, self.coord_name, self.dim,
+            self.origin_ns,
+            self.rate,
+            self.first,
+            self.step,
+            self.size,
+            self.is_datetime,
+            self.coord_name,
+            self.dim,
         )
 
     def sliced(self, positions: slice) -> SampleClockTransform:
         selected = range(self.size)[positions]
         return SampleClockTransform(
-            origin_ns=self.origin_ns, rate=self.rate, size=len(selected), dim=self.dim, coord_name=self.coord_name,
-            first=self.first + selected.start * self.step, step=self.step * selected.step, is_datetime=self.is_datetime,
+            origin_ns=self.origin_ns,
+            rate=self.rate,
+            size=len(selected),
+            dim=self.dim,
+            coord_name=self.coord_name,
+            first=self.first + selected.start * self.step,
+            step=self.step * selected.step,
+            is_datetime=self.is_datetime,
         )
 
     def __repr__(self) -> str:
@@ -356,10 +380,18 @@ class SampleTimeIndex(CoordinateTransformIndex):
             _require_same_clock(head, part)
             _require_abutting(head, size, part)
             size += part.size
-        return cls(SampleClockTransform(
-            origin_ns=head.origin_ns, rate=head.rate, size=size, dim=str(dim), coord_name=head.coord_name,
-            first=head.first, step=head.step, is_datetime=head.is_datetime,
-        ))
+        return cls(
+            SampleClockTransform(
+                origin_ns=head.origin_ns,
+                rate=head.rate,
+                size=size,
+                dim=str(dim),
+                coord_name=head.coord_name,
+                first=head.first,
+                step=head.step,
+                is_datetime=head.is_datetime,
+            )
+        )
 
     def to_pandas_index(self) -> pd.Index:
         """The materialised labels (8 bytes a sample): only for axes small enough to hold."""
