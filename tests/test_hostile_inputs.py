@@ -13,7 +13,7 @@ import soundfile as sf
 import zarr
 
 from zarr_aac import import_file
-from zarr_aac.archive.importer import CATALOGUE_ATTR, TEMP_PREFIX
+from zarr_aac.archive.recordings import CATALOGUE_ATTR, TEMP_PREFIX
 from zarr_aac.errors import SourceError
 
 DATA = Path(__file__).parent / "data"

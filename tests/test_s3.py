@@ -32,7 +32,7 @@ from support.signals import tone_with_noise  # noqa: E402
 from zarr.storage import FsspecStore  # noqa: E402
 
 from zarr_aac import CorruptChunkError, import_file  # noqa: E402
-from zarr_aac.archive.importer import CATALOGUE_ATTR, TEMP_PREFIX  # noqa: E402
+from zarr_aac.archive.recordings import CATALOGUE_ATTR, TEMP_PREFIX  # noqa: E402
 from zarr_aac.errors import ChunkReadError  # noqa: E402
 
 full_s3_run = pytest.mark.skipif(not os.environ.get("ZARR_AAC_S3_FULL"), reason="slow S3 fault test: nox -s s3 runs it")

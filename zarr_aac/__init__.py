@@ -15,7 +15,7 @@ from zarr_aac.errors import AudioDecodeError, CorruptChunkError, UnsupportedAudi
 from zarr_aac.examples import example_recording
 
 if TYPE_CHECKING:
-    from zarr_aac.archive import catalogue, export, import_file, import_files, open_recording, verify
+    from zarr_aac.archive import ImportOptions, catalogue, export, import_file, import_files, open_recording, verify
     from zarr_aac.dataset import assign_time_index, concat_recordings, open_dataset, to_aac
     from zarr_aac.files import AACFileStore, open_aac_file, open_legacy_archive
 
@@ -25,6 +25,7 @@ __all__ = [
     "AudioDecodeError",
     "CorruptChunkError",
     "FrameIndex",
+    "ImportOptions",
     "UnsupportedAudioError",
     "ZarrAACError",
     "assign_time_index",
@@ -44,6 +45,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "ImportOptions": "zarr_aac.archive",
     "import_file": "zarr_aac.archive",
     "import_files": "zarr_aac.archive",
     "catalogue": "zarr_aac.archive",

@@ -30,7 +30,6 @@ from zarr.storage import MemoryStore
 from zarr_aac.archive import source_metadata
 from zarr_aac.archive.import_options import DEFAULT_CHUNK_DURATION, ImportOptions
 from zarr_aac.archive.recordings import (
-    CATALOGUE_ATTR,
     TEMP_PREFIX,
     PathLike,
     catalogue_entries,
@@ -47,9 +46,7 @@ from zarr_aac.codec.aac_codec import AACCodec
 from zarr_aac.errors import ImportFailedError, SourceError, ZarrAACError
 
 __all__ = [
-    "CATALOGUE_ATTR",
     "DEFAULT_CHUNK_DURATION",
-    "TEMP_PREFIX",
     "ImportOptions",
     "aac_rate_for",
     "chunk_length_for",

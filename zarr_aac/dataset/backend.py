@@ -2,7 +2,7 @@
 
 xarray imports the entry point class of every installed backend when it first looks up an
 engine, whichever file is being opened, so this module imports nothing beyond xarray itself.
-The reading lives in :mod:`zarr_aac.dataset.recordings`, imported on first use.
+The reading lives in :mod:`zarr_aac.dataset.reading`, imported on first use.
 
 xarray tries engines in name order and its ``zarr`` engine claims every ``*.zarr`` path first, so
 open archives with ``engine="zarr_aac"`` or with :func:`open_dataset`; paths without the ``.zarr``
@@ -36,7 +36,7 @@ class ZarrAACBackendEntrypoint(BackendEntrypoint):
         variable: str | None = None,
         storage_options: dict | None = None,
     ) -> xr.Dataset:
-        from zarr_aac.dataset.recordings import dataset_from_node, open_node
+        from zarr_aac.dataset.reading import dataset_from_node, open_node
 
         if isinstance(drop_variables, str):
             drop_variables = [drop_variables]
@@ -47,7 +47,7 @@ class ZarrAACBackendEntrypoint(BackendEntrypoint):
         """An ``.aac``/``.m4a`` file, or a local Zarr v3 directory holding a zarr_aac recording."""
         if not isinstance(filename_or_obj, str | os.PathLike):
             return False
-        from zarr_aac.dataset.recordings import holds_recordings
+        from zarr_aac.dataset.reading import holds_recordings
 
         return holds_recordings(filename_or_obj)
 
