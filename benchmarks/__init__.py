@@ -114,7 +114,7 @@ def interleaved_reads(readers: dict, positions: np.ndarray, rate: int) -> dict[t
     for i, a in enumerate(positions):
         order = names[i % len(names) :] + names[: i % len(names)]
         for length, seconds in READ_LENGTHS.items():
-            b = int(a) + int(round(seconds * rate))
+            b = int(a) + round(seconds * rate)
             for name in order:
                 times[name, length].append(timed(lambda r=readers[name], a=int(a), b=b: r(a, b)))
     return times

@@ -72,9 +72,11 @@ def run(ctx: Context) -> dict:
         for length in READ_LENGTHS
     }
     notes = [
-        f"{len(positions)} random positions in a {n / rate / 3600:.2f} h stereo {rate} Hz file "
-        f"({m4a.stat().st_size / 1e6:.0f} MB .m4a), files in the OS cache; the adapter's virtual chunks are "
-        f"{DEFAULT_CHUNK_LENGTH} samples, read as int16 through zarr.",
+        (
+            f"{len(positions)} random positions in a {n / rate / 3600:.2f} h stereo {rate} Hz file "
+            f"({m4a.stat().st_size / 1e6:.0f} MB .m4a), files in the OS cache; the adapter's virtual chunks are "
+            f"{DEFAULT_CHUNK_LENGTH} samples, read as int16 through zarr."
+        ),
         "PyAV kept open / adapter (median): " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()),
         "PyAV opened per read / adapter (median): " + ", ".join(f"{k} {v:.1f}x" for k, v in per_read.items()),
         f"largest difference between methods at check positions (float, full scale 1): {agreement:.2e}",
@@ -136,8 +138,10 @@ def _index_costs(m4a: Path, aac: Path, work: Path) -> tuple[list[dict], list[str
         }
     )
     notes = [
-        f"index build: median of {OPENS} opens without cache (container recognised, index built, first "
-        "frames decoded to refuse implicit SBR); cached: the same with the sidecar .npz present."
+        (
+            f"index build: median of {OPENS} opens without cache (container recognised, index built, first "
+            "frames decoded to refuse implicit SBR); cached: the same with the sidecar .npz present."
+        )
     ]
     return rows, notes
 
@@ -161,8 +165,8 @@ def _check(readers: dict, n: int, rate: int) -> float:
     """Largest difference between any method and the adapter at a few positions (int16 rounding)."""
     rng = np.random.default_rng(11)
     worst = 0.0
-    for a in rng.integers(0, n - rate, size=5):
-        a = int(a)
+    for position in rng.integers(0, n - rate, size=5):
+        a = int(position)
         ref = _as_float(readers["adapter m4a"](a, a + rate))
         for name, reader in readers.items():
             got = _as_float(reader(a, a + rate))

@@ -92,15 +92,15 @@ def run(ctx: Context) -> dict:
         times,
         sizes,
         write_seconds,
-        decode_x,
-        codec_alone_x,
-        decode_floor_ms,
-        checks,
-        n,
-        channels,
-        rate,
-        n_positions,
-        ctx.quick,
+        decode_x=decode_x,
+        codec_alone_x=codec_alone_x,
+        decode_floor_ms=decode_floor_ms,
+        checks=checks,
+        n=n,
+        channels=channels,
+        rate=rate,
+        n_positions=n_positions,
+        quick=ctx.quick,
     )
     result["notes"].append(
         f"1-minute load average {load_before:.1f} before the section, {os.getloadavg()[0]:.1f} after, on "
@@ -203,7 +203,7 @@ class M4AReader:
         out = np.empty((b - a, self.channels), dtype=np.float32)
         filled = 0
         for frame in self.container.decode(self.stream):
-            first = int(round(frame.pts * self.time_base * self.rate))
+            first = round(frame.pts * self.time_base * self.rate)
             pcm = frame.to_ndarray().T
             lo = max(a + filled, first)
             hi = min(b, first + len(pcm))
@@ -317,7 +317,19 @@ def _codec_alone_decode(array: zarr.Array) -> float:
 
 
 def _report(
-    times, sizes, write_seconds, decode_x, codec_alone_x, decode_floor_ms, checks, n, channels, rate, n_positions, quick
+    times,
+    sizes,
+    write_seconds,
+    *,
+    decode_x,
+    codec_alone_x,
+    decode_floor_ms,
+    checks,
+    n,
+    channels,
+    rate,
+    n_positions,
+    quick,
 ) -> dict:
     methods = list(dict.fromkeys(m for m, _ in times))
     stats = {key: median_p90(values) for key, values in times.items()}
@@ -335,18 +347,18 @@ def _report(
 
     pcm_bytes = n * channels * 2
     duration = n / rate
-    storage = []
-    for method in (m for m in methods if m in sizes):
-        storage.append(
-            {
-                "method": method,
-                "bytes on disk": sizes[method],
-                "% of int16 PCM": 100 * sizes[method] / pcm_bytes,
-                "write x realtime": duration / write_seconds[method],
-                "sequential read x realtime": decode_x.get(method),
-                "check vs source": "exact" if checks[method] == np.inf else f"SNR {checks[method]:.1f} dB",
-            }
-        )
+    storage = [
+        {
+            "method": method,
+            "bytes on disk": sizes[method],
+            "% of int16 PCM": 100 * sizes[method] / pcm_bytes,
+            "write x realtime": duration / write_seconds[method],
+            "sequential read x realtime": decode_x.get(method),
+            "check vs source": "exact" if checks[method] == np.inf else f"SNR {checks[method]:.1f} dB",
+        }
+        for method in methods
+        if method in sizes
+    ]
 
     aac_ms = {length: ms[AAC, length][0] for length in READ_LENGTHS}
     flac_1s = ms[FLAC, "1 s"][0]
@@ -359,39 +371,59 @@ def _report(
         f"sequential decode {decode_x[AAC]:.0f}x realtime >= {TARGET_DECODE_X}x": decode_x[AAC] >= TARGET_DECODE_X,
     }
     notes = [
-        f"Input: {duration / 3600:.3g} h of stereo 48 kHz int16 ({pcm_bytes / 1e6:.0f} MB as PCM), "
-        "the example recording looped (see benchmarks/__init__.py). Files in the OS page cache.",
-        f"{n_positions} random positions, the same for every method and length, interleaved; times are wall "
-        "time of one read call, median and 90th percentile.",
-        f"zarr_aac: AACCodec(sample_rate={rate}, bitrate={BITRATE}), chunks of {AAC_CHUNK} samples "
-        f"({AAC_CHUNK / rate:.2f} s), LocalStore, read with `z[a:b]`. "
-        f"zarr int16 blosc-zstd: chunks of {BLOSC_CHUNK}, BloscCodec(zstd, clevel 5, shuffle). "
-        f"zarr int16 raw: no compression, chunks of {RAW_CHUNK}. soundfile FLAC: an open SoundFile, seek + read. "
-        "PyAV m4a: ffmpeg's aac at 160 kbps, an open container, seek + decode with one pre-roll frame.",
-        f"zarr-python's own overhead per `z[a:b]`: {ms[RAW, '20 ms'][0]:.2f} ms median (20 ms read "
-        f"of the raw int16 array, one {RAW_CHUNK * 4 // 1024} KiB chunk).",
-        "zarr_aac keeps the parsed header and index of chunks it has read (zarr_aac.codec.prefix_cache), so a read "
-        "is one store request for the frames; the first read of a chunk in a process is two, shown as "
-        f"'{AAC_COLD}' (the cache emptied before each read).",
+        (
+            f"Input: {duration / 3600:.3g} h of stereo 48 kHz int16 ({pcm_bytes / 1e6:.0f} MB as PCM), "
+            "the example recording looped (see benchmarks/__init__.py). Files in the OS page cache."
+        ),
+        (
+            f"{n_positions} random positions, the same for every method and length, interleaved; times are wall "
+            "time of one read call, median and 90th percentile."
+        ),
+        (
+            f"zarr_aac: AACCodec(sample_rate={rate}, bitrate={BITRATE}), chunks of {AAC_CHUNK} samples "
+            f"({AAC_CHUNK / rate:.2f} s), LocalStore, read with `z[a:b]`. "
+            f"zarr int16 blosc-zstd: chunks of {BLOSC_CHUNK}, BloscCodec(zstd, clevel 5, shuffle). "
+            f"zarr int16 raw: no compression, chunks of {RAW_CHUNK}. soundfile FLAC: an open SoundFile, seek + read. "
+            "PyAV m4a: ffmpeg's aac at 160 kbps, an open container, seek + decode with one pre-roll frame."
+        ),
+        (
+            f"zarr-python's own overhead per `z[a:b]`: {ms[RAW, '20 ms'][0]:.2f} ms median (20 ms read "
+            f"of the raw int16 array, one {RAW_CHUNK * 4 // 1024} KiB chunk)."
+        ),
+        (
+            "zarr_aac keeps the parsed header and index of chunks it has read (zarr_aac.codec.prefix_cache), so a read "
+            "is one store request for the frames; the first read of a chunk in a process is two, shown as "
+            f"'{AAC_COLD}' (the cache emptied before each read)."
+        ),
         "zarr_aac beyond zarr's overhead (its median minus the raw array's 20 ms median; verifying and decoding "
         "the frames, pre-roll included, converting to int16): "
         + ", ".join(f"{length} {aac_ms[length] - ms[RAW, '20 ms'][0]:.2f} ms" for length in READ_LENGTHS)
         + ".",
-        f"The floor for a 1 s read with zarr and PyAV: zarr's overhead {ms[RAW, '20 ms'][0]:.2f} ms plus FFmpeg "
-        f"alone decoding the ~49 frames it needs {decode_floor_ms:.2f} ms (packets built beforehand, output not "
-        f"copied) = {ms[RAW, '20 ms'][0] + decode_floor_ms:.2f} ms, against soundfile FLAC's {flac_1s:.2f} ms; "
-        f"zarr_aac took {aac_ms['1 s']:.2f} ms.",
-        f"Sequential decode of the codec alone (`AACCodec.decode_chunk` on chunk bytes in memory, checksum "
-        f"verified, int16 out): {codec_alone_x:.0f}x realtime on one core.",
-        "SNR against the source is low for every lossy method here: the recording is a quiet field soundscape with "
-        "broadband hiss the encoder rightly spends no bits on; the check is there to catch misalignment (which "
-        "gives ~0 dB). The codec's quality on music is measured in tests/test_quality.py.",
-        f"Against the old system's 242 ms per segment, zarr_aac reads 1 s {OLD_SYSTEM_MS / aac_ms['1 s']:.0f}x "
-        f"faster, 20 ms {OLD_SYSTEM_MS / aac_ms['20 ms']:.0f}x and 10 s {OLD_SYSTEM_MS / aac_ms['10 s']:.0f}x.",
-        "Write x realtime: zarr_aac and the other zarr arrays through `z[a:b] = block` (zarr_aac encodes on one "
-        "core; blosc may use more), FLAC through soundfile, m4a through the ffmpeg command line (-threads 1). "
-        "Sequential read: zarr_aac chunk by chunk through `z[...]`, FLAC through soundfile blocks, m4a through "
-        "`ffmpeg -threads 1 -i audio.m4a -f null -` (decode only, no Python).",
+        (
+            f"The floor for a 1 s read with zarr and PyAV: zarr's overhead {ms[RAW, '20 ms'][0]:.2f} ms plus FFmpeg "
+            f"alone decoding the ~49 frames it needs {decode_floor_ms:.2f} ms (packets built beforehand, output not "
+            f"copied) = {ms[RAW, '20 ms'][0] + decode_floor_ms:.2f} ms, against soundfile FLAC's {flac_1s:.2f} ms; "
+            f"zarr_aac took {aac_ms['1 s']:.2f} ms."
+        ),
+        (
+            f"Sequential decode of the codec alone (`AACCodec.decode_chunk` on chunk bytes in memory, checksum "
+            f"verified, int16 out): {codec_alone_x:.0f}x realtime on one core."
+        ),
+        (
+            "SNR against the source is low for every lossy method here: the recording is a quiet field soundscape with "
+            "broadband hiss the encoder rightly spends no bits on; the check is there to catch misalignment (which "
+            "gives ~0 dB). The codec's quality on music is measured in tests/test_quality.py."
+        ),
+        (
+            f"Against the old system's 242 ms per segment, zarr_aac reads 1 s {OLD_SYSTEM_MS / aac_ms['1 s']:.0f}x "
+            f"faster, 20 ms {OLD_SYSTEM_MS / aac_ms['20 ms']:.0f}x and 10 s {OLD_SYSTEM_MS / aac_ms['10 s']:.0f}x."
+        ),
+        (
+            "Write x realtime: zarr_aac and the other zarr arrays through `z[a:b] = block` (zarr_aac encodes on one "
+            "core; blosc may use more), FLAC through soundfile, m4a through the ffmpeg command line (-threads 1). "
+            "Sequential read: zarr_aac chunk by chunk through `z[...]`, FLAC through soundfile blocks, m4a through "
+            "`ffmpeg -threads 1 -i audio.m4a -f null -` (decode only, no Python)."
+        ),
         "Targets: " + "; ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in verdict.items()) + ".",
     ]
     if quick:

@@ -121,10 +121,10 @@ def _measure(ctx: Context, wav: Path, work: Path) -> dict:
             "zarr_aac.import_file (PyAV, in-process)",
             duration,
             size_mb,
-            whole["seconds"],
-            whole["peak_rss_mb"],
-            whole["stored_bytes"],
-            info.frames * info.channels * 2,
+            seconds=whole["seconds"],
+            rss=whole["peak_rss_mb"],
+            stored=whole["stored_bytes"],
+            pcm=info.frames * info.channels * 2,
         )
     ]
     ffmpeg = shutil.which("ffmpeg")
@@ -137,10 +137,10 @@ def _measure(ctx: Context, wav: Path, work: Path) -> dict:
                 "ffmpeg CLI -> m4a (same encoder, same bitrate)",
                 duration,
                 size_mb,
-                seconds,
-                None,
-                m4a.stat().st_size,
-                info.frames * info.channels * 2,
+                seconds=seconds,
+                rss=None,
+                stored=m4a.stat().st_size,
+                pcm=info.frames * info.channels * 2,
             )
         )
         notes.append(f"import / ffmpeg CLI time: {whole['seconds'] / seconds:.2f}x")
@@ -187,7 +187,7 @@ def _measure(ctx: Context, wav: Path, work: Path) -> dict:
 
 
 def _row(
-    method: str, duration: float, size_mb: float, seconds: float, rss: float | None, stored: int, pcm: int
+    method: str, duration: float, size_mb: float, *, seconds: float, rss: float | None, stored: int, pcm: int
 ) -> dict:
     return {
         "method": method,

@@ -136,18 +136,26 @@ def run(ctx: Context) -> dict:
         ]
     )
     two = scaling["dask distributed, 2 worker processes"]
-    notes = index_notes + [
-        f"2 worker processes vs 1: {one / two:.2f}x (target >= {TARGET_PROCESSES_X}x); 2 threads in one process vs 1: "
-        f"{base / scaling['in-process, 2 threads']:.2f}x (PyAV holds the GIL for part of each frame); "
-        f"the old system's 4 threads ran at {OLD_SYSTEM_THREADS_X}x.",
-        f"Clip extraction: 2 worker processes vs one process {local_s / remote_s:.2f}x, clips returned to the client "
-        f"({clips_local.nbytes / 2**20:.0f} MB) and identical to the in-process ones.",
-        f"Timings are the best of {ROUNDS} interleaved rounds (every configuration once per round); clusters are "
-        "dask SubprocessClusters (scheduler and workers in their own processes, 1 thread each) on this 2-core "
-        f"machine, shared with the client process. 1-minute load average {load_before:.1f} before, "
-        f"{load_after:.1f} after: above ~0.5 other jobs were using the cores and the parallel ratios understate. "
-        "'cores obtained' is the CPU time the computing processes (this one, or the workers) got during the best "
-        "run divided by its wall time: 2 workers that obtain 1.1 cores cannot run 1.8x faster.",
+    notes = [
+        *index_notes,
+        (
+            f"2 worker processes vs 1: {one / two:.2f}x (target >= {TARGET_PROCESSES_X}x); "
+            f"2 threads in one process vs 1: {base / scaling['in-process, 2 threads']:.2f}x "
+            "(PyAV holds the GIL for part of each frame); "
+            f"the old system's 4 threads ran at {OLD_SYSTEM_THREADS_X}x."
+        ),
+        (
+            f"Clip extraction: 2 worker processes vs one process {local_s / remote_s:.2f}x, "
+            f"clips returned to the client ({clips_local.nbytes / 2**20:.0f} MB) and identical to the in-process ones."
+        ),
+        (
+            f"Timings are the best of {ROUNDS} interleaved rounds (every configuration once per round); clusters are "
+            "dask SubprocessClusters (scheduler and workers in their own processes, 1 thread each) on this 2-core "
+            f"machine, shared with the client process. 1-minute load average {load_before:.1f} before, "
+            f"{load_after:.1f} after: above ~0.5 other jobs were using the cores and the parallel ratios understate. "
+            "'cores obtained' is the CPU time the computing processes (this one, or the workers) got during the best "
+            "run divided by its wall time: 2 workers that obtain 1.1 cores cannot run 1.8x faster."
+        ),
     ]
     return {"title": "xarray: lazy time index and dask distributed", "rows": rows, "notes": notes}
 
@@ -199,12 +207,16 @@ def _index_rows(pandas_samples: int) -> tuple[list[dict], list[str]]:
     pandas_step_drift_s = (10**9 / INDEX_RATE - 10**9 // INDEX_RATE) * last / 1e9
     ours_pickle = len(pickle.dumps(huge))
     notes = [
-        f"At sample {last:.0e} (48 kHz): SampleTimeIndex label error {abs(ours_ns - exact_ns)} ns; RangeIndex "
-        f"{range_error_ns:.3f} ns, but its labels are float seconds, not datetimes, and its sel needs "
-        "method='nearest'; "
-        f"a whole-ns pandas step (20833 ns) drifts {pandas_step_drift_s:.2f} s.",
-        f"A materialised index costs 8 bytes a sample ({HUGE * 8 / 2**30:.0f} GiB at 1e10); the pickled "
-        f"SampleTimeIndex dataset is {ours_pickle} bytes.",
+        (
+            f"At sample {last:.0e} (48 kHz): SampleTimeIndex label error {abs(ours_ns - exact_ns)} ns; RangeIndex "
+            f"{range_error_ns:.3f} ns, but its labels are float seconds, not datetimes, and its sel needs "
+            "method='nearest'; "
+            f"a whole-ns pandas step (20833 ns) drifts {pandas_step_drift_s:.2f} s."
+        ),
+        (
+            f"A materialised index costs 8 bytes a sample ({HUGE * 8 / 2**30:.0f} GiB at 1e10); the pickled "
+            f"SampleTimeIndex dataset is {ours_pickle} bytes."
+        ),
     ]
     return rows, notes
 

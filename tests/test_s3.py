@@ -235,7 +235,7 @@ def test_import_and_partial_reads_through_s3(recording_on_s3, proxy):
     assert array.shape == (3 * 48000, 2)
     catalogue = zarr.open_group(array.store_path.store, mode="r").attrs[CATALOGUE_ATTR]
     assert list(catalogue) == ["dawn"]
-    assert not [k for k in zarr.open_group(array.store_path.store, mode="r").keys() if k.startswith(TEMP_PREFIX)]
+    assert not [k for k in zarr.open_group(array.store_path.store, mode="r") if k.startswith(TEMP_PREFIX)]
     for window in random_windows(array.shape[0], 10, seed=1):
         np.testing.assert_array_equal(array[window], reference[window])
     np.testing.assert_array_equal(array.oindex[[5, 70000, 143000], [1]], reference[[5, 70000, 143000]][:, [1]])
@@ -310,7 +310,7 @@ def test_an_import_that_fails_mid_upload_leaves_no_recording(tmp_path, proxy, bu
         log.clear()
     reopened = zarr.open_group(s3_store(endpoint, "interrupted.zarr"), mode="r")
     assert "storm" not in reopened.attrs.get(CATALOGUE_ATTR, {})
-    assert "storm" not in reopened.keys()
+    assert "storm" not in reopened
 
 
 @pytest.mark.parametrize("byte", [0, 20, 47, 60])
