@@ -17,7 +17,7 @@ from zarr_aac.codec import aac
 from zarr_aac.codec.aac_codec import LEAD_IN, LEAD_OUT
 
 
-def make_array(store, shape, chunks, rate=48000, dtype="int16", fill_value=0, **codec_kw):
+def make_array(store, shape, chunks, *, rate=48000, dtype="int16", fill_value=0, **codec_kw):
     return zarr.create_array(
         store,
         shape=shape,
@@ -228,7 +228,7 @@ class TestCorruptChunks:
         data = bytearray(self.good)
         data[len(data) // 2] ^= 0x01
         self._store(bytes(data))
-        with pytest.raises(zarr_aac.CorruptChunkError, match="c/0/0.*checksum mismatch in frames"):
+        with pytest.raises(zarr_aac.CorruptChunkError, match=r"c/0/0.*checksum mismatch in frames"):
             self.z[:20_000]
 
     @pytest.mark.parametrize("keep", [0, 10, 47, 48, 200, 2000, -100, -1])
@@ -258,13 +258,13 @@ class TestCorruptChunks:
 
     def test_chunk_of_another_codec_names_the_chunk(self):
         self._store(np.arange(20_000, dtype="<i2").tobytes())
-        with pytest.raises(zarr_aac.CorruptChunkError, match="c/0/0.*not a zarr_aac chunk"):
+        with pytest.raises(zarr_aac.CorruptChunkError, match=r"c/0/0.*not a zarr_aac chunk"):
             self.z[:]
 
     def test_chunk_with_other_geometry_is_rejected(self):
         other = zarr_aac.AACCodec(sample_rate=16000).encode_pcm(np.zeros((20_001, 1), dtype=np.int16))
         self._store(other)
-        with pytest.raises(zarr_aac.CorruptChunkError, match="c/0/0.*20001"):
+        with pytest.raises(zarr_aac.CorruptChunkError, match=r"c/0/0.*20001"):
             self.z[5:10]
 
 
@@ -354,5 +354,5 @@ def test_a_format_1_chunk_is_refused_with_what_to_do():
     codec = zarr_aac.AACCodec(sample_rate=16000)
     data = bytearray(codec.encode_pcm(pcm))
     data[4] = 1
-    with pytest.raises(zarr_aac.CorruptChunkError, match="'c/0': chunk format 1 .*import the recording again"):
+    with pytest.raises(zarr_aac.CorruptChunkError, match=r"'c/0': chunk format 1 .*import the recording again"):
         codec.decode_chunk(bytes(data), pcm.shape, pcm.dtype, "c/0")

@@ -112,7 +112,7 @@ def test_adts_main_profile_file_is_refused(ffmpeg, wav, tmp_path):
     data[2] &= 0x3F  # profile bits 00: AAC Main
     path = tmp_path / "main.aac"
     path.write_bytes(bytes(data))
-    with pytest.raises(UnsupportedAudioError, match="main.aac.*AAC Main"):
+    with pytest.raises(UnsupportedAudioError, match=r"main\.aac.*AAC Main"):
         open_aac_file(path, index_path=False)
 
 
@@ -145,7 +145,7 @@ def test_mp4_without_moov_is_reported_as_unfinished(ffmpeg, wav, tmp_path):
     data = ffmpeg_aac(ffmpeg, wav, tmp_path / "ok.m4a").read_bytes()
     path = tmp_path / "cut.m4a"
     path.write_bytes(data[: data.index(b"moov") - 4])
-    with pytest.raises(CorruptSourceError, match="cut.m4a: no moov box"):
+    with pytest.raises(CorruptSourceError, match=r"cut\.m4a: no moov box"):
         open_aac_file(path, index_path=False)
 
 
@@ -168,11 +168,11 @@ def test_mp4_missing_a_required_box_names_it(ffmpeg, wav, tmp_path, box, error, 
 
 
 def test_files_that_are_not_aac_are_refused_by_name(wav, data_dir):
-    with pytest.raises(UnsupportedAudioError, match="in.wav: neither an MP4/M4A file nor an ADTS AAC stream"):
+    with pytest.raises(UnsupportedAudioError, match=r"in\.wav: neither an MP4/M4A file nor an ADTS AAC stream"):
         open_aac_file(wav, index_path=False)
-    with pytest.raises(UnsupportedAudioError, match="crow_44k1.flac"):
+    with pytest.raises(UnsupportedAudioError, match=r"crow_44k1\.flac"):
         open_aac_file(data_dir / "crow_44k1.flac", index_path=False)
-    with pytest.raises(SourceNotFoundError, match="no such audio file: .*absent.m4a"):
+    with pytest.raises(SourceNotFoundError, match=r"no such audio file: .*absent\.m4a"):
         open_aac_file(wav.with_name("absent.m4a"))
 
 

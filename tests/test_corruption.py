@@ -96,7 +96,7 @@ def flip_experiment(
         region = prefix_region(chunk, position)
         rows = slice(i * CHUNK, (i + 1) * CHUNK)
         counts[region, "injected"] += 1
-        counts[region, "whole read raised"] += _raises(lambda: array[rows])
+        counts[region, "whole read raised"] += _raises(lambda rows=rows: array[rows])
         counts[region, "verify listed"] += any(p["key"] == key for p in verify(array, progress=False))
         window = _window_of(chunk, position, i)
         try:

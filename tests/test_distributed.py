@@ -80,7 +80,8 @@ def cluster(workdir: Path, n_workers: int):
                 raise RuntimeError(f"dask scheduler did not start (exit code {procs[0].poll()})")
             time.sleep(0.2)
         for i in range(n_workers):
-            procs.append(
+            # One at a time, so that the finally block stops the workers already started if one fails to.
+            procs.append(  # noqa: PERF401
                 subprocess.Popen(
                     [
                         sys.executable,

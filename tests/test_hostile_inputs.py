@@ -70,12 +70,13 @@ def cli_decode(path: Path) -> np.ndarray | None:
         ],
         capture_output=True,
         text=True,
+        check=False,
     )
     if probe.returncode != 0 or not probe.stdout.strip():
         return None
     channels = int(probe.stdout.strip().splitlines()[0])
     raw = subprocess.run(
-        [shutil.which("ffmpeg"), "-v", "quiet", "-i", str(path), "-f", "f32le", "-"], capture_output=True
+        [shutil.which("ffmpeg"), "-v", "quiet", "-i", str(path), "-f", "f32le", "-"], capture_output=True, check=False
     ).stdout
     return np.frombuffer(raw, dtype="<f4").reshape(-1, channels)
 

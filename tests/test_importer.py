@@ -206,7 +206,7 @@ def test_three_channels_short_one_sample_and_silence(tmp_path):
         sf.write(folder / name, pcm, rate, subtype="PCM_16")
     arrays = zarr_aac.import_files(sorted(folder.iterdir()), tmp_path / "a.zarr", workers=1, progress=False)
     by_name = {Path(a.attrs["source"]["name"]).name: a for a in arrays}
-    for name, (pcm, rate) in cases.items():
+    for name, (_pcm, rate) in cases.items():
         z = by_name[name]
         reference, ref_rate = sf.read(folder / name, dtype="int16", always_2d=True)
         assert z.shape == reference.shape and z.attrs["sample_rate"] == rate == ref_rate

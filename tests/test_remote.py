@@ -156,5 +156,5 @@ def test_missing_remote_file_is_named(served):
     from zarr_aac.errors import SourceNotFoundError
 
     url, _, _ = served
-    with pytest.raises(SourceNotFoundError, match="absent.m4a"):
+    with pytest.raises(SourceNotFoundError, match=r"absent\.m4a"):
         open_aac_file(f"{url}/absent.m4a")

@@ -269,7 +269,7 @@ def test_partial_read_costs_two_bounded_requests(encoded):
 def test_store_is_read_only_and_lists_its_keys(encoded):
     store = AACFileStore.from_path(encoded.get("aac", 16000, 1, pns=False), index_path=False, chunk_length=CHUNK)
     array = zarr.open_array(store=store)  # the default mode works on a read-only store too
-    with pytest.raises(ValueError, match="read.only|read-only"):
+    with pytest.raises(ValueError, match=r"read.only"):
         array[:10] = 0
     keys = asyncio.run(_collect(store.list()))
     assert keys[0] == "zarr.json" and keys[1:] == [f"c/{i}/0" for i in range(array.nchunks)]
@@ -417,5 +417,5 @@ def test_any_zarr_store_can_hold_the_file(encoded):
     asyncio.run(memory.set("recordings/rec.m4a", default_buffer_prototype().buffer.from_bytes(path.read_bytes())))
     array = open_aac_file((memory, "recordings/rec.m4a"), dtype="float32", chunk_length=CHUNK)
     np.testing.assert_array_equal(array[:], pyav_decode(path))
-    with pytest.raises(SourceNotFoundError, match="absent.m4a"):
+    with pytest.raises(SourceNotFoundError, match=r"absent\.m4a"):
         open_aac_file((memory, "recordings/absent.m4a"))

@@ -147,7 +147,7 @@ def test_group_gives_one_variable_per_recording(tmp_path):
     assert set(zarr_aac.open_dataset(tmp_path / "archive.zarr", drop_variables="south").data_vars) == {"north.rec1"}
     with pytest.raises(ArchiveError, match="no recording 'west'"):
         zarr_aac.open_dataset(tmp_path / "archive.zarr", variable="west")
-    with pytest.raises(ArchiveError, match="cannot open .*missing.zarr"):
+    with pytest.raises(ArchiveError, match=r"cannot open .*missing\.zarr"):
         zarr_aac.open_dataset(tmp_path / "missing.zarr")
     with pytest.raises(ArchiveError, match="holds no zarr_aac recordings"):
         zarr_aac.open_dataset(zarr.open_group(str(tmp_path / "empty.zarr"), mode="w"))

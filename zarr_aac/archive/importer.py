@@ -158,11 +158,12 @@ def _chunks(blocks: Iterable[np.ndarray], length: int, channels: int) -> Iterato
     buffer = np.empty((length, channels), dtype=np.float32)
     filled = 0
     for block in blocks:
-        while block.shape[0]:
-            take = min(length - filled, block.shape[0])
-            buffer[filled : filled + take] = block[:take]
+        rest = block
+        while rest.shape[0]:
+            take = min(length - filled, rest.shape[0])
+            buffer[filled : filled + take] = rest[:take]
             filled += take
-            block = block[take:]
+            rest = rest[take:]
             if filled == length:
                 yield buffer
                 filled = 0
@@ -338,7 +339,7 @@ def _is_truncated(written: int, declared: int | None, codec_name: str) -> bool:
 
 
 def _import_into_temp(
-    source: Path, store: Any, group_path: str, temp_name: str, digest: str, options: ImportOptions
+    source: Path, store: Any, group_path: str, temp_name: str, *, digest: str, options: ImportOptions
 ) -> dict[str, Any]:
     """Worker entry point: write ``temp_name`` and return its attributes, or delete it and raise."""
     group = zarr.open_group(store=store, path=group_path, mode="r+")
@@ -445,7 +446,7 @@ def import_file(
         raise name_taken(archive, name)
     final = name if name is not None else free_name(_name_for(path), taken)
     temp = _temp_name()
-    attrs = _import_into_temp(path, archive.store, archive.path, temp, digest, options)
+    attrs = _import_into_temp(path, archive.store, archive.path, temp, digest=digest, options=options)
     try:
         return commit_recording(archive, temp, final, attrs, exact=name is not None)
     except BaseException:
@@ -482,11 +483,11 @@ class _Batch:
         entries = catalogue_entries(archive)
         present = child_names(archive)
         batch.recording_of = {e.get("source", {}).get("sha256"): n for n, e in entries.items() if n in present}
-        for i, path in enumerate(tqdm(paths, desc="hashing", unit="file", disable=None if progress else True)):
+        for i, given in enumerate(tqdm(paths, desc="hashing", unit="file", disable=None if progress else True)):
             try:
-                path, digest = _prepare(path)
+                path, digest = _prepare(given)
             except ZarrAACError as exc:
-                batch.failures[str(path)] = exc
+                batch.failures[str(given)] = exc
                 continue
             batch.digests[i] = digest
             if digest not in batch.recording_of:
@@ -606,7 +607,10 @@ def _run(
     if n_workers <= 1:
         for i, job in pending.items():
             try:
-                yield i, _import_into_temp(job.path, archive.store, archive.path, job.temp_name, job.digest, options)
+                attrs = _import_into_temp(
+                    job.path, archive.store, archive.path, job.temp_name, digest=job.digest, options=options
+                )
+                yield i, attrs
             except (ZarrAACError, OSError) as exc:
                 yield i, _per_file_error(job.path, exc)
         return
@@ -616,7 +620,15 @@ def _run(
     context.set_forkserver_preload(["zarr_aac.archive.importer"])
     with ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
         futures = {
-            pool.submit(_import_into_temp, job.path, archive.store, archive.path, job.temp_name, job.digest, options): i
+            pool.submit(
+                _import_into_temp,
+                job.path,
+                archive.store,
+                archive.path,
+                job.temp_name,
+                digest=job.digest,
+                options=options,
+            ): i
             for i, job in pending.items()
         }
         try:

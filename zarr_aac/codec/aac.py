@@ -210,7 +210,7 @@ class FrameDecoder:
                         pcm = np.concatenate((pcm[:filled], np.empty((n, channels), np.float32)))
                         columns = list(pcm.T)
                     # zip stops at the real channels: PyAV lists a bogus ninth plane for 8 channels.
-                    for column, plane in zip(columns, frame.planes):
+                    for column, plane in zip(columns, frame.planes, strict=False):
                         column[filled:stop] = frombuffer(plane, _FLOAT32, n)
                     filled = stop
         except av.FFmpegError as exc:

@@ -326,7 +326,7 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         location = location_of(byte_getter)
         if location is not None and (cached := prefixes.get(location)) is not None:
             try:
-                result = await _decode_from_prefix(byte_getter, cached, samples, selection, chunk_spec, key)
+                result = await _decode_from_prefix(byte_getter, cached, samples, selection, chunk_spec, key=key)
             except CorruptChunkError:
                 # Rewritten (or deleted and recreated) since its prefix was cached: start over
                 # from the chunk's own prefix, whose checks decide.
@@ -341,7 +341,7 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
             return None
         if location is not None:
             prefixes.put(location, prefix)
-        return await _decode_from_prefix(byte_getter, prefix, samples, selection, chunk_spec, key)
+        return await _decode_from_prefix(byte_getter, prefix, samples, selection, chunk_spec, key=key)
 
 
 async def _fetch_prefix(
@@ -367,6 +367,7 @@ async def _decode_from_prefix(
     samples: _SampleSelection,
     selection: SelectorTuple,
     chunk_spec: ArraySpec,
+    *,
     key: str | None,
 ) -> NDBuffer | None:
     """Fetch, verify and decode the frames ``samples`` needs, in one request, and apply
@@ -375,7 +376,7 @@ async def _decode_from_prefix(
     shape = chunk_spec.shape
     check_chunk_geometry(header, shape, key)
     runs = samples.frame_runs(prefix.index, header.n_frames, key)
-    frames = await _fetch_frames(byte_getter, prefix, runs[0][0], runs[-1][1], chunk_spec.prototype, key)
+    frames = await _fetch_frames(byte_getter, prefix, runs[0][0], runs[-1][1], chunk_spec.prototype, key=key)
     if frames is None:
         return None
     out = samples.decode(frames, _decoder_for(prefix), runs, header, chunk_spec.dtype.to_native_dtype())
@@ -384,7 +385,7 @@ async def _decode_from_prefix(
 
 
 async def _fetch_frames(
-    byte_getter: ByteGetter, prefix: ChunkPrefix, first: int, stop: int, prototype: BufferPrototype, key: str | None
+    byte_getter: ByteGetter, prefix: ChunkPrefix, first: int, stop: int, prototype: BufferPrototype, *, key: str | None
 ) -> _FetchedFrames | None:
     """Frames [first, stop), widened to whole checksum groups, in one request and verified; None
     if the chunk is gone."""
