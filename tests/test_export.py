@@ -61,6 +61,9 @@ def test_flac_segment_by_samples_and_whole_recording(archive, tmp_path):
     np.testing.assert_array_equal(pcm, z[123:4567])
     whole = zarr_aac.export(z, tmp_path / "all.flac", progress=False)
     np.testing.assert_array_equal(sf.read(whole, dtype="int16")[0], z[:])
+    with pytest.raises(ValueError, match="unit='samples' takes sample numbers"):
+        zarr_aac.export(z, tmp_path / "clock.flac", datetime(2024, 5, 1), unit="samples", progress=False)
+    assert not (tmp_path / "clock.flac").exists()
 
 
 def test_segment_by_clock_time(tmp_path):

@@ -309,6 +309,23 @@ def test_catalogue_dedup_and_names(tmp_path, sources):
         zarr_aac.import_file(sources["s24"], archive, name="flac", progress=False)
 
 
+def test_a_group_where_a_recording_was_is_named_not_returned(tmp_path, sources):
+    """The catalogue still lists the content under ``s16``, but a group now has that name."""
+    archive = zarr.open_group(tmp_path / "a.zarr", mode="w")
+    zarr_aac.import_file(sources["s16"], archive, progress=False)
+    del archive["s16"]
+    archive.create_group("s16")
+    with pytest.raises(ArchiveError, match="s16 is a group, not a recording"):
+        zarr_aac.import_file(sources["s16"], archive, progress=False)
+
+
+def test_a_catalogue_that_is_not_a_mapping_is_named(tmp_path):
+    archive = zarr.open_group(tmp_path / "a.zarr", mode="w")
+    archive.attrs[recordings.CATALOGUE_ATTR] = ["s16", "flac"]
+    with pytest.raises(ArchiveError, match="'catalogue' attribute is not a mapping"):
+        recordings.catalogue(archive)
+
+
 def test_parallel_import_with_a_failure_keeps_the_good_files(tmp_path, sources):
     bad = tmp_path / "notes.wav"
     bad.write_text("field notes, not audio\n")

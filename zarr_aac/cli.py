@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from zarr_aac.errors import ImportFailedError, ZarrAACError
 from zarr_aac.validation import channels_of
@@ -110,10 +110,10 @@ def _format_bytes(n: int) -> str:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from zarr_aac.archive.recordings import open_recording
+    from zarr_aac.archive.recordings import codec_of, open_recording
 
     array = open_recording(args.path)
-    codec = array.serializer
+    codec = codec_of(array)
     rate = codec.sample_rate
     n, channels = array.shape[0], channels_of(array.shape)
     stored = array.nbytes_stored()
@@ -155,7 +155,7 @@ def _position(text: str | None, samples: bool) -> int | float | str | None:
 def _cmd_export(args: argparse.Namespace) -> int:
     from zarr_aac.archive.exporter import export
 
-    unit = "samples" if args.samples else "s"
+    unit: Literal["s", "samples"] = "samples" if args.samples else "s"
     start, stop = _position(args.start, args.samples), _position(args.stop, args.samples)
     target = export(
         args.path,
@@ -183,7 +183,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(entries, indent=2, ensure_ascii=False))
         return 0
-    rows = [LS_COLUMNS]
+    rows: list[tuple[str, ...]] = [LS_COLUMNS]
     for name, entry in entries.items():
         flat = {"name": name, **entry, **{f"source.{k}": v for k, v in entry.get("source", {}).items()}}
         rows.append(tuple(_cell(flat.get(column)) for column in LS_COLUMNS))

@@ -19,9 +19,9 @@ import numpy as np
 import zarr
 from tqdm.auto import tqdm
 
-from zarr_aac.archive.recordings import PathLike, open_recording
+from zarr_aac.archive.recordings import PathLike, codec_of, open_recording
 from zarr_aac.codec import aac
-from zarr_aac.errors import ArchiveError, UnsupportedAudioError
+from zarr_aac.errors import ArchiveError, RecordingMetadataError, UnsupportedAudioError
 from zarr_aac.start_time import parse_start_time
 from zarr_aac.validation import channels_of
 
@@ -65,6 +65,8 @@ def seconds_into(array: zarr.Array, value: float | datetime | str | None) -> flo
     started = array.attrs.get("start_time")
     if started is None:
         raise ArchiveError(f"{array.store_path} has no start_time, so {value} cannot be placed in it; give seconds")
+    if not isinstance(started, str):
+        raise RecordingMetadataError(f"{array.store_path} has start_time {started!r}, not an ISO-8601 string")
     when, begin = parse_start_time(value), parse_start_time(started)
     if (when.tzinfo is None) != (begin.tzinfo is None):
         raise ValueError(
@@ -126,7 +128,7 @@ class _Segment:
 
     @property
     def rate(self) -> int:
-        return self.array.serializer.sample_rate
+        return codec_of(self.array).sample_rate
 
     @property
     def channels(self) -> int:
@@ -135,7 +137,7 @@ class _Segment:
     def blocks(self) -> Iterator[np.ndarray]:
         """(n, channels) blocks of at most BLOCK_SAMPLES samples, in order."""
         for start in range(self.first, self.last, BLOCK_SAMPLES):
-            block = self.array[start : min(start + BLOCK_SAMPLES, self.last)]
+            block = np.asarray(self.array[start : min(start + BLOCK_SAMPLES, self.last)])
             yield block.reshape(block.shape[0], -1)
 
 
@@ -206,9 +208,11 @@ def export(
         rate, channel count or sample format.
     """
     array = open_recording(array_or_path)
-    rate = array.serializer.sample_rate
+    rate = codec_of(array).sample_rate
     if unit == "s":
         start, stop = seconds_into(array, start), seconds_into(array, stop)
+    elif isinstance(start, datetime | str) or isinstance(stop, datetime | str):
+        raise ValueError(f"unit='samples' takes sample numbers, got start={start!r}, stop={stop!r}")
     first, last = sample_bounds(array.shape[0], rate, start, stop, unit)
     target = Path(target)
     partial = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:8]}.partial{target.suffix}")
@@ -249,6 +253,8 @@ def _add_stream(container: av.container.OutputContainer, segment: _Segment, enco
             f"the {name} encoder cannot write {rate} Hz (it allows {allowed}); export to WAV or FLAC instead"
         )
     stream = container.add_stream(name, rate=rate, layout=_layout(segment.channels))
+    if not isinstance(stream, av.AudioStream):
+        raise UnsupportedAudioError(f"{name!r} is not an audio encoder")
     stream.codec_context.format = _sample_format(encoder, segment.array.dtype)
     if encoding.bitrate is not None:
         stream.codec_context.bit_rate = encoding.bitrate

@@ -39,6 +39,7 @@ from zarr_aac.archive.recordings import (
     free_name,
     name_taken,
     open_archive,
+    recording_array,
     recording_with_hash,
 )
 from zarr_aac.codec import aac
@@ -95,9 +96,10 @@ def _pick_stream(container: av.container.InputContainer, stream: int | None, sou
     streams = container.streams
     listing = ", ".join(f"#{s.index} {s.type} {_codec_name(s)}" for s in streams) or "none"
     if stream is not None:
-        if not 0 <= stream < len(streams) or streams[stream].type != "audio":
+        chosen = streams[stream] if 0 <= stream < len(streams) else None
+        if not isinstance(chosen, av.AudioStream):
             raise SourceError(source, f"stream {stream} is not an audio stream (streams: {listing})")
-        return streams[stream]
+        return chosen
     audio = streams.audio
     if not audio:
         raise SourceError(source, f"it has no audio stream (streams: {listing})")
@@ -289,7 +291,7 @@ def _write_source(
             user=options.start_time, guano_fields=riff.guano, tags=tags, filename=source.name
         )
         info = {**_source_info(source, container, audio, digest), "truncated": truncated}
-    attrs = {
+    attrs: dict[str, Any] = {
         "sample_rate": layout.sample_rate,
         "channels": layout.channels,
         "n_samples": written,
@@ -440,7 +442,7 @@ def import_file(
     entries = catalogue_entries(archive)
     existing = recording_with_hash(entries, digest)
     if existing is not None and existing in archive:
-        return archive[existing]
+        return recording_array(archive, existing)
     taken = set(entries) | set(archive.keys())
     if name is not None and name in taken:
         raise name_taken(archive, name)
@@ -496,8 +498,14 @@ class _Batch:
         return batch
 
     def arrays(self, archive: zarr.Group, count: int) -> list[zarr.Array]:
-        """The recording of each of the ``count`` sources, in order."""
-        return [archive[self.recording_of[self.digests[i]]] for i in range(count)]
+        """The recording of each of the ``count`` sources, in order, once all are imported."""
+        return [recording_array(archive, self._recording_name(i)) for i in range(count)]
+
+    def _recording_name(self, i: int) -> str:
+        name = self.recording_of[self.digests[i]]
+        if name is None:
+            raise RuntimeError(f"source {i} was neither imported nor listed as failed")
+        return name
 
 
 def import_files(

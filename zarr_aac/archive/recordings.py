@@ -24,10 +24,13 @@ from zarr_aac.errors import ArchiveError, ZarrAACError
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks, so one importing process per archive at a time
-    fcntl = None
+    _HAS_FLOCK = False
+else:
+    _HAS_FLOCK = True
 
 if TYPE_CHECKING:
     import pandas as pd
+    from zarr.core.common import AccessModeLiteral
 
 CATALOGUE_ATTR = "catalogue"
 TEMP_PREFIX = ".importing-"
@@ -39,7 +42,7 @@ CatalogueEntries = dict[str, dict[str, Any]]
 """The ``catalogue`` attribute: each recording's attributes by array name."""
 
 
-def open_archive(group: zarr.Group | PathLike, mode: str = "a") -> zarr.Group:
+def open_archive(group: zarr.Group | PathLike, mode: AccessModeLiteral = "a") -> zarr.Group:
     """The archive group at ``group`` (a group passes through); an ArchiveError if there is none."""
     if isinstance(group, zarr.Group):
         return group
@@ -49,14 +52,33 @@ def open_archive(group: zarr.Group | PathLike, mode: str = "a") -> zarr.Group:
         raise ArchiveError(f"{group} is not a zarr-aac archive (a Zarr group): {exc}") from exc
 
 
-def reopen(group: zarr.Group, mode: str = "r+") -> zarr.Group:
+def reopen(group: zarr.Group, mode: AccessModeLiteral = "r+") -> zarr.Group:
     """The group as the store holds it now (a Group object keeps the attributes it was opened with)."""
     return zarr.open_group(store=group.store, path=group.path, mode=mode)
 
 
 def catalogue_entries(group: zarr.Group) -> CatalogueEntries:
     """The catalogue as the store holds it now."""
-    return dict(reopen(group, mode="r").attrs.get(CATALOGUE_ATTR, {}))
+    return _entries_of(reopen(group, mode="r"))
+
+
+def _entries_of(group: zarr.Group) -> CatalogueEntries:
+    """The group's catalogue attribute, checked to be a mapping of names to attribute mappings."""
+    value = group.attrs.get(CATALOGUE_ATTR, {})
+    if not isinstance(value, dict) or not all(isinstance(entry, dict) for entry in value.values()):
+        raise ArchiveError(
+            f"{group.store_path}: the {CATALOGUE_ATTR!r} attribute is not a mapping of names to attributes "
+            "(edited by hand?); restore it or import into a new archive"
+        )
+    return dict(value)
+
+
+def recording_array(group: zarr.Group, name: str) -> zarr.Array:
+    """The array ``name`` of ``group``; an ArchiveError if a group has that name."""
+    node = group[name]
+    if not isinstance(node, zarr.Array):
+        raise ArchiveError(f"{child_path(group, name)} is a group, not a recording; rename or remove it")
+    return node
 
 
 def recording_with_hash(entries: CatalogueEntries, digest: str) -> str | None:
@@ -116,15 +138,15 @@ def _rename_node(group: zarr.Group, old: str, new: str) -> None:
     """Rename a child array; atomic on a local store, a copy then delete on other stores."""
     store = group.store
     if isinstance(store, LocalStore):
-        base = _local_directory(group)
+        base = _local_directory(store, group.path)
         os.rename(base / old, base / new)
         return
     zarr.core.sync.sync(_copy_prefix(store, child_path(group, old), child_path(group, new)))
     del group[old]
 
 
-def _local_directory(group: zarr.Group) -> Path:
-    return Path(group.store.root, group.path) if group.path else Path(group.store.root)
+def _local_directory(store: LocalStore, path: str) -> Path:
+    return Path(store.root, path) if path else Path(store.root)
 
 
 async def _copy_prefix(store: Any, old: str, new: str) -> None:
@@ -138,10 +160,11 @@ async def _copy_prefix(store: Any, old: str, new: str) -> None:
 def archive_lock(group: zarr.Group) -> Iterator[None]:
     """Keep other processes on this machine out of the catalogue while this one updates it: an
     advisory lock (flock) on the archive's directory. Object and memory stores have none."""
-    if fcntl is None or not isinstance(group.store, LocalStore):
+    store = group.store
+    if not _HAS_FLOCK or not isinstance(store, LocalStore):
         yield
         return
-    descriptor = os.open(_local_directory(group), os.O_RDONLY)
+    descriptor = os.open(_local_directory(store, group.path), os.O_RDONLY)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)
         yield
@@ -160,11 +183,11 @@ def commit_recording(
     """
     with archive_lock(group):
         archive = reopen(group)
-        entries = dict(archive.attrs.get(CATALOGUE_ATTR, {}))
+        entries = _entries_of(archive)
         existing = recording_with_hash(entries, attrs["source"]["sha256"])
         if existing is not None and existing in archive:
             delete_node(archive, temp_name)
-            return archive[existing]
+            return recording_array(archive, existing)
         taken = set(entries) | child_names(archive)
         if exact and wanted in taken:
             raise name_taken(archive, wanted)
@@ -177,7 +200,7 @@ def commit_recording(
         except BaseException:
             delete_node(archive, name)
             raise
-        return archive[name]
+        return recording_array(archive, name)
 
 
 def catalogue(group: zarr.Group | PathLike) -> pd.DataFrame:
@@ -243,13 +266,20 @@ def open_recording(path_or_array: zarr.Array | zarr.Group | PathLike) -> zarr.Ar
         listing = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
         detail = f"{len(names)} recordings ({listing})" if names else "no recordings"
         raise ArchiveError(f"{where} holds {detail}; name one as {where}/NAME")
-    return _check_recording(node[names[0]])
+    return _check_recording(recording_array(node, names[0]))
 
 
 def _check_recording(array: zarr.Array) -> zarr.Array:
-    if not isinstance(array.serializer, AACCodec):
-        raise ArchiveError(f"{array.store_path} is not stored with the zarr_aac codec, so it is no recording")
+    codec_of(array)
     return array
+
+
+def codec_of(array: zarr.Array) -> AACCodec:
+    """The recording's codec; an ArchiveError if the array is stored with another."""
+    codec = array.serializer
+    if not isinstance(codec, AACCodec):
+        raise ArchiveError(f"{array.store_path} is not stored with the zarr_aac codec, so it is no recording")
+    return codec
 
 
 def _open_node(path: PathLike) -> zarr.Array | zarr.Group:

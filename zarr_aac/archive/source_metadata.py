@@ -71,8 +71,9 @@ def read_riff(path: Path) -> RiffInfo:
     if guano_text:
         parsed = guano.GuanoFile.from_string(guano_text.rstrip(b"\0").decode("utf-8", errors="replace"))
         fields = {f"{ns}|{key}" if ns else key: _json_value(value) for ns, key, value in parsed.items_namespaced()}
-    unknown = data_size in (None, 0, 0xFFFFFFFF) or not block_align
-    return RiffInfo(fields, None if unknown else data_size // block_align)
+    if data_size is None or data_size in (0, 0xFFFFFFFF) or not block_align:
+        return RiffInfo(fields, None)
+    return RiffInfo(fields, data_size // block_align)
 
 
 def _json_value(value: Any) -> Any:
@@ -139,8 +140,9 @@ def time_in_filename(filename: str) -> datetime | None:
     stem = Path(filename).stem
     for pattern in _FILENAME_TIMES:
         for match in pattern.finditer(stem):
+            year, month, day, hour, minute, second = (int(g) for g in match.groups())
             try:
-                found = datetime(*(int(g) for g in match.groups()))
+                found = datetime(year, month, day, hour, minute, second)
             except ValueError:
                 continue
             if 1970 <= found.year <= 2100:

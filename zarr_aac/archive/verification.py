@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
+from zarr_aac.archive.recordings import codec_of
 from zarr_aac.codec.aac_codec import AACCodec
 from zarr_aac.codec.chunk_format import check_chunk_geometry, parse_header, parse_prefix, verify_payload
 from zarr_aac.errors import ArchiveError, CorruptChunkError
@@ -111,7 +112,7 @@ async def _verify_array(array: zarr.Array, decode: bool, report_missing: bool, b
 
 
 def _check_chunk(array: zarr.Array, data: bytes, key: str, decode: bool) -> None:
-    codec: AACCodec = array.serializer
+    codec = codec_of(array)
     chunk_shape = array.chunks
     if decode:
         codec.decode_chunk(data, chunk_shape, array.dtype, key)

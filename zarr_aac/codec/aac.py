@@ -118,6 +118,8 @@ def encode_frames(pcm: np.ndarray, aac_sample_rate: int, bitrate: int) -> tuple[
         frame.pts = start
         frames.extend(bytes(p) for p in ctx.encode(frame))
     frames.extend(bytes(p) for p in ctx.encode(None))
+    if ctx.extradata is None:
+        raise RuntimeError("FFmpeg's AAC encoder gave no AudioSpecificConfig")
     return bytes(ctx.extradata), frames
 
 
@@ -126,7 +128,7 @@ MAX_IDLE_DECODERS = 4
 MAX_DECODER_CONFIGS = 8
 """AudioSpecificConfigs with kept decoders; past this many the pool starts over. An opened
 decoder holds about 0.7 MB, so the pool never holds more than about 22 MB."""
-_idle_decoders: dict[bytes, list[tuple[av.CodecContext, str]]] = {}
+_idle_decoders: dict[bytes, list[tuple[av.AudioCodecContext, str]]] = {}
 _FLOAT32 = np.dtype(np.float32)
 """For np.frombuffer, called once per plane and frame: a dtype instance and positional arguments
 are cheaper than ``dtype=np.float32, count=n`` (docs/design-notes.md)."""
@@ -153,7 +155,7 @@ class FrameDecoder:
         self.channels = channels
         self.reuse = reuse
 
-    def _context(self) -> tuple[av.CodecContext, str]:
+    def _context(self) -> tuple[av.AudioCodecContext, str]:
         if self.reuse:
             try:
                 ctx, opened_as = _idle_decoders.get(self.asc, []).pop()
@@ -167,7 +169,7 @@ class FrameDecoder:
         ctx.open()
         return ctx, ctx.layout.name
 
-    def _keep(self, ctx: av.CodecContext, opened_as: str) -> None:
+    def _keep(self, ctx: av.AudioCodecContext, opened_as: str) -> None:
         if not self.reuse or ctx.layout.name != opened_as:
             return
         if self.asc not in _idle_decoders and len(_idle_decoders) >= MAX_DECODER_CONFIGS:
@@ -198,7 +200,8 @@ class FrameDecoder:
         decode, packet, frombuffer = ctx.decode, av.Packet, np.frombuffer
         try:
             for data in frames:
-                for frame in decode(packet(data)):
+                # PyAV's Packet takes any buffer; its stub admits only bytes.
+                for frame in decode(packet(data)):  # type: ignore[arg-type]
                     if frame.format.name != "fltp" or frame.layout.nb_channels != channels:
                         raise AudioDecodeError(
                             f"decoder produced {frame.format.name} with {frame.layout.nb_channels} channels, "
@@ -211,7 +214,8 @@ class FrameDecoder:
                         columns = list(pcm.T)
                     # zip stops at the real channels: PyAV lists a bogus ninth plane for 8 channels.
                     for column, plane in zip(columns, frame.planes, strict=False):
-                        column[filled:stop] = frombuffer(plane, _FLOAT32, n)
+                        # numpy's stub lists a few buffer types; a PyAV plane is a buffer too.
+                        column[filled:stop] = frombuffer(plane, _FLOAT32, n)  # type: ignore[call-overload]
                     filled = stop
         except av.FFmpegError as exc:
             raise AudioDecodeError(f"AAC decoder failed: {exc}") from exc

@@ -145,7 +145,9 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
             If the name is not ``zarr_aac`` or the configuration is invalid (see the class).
         """
         _, configuration = parse_named_configuration(data, CODEC_NAME)
-        return cls(**configuration)
+        # Any JSON value may arrive here: the constructor's parse_* helpers check each one.
+        options: dict[str, Any] = configuration
+        return cls(**options)
 
     def to_dict(self) -> dict[str, Any]:
         """The codec's entry in array metadata; ``from_dict`` reads it back to an equal codec.
@@ -159,6 +161,16 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         if self.bitrate is not None:
             configuration["bitrate"] = self.bitrate
         return {"name": CODEC_NAME, "configuration": configuration}
+
+    def compute_encoded_size(self, input_byte_length: int, chunk_spec: ArraySpec) -> int:
+        """Not known before encoding: AAC output varies with the signal, as compressors' does.
+
+        Raises
+        ------
+        NotImplementedError
+            Always, as zarr's variable-size codecs (blosc, gzip, zstd) do.
+        """
+        raise NotImplementedError("the size of an AAC chunk is known only once it is encoded")
 
     def validate(
         self, *, shape: tuple[int, ...], dtype: ZDType[TBaseDType, TBaseScalar], chunk_grid: ChunkGrid
@@ -312,6 +324,9 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
     ) -> NDBuffer | None:
         """Decode ``selection`` of one chunk from the whole chunk, or from its kept or fetched prefix
         and the frames the selection needs; None if the chunk is not stored."""
+        if not isinstance(selection, tuple):
+            # zarr's indexers give a tuple per chunk (np.ix_ included); its annotation allows more.
+            raise TypeError(f"zarr_aac reads chunk selections given as tuples, zarr gave {type(selection).__name__}")
         key = _key_of(byte_getter)
         shape = chunk_spec.shape
         prototype = chunk_spec.prototype
@@ -365,7 +380,7 @@ async def _decode_from_prefix(
     byte_getter: ByteGetter,
     prefix: ChunkPrefix,
     samples: _SampleSelection,
-    selection: SelectorTuple,
+    selection: tuple[Any, ...],
     chunk_spec: ArraySpec,
     *,
     key: str | None,
