@@ -16,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
 
 from benchmarks import Context, ffmpeg_aac, timed
@@ -25,6 +26,10 @@ OLD_SYSTEM_MB_S = 350 / 18
 MEMORY_TARGET_MB = 300
 SHORT_SECONDS = 600
 QUICK_SHORT_SECONDS = 30
+MEMORY_CASES = ((48_000, 2), (256_000, 1), (500_000, 4), (96_000, 8))
+"""(rate, channels) of the generated inputs whose peak RSS is measured at two lengths."""
+MEMORY_MINUTES = (5, 20)
+QUICK_MEMORY_MINUTES = (0.5, 2)
 
 _IMPORT_SCRIPT = """
 import json, os, resource, sys, time
@@ -80,6 +85,36 @@ def _import_in_process(sources: list[Path], archive: Path, workers: int = 1, cor
     return result
 
 
+def _noise_wav(path: Path, rate: int, channels: int, seconds: float) -> Path:
+    """A tone in noise, int16, written a second at a time so that making it takes little memory."""
+    rng = np.random.default_rng(0)
+    with sf.SoundFile(str(path), "w", samplerate=rate, channels=channels, subtype="PCM_16") as wav:
+        for start in range(0, round(rate * seconds), rate):
+            n = min(rate, round(rate * seconds) - start)
+            tone = 0.3 * np.sin(2 * np.pi * (rate / 8) * (start + np.arange(n)) / rate)[:, None]
+            wav.write(((tone + 0.05 * rng.standard_normal((n, channels))) * 32767).astype(np.int16))
+    return path
+
+
+def _memory_by_rate(ctx: Context, work: Path) -> list[dict]:
+    """Peak RSS importing each case at two lengths, each WAV deleted once imported (the longest,
+    20 min at 500 kHz x 4 channels, is 4.8 GB)."""
+    rows = []
+    for rate, channels in MEMORY_CASES:
+        row: dict = {"input": f"{rate / 1000:g} kHz x {channels} ch"}
+        for minutes in QUICK_MEMORY_MINUTES if ctx.quick else MEMORY_MINUTES:
+            wav = _noise_wav(work / f"noise_{rate}_{channels}.wav", rate, channels, minutes * 60)
+            result = _import_in_process([wav], work / "memory.zarr")
+            wav.unlink()
+            row[f"peak RSS MB, {minutes:g} min"] = result["peak_rss_mb"]
+            row[f"x realtime, {minutes:g} min"] = minutes * 60 / result["seconds"]
+        peaks = [v for k, v in row.items() if k.startswith("peak")]
+        row["bounded (within 10 %)"] = max(peaks) <= 1.1 * min(peaks)
+        row[f"under {MEMORY_TARGET_MB} MB"] = max(peaks) < MEMORY_TARGET_MB
+        rows.append(row)
+    return rows
+
+
 def _head(wav: Path, seconds: int, target: Path) -> Path:
     """The first ``seconds`` of ``wav`` (a shorter source for the memory and parallel runs)."""
     data, rate = sf.read(str(wav), frames=seconds * sf.info(str(wav)).samplerate, dtype="int16")
@@ -115,6 +150,7 @@ def _measure(ctx: Context, wav: Path, work: Path) -> dict:
     one = _import_in_process([short, short_copy], work / "serial.zarr", workers=1)
     two = _import_in_process([short, short_copy], work / "parallel.zarr", workers=2)
     independent = _machine_ceiling([short, short_copy], work)
+    memory_rows = _memory_by_rate(ctx, work)
 
     rows = [
         _row(
@@ -167,6 +203,7 @@ def _measure(ctx: Context, wav: Path, work: Path) -> dict:
     return {
         "title": "Import: WAV to an AAC archive",
         "rows": rows,
+        "tables": [{"title": "Peak RSS (VmHWM of a fresh process) by rate, channels and length", "rows": memory_rows}],
         "notes": notes,
         "memory": {
             "short_s": short_seconds,

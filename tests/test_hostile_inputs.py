@@ -253,37 +253,39 @@ def test_many_channels_are_stored_in_chunks_of_8(tmp_path, channels):
 def test_an_import_interrupted_mid_write_leaves_nothing(tmp_path, encoded, monkeypatch):
     """Ctrl-C between chunks (in the main thread, where SIGINT lands) and a write error inside
     the codec: no array, no temporary array, no catalogue entry."""
-    from zarr_aac.archive import importer
-    from zarr_aac.codec.aac_codec import AACCodec
+    from zarr_aac.archive import chunk_writer
+    from zarr_aac.codec.aac_codec import ChunkEncoder
 
     root = tmp_path / "archive.zarr"
     import_or_refuse(encoded["flac"], root)
     before = archive_state(root)
-    chunks = importer._chunks
+    end_chunk = chunk_writer.ChunkWriter._end_chunk
+    ended = []
 
-    def interrupted_chunks(*args):
-        for number, chunk in enumerate(chunks(*args)):
-            if number == 2:
-                raise KeyboardInterrupt
-            yield chunk
+    def interrupted_end_chunk(self):
+        ended.append(1)
+        if len(ended) == 2:
+            raise KeyboardInterrupt
+        end_chunk(self)
 
-    monkeypatch.setattr(importer, "_chunks", interrupted_chunks)
+    monkeypatch.setattr(chunk_writer.ChunkWriter, "_end_chunk", interrupted_end_chunk)
     with pytest.raises(KeyboardInterrupt):
         import_file(encoded["mp3"], root, chunk_duration=0.1, progress=False)
     assert_nothing_half_written(root, before)
     monkeypatch.undo()
 
-    encode = AACCodec.encode_pcm
+    finish = ChunkEncoder.finish
     calls = []
 
-    def failing_encode(self, pcm):
+    def failing_finish(self):
         calls.append(1)
         if len(calls) == 3:
             raise OSError(28, "No space left on device")
-        return encode(self, pcm)
+        return finish(self)
 
-    monkeypatch.setattr(AACCodec, "encode_pcm", failing_encode)
+    monkeypatch.setattr(ChunkEncoder, "finish", failing_finish)
     with pytest.raises(OSError, match="No space left"):
         import_file(encoded["mp3"], root, chunk_duration=0.1, progress=False)
-    assert 3 <= len(calls) < 3 + importer.CHUNKS_PER_WRITE, "the import went on past the failed write"
+    # chunks started before the failure may finish; none after them starts
+    assert 3 <= len(calls) < 3 + 2 * chunk_writer.ENCODING_THREADS, "the import went on past the failed write"
     assert_nothing_half_written(root, before)

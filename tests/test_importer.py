@@ -19,6 +19,7 @@ from support.media import ffmpeg_decode
 import zarr_aac
 from zarr_aac.archive import ImportOptions, importer, recordings
 from zarr_aac.archive.source_metadata import time_in_filename
+from zarr_aac.codec.aac_codec import ChunkEncoder
 from zarr_aac.errors import ArchiveError, ImportFailedError, SourceError
 
 RATE = 44100
@@ -224,8 +225,8 @@ def test_chunks_are_whole_frames_and_written_whole(tmp_path, monkeypatch):
     path = tmp_path / "long.wav"
     sf.write(path, clicky_signal(3 * 8000 + 123, 1, 8000), 8000, subtype="PCM_16")
     encoded, decoded = [], []
-    encode, decode = zarr_aac.AACCodec.encode_pcm, zarr_aac.AACCodec.decode_chunk
-    monkeypatch.setattr(zarr_aac.AACCodec, "encode_pcm", lambda codec, x: encoded.append(len(x)) or encode(codec, x))
+    finish, decode = ChunkEncoder.finish, zarr_aac.AACCodec.decode_chunk
+    monkeypatch.setattr(ChunkEncoder, "finish", lambda encoder: encoded.append(encoder.n_samples) or finish(encoder))
     monkeypatch.setattr(zarr_aac.AACCodec, "decode_chunk", lambda codec, *a: decoded.append(1) or decode(codec, *a))
     z = zarr_aac.import_file(path, tmp_path / "a.zarr", chunk_duration=1.0, progress=False)
     assert encoded == [8192, 8192, 8192] and decoded == []

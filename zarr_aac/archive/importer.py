@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from zarr.storage import MemoryStore
 
 from zarr_aac.archive import source_metadata
+from zarr_aac.archive.chunk_writer import ChunkWriter
 from zarr_aac.archive.import_options import DEFAULT_CHUNK_DURATION, ImportOptions
 from zarr_aac.archive.recordings import (
     TEMP_PREFIX,
@@ -148,29 +149,6 @@ def _decoded_blocks(
             yield samples.astype(np.float32) / np.float32(_FULL_SCALE[kind])
         else:
             yield samples.astype(np.float32)
-
-
-CHUNKS_PER_WRITE = min(4, os.cpu_count() or 1)
-"""Chunks handed to zarr in one write, which encodes them in parallel threads; bounded so that
-memory stays flat whatever the recording's length (docs/importing.md, "Speed and memory")."""
-
-
-def _chunks(blocks: Iterable[np.ndarray], length: int, channels: int) -> Iterator[np.ndarray]:
-    """Regroup blocks into ``length``-sample chunks (the last one shorter), one buffer at a time."""
-    buffer = np.empty((length, channels), dtype=np.float32)
-    filled = 0
-    for block in blocks:
-        rest = block
-        while rest.shape[0]:
-            take = min(length - filled, rest.shape[0])
-            buffer[filled : filled + take] = rest[:take]
-            filled += take
-            rest = rest[take:]
-            if filled == length:
-                yield buffer
-                filled = 0
-    if filled:
-        yield buffer[:filled]
 
 
 def _source_info(
@@ -313,18 +291,17 @@ def _write_source(
 def _write_samples(
     array: zarr.Array, blocks: Iterator[np.ndarray], source: Path, layout: _RecordingLayout, bar: tqdm
 ) -> int:
-    """Write the decoded ``blocks`` into ``array``, growing it a few whole chunks at a time;
-    return the samples written."""
+    """Write the decoded ``blocks`` into ``array`` as they come (see chunk_writer); return the samples written."""
     written = 0
     try:
-        for chunk in _chunks(blocks, layout.chunk_length * CHUNKS_PER_WRITE, layout.channels):
-            if not np.isfinite(chunk).all():
-                raise SourceError(source, f"it decodes to NaN or infinite samples near sample {written}")
-            stop = written + chunk.shape[0]
-            array.resize((stop, layout.channels))
-            array[written:stop] = aac.to_dtype(chunk, layout.dtype, overwrite=True)
-            written = stop
-            bar.update(chunk.shape[0])
+        with ChunkWriter(array) as writer:
+            for block in blocks:
+                if not np.isfinite(block).all():
+                    raise SourceError(source, f"it decodes to NaN or infinite samples near sample {written}")
+                writer.write(aac.to_dtype(block, layout.dtype, overwrite=True))
+                written += block.shape[0]
+                bar.update(block.shape[0])
+            writer.finish()
     except av.FFmpegError as exc:
         raise SourceError(source, f"decoding failed after {written} samples ({exc.strerror or exc})") from exc
     if written == 0:

@@ -92,35 +92,59 @@ def encoder_options(channels: int) -> dict[str, str]:
     return options
 
 
-def encode_frames(pcm: np.ndarray, aac_sample_rate: int, bitrate: int) -> tuple[bytes, list[bytes]]:
-    """Encode float32 PCM of shape (n, channels) to AAC-LC; return (ASC, raw frames).
+class FrameEncoder:
+    """Encodes float32 PCM of shape (n, channels), fed in blocks of any length, to raw AAC-LC frames.
 
     PNS is switched off: its noise generator carries state across frames, which would make a
     decode that starts mid-stream differ from a sequential one. Frames go in interleaved (PyAV
     builds planar frames of 8 channels with a bogus ninth plane); the encoder converts them.
-    See ``encoder_options`` for the rest.
+    See ``encoder_options`` for the rest. The encoder sees the same frames however the samples
+    are split into blocks, so the output does not depend on the split.
     """
-    n, channels = pcm.shape
-    layout = channel_layout(channels)
-    ctx = av.CodecContext.create("aac", "w")
-    ctx.sample_rate = aac_sample_rate
-    ctx.layout = layout
-    ctx.format = "fltp"
-    ctx.bit_rate = bitrate
-    ctx.options = encoder_options(channels)
-    ctx.open()
-    interleaved = np.ascontiguousarray(pcm, dtype=np.float32)
-    frames: list[bytes] = []
-    for start in range(0, n, FRAME_LENGTH):
-        block = interleaved[start : start + FRAME_LENGTH].reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(block, format="flt", layout=layout)
-        frame.sample_rate = aac_sample_rate
-        frame.pts = start
-        frames.extend(bytes(p) for p in ctx.encode(frame))
-    frames.extend(bytes(p) for p in ctx.encode(None))
-    if ctx.extradata is None:
-        raise RuntimeError("FFmpeg's AAC encoder gave no AudioSpecificConfig")
-    return bytes(ctx.extradata), frames
+
+    def __init__(self, channels: int, aac_sample_rate: int, bitrate: int) -> None:
+        self.layout = channel_layout(channels)
+        self.channels = channels
+        self.aac_sample_rate = aac_sample_rate
+        ctx = av.CodecContext.create("aac", "w")
+        ctx.sample_rate = aac_sample_rate
+        ctx.layout = self.layout
+        ctx.format = "fltp"
+        ctx.bit_rate = bitrate
+        ctx.options = encoder_options(channels)
+        ctx.open()
+        self._ctx = ctx
+        self._pending = np.empty((0, channels), dtype=np.float32)
+        """The samples of a frame not yet whole, kept for the next block."""
+        self._position = 0
+        self.frames: list[bytes] = []
+
+    def _encode(self, interleaved: np.ndarray) -> None:
+        frame = av.AudioFrame.from_ndarray(interleaved.reshape(1, -1), format="flt", layout=self.layout)
+        frame.sample_rate = self.aac_sample_rate
+        frame.pts = self._position
+        self._position += interleaved.shape[0]
+        self.frames.extend(bytes(p) for p in self._ctx.encode(frame))
+
+    def feed(self, pcm: np.ndarray) -> None:
+        """Encode the whole frames of what came before and ``pcm``; keep the rest for later."""
+        if self._pending.shape[0]:
+            pcm = np.concatenate((self._pending, pcm))
+        interleaved = np.ascontiguousarray(pcm, dtype=np.float32)
+        whole = interleaved.shape[0] - interleaved.shape[0] % FRAME_LENGTH
+        for start in range(0, whole, FRAME_LENGTH):
+            self._encode(interleaved[start : start + FRAME_LENGTH])
+        self._pending = interleaved[whole:].copy()
+
+    def finish(self) -> tuple[bytes, list[bytes]]:
+        """Encode the last, short frame and flush the encoder; return (ASC, raw frames)."""
+        if self._pending.shape[0]:
+            self._encode(self._pending)
+            self._pending = self._pending[:0]
+        self.frames.extend(bytes(p) for p in self._ctx.encode(None))
+        if self._ctx.extradata is None:
+            raise RuntimeError("FFmpeg's AAC encoder gave no AudioSpecificConfig")
+        return bytes(self._ctx.extradata), self.frames
 
 
 MAX_IDLE_DECODERS = 4

@@ -21,7 +21,7 @@ from zarr.core.chunk_grids import RegularChunkGrid
 from zarr.core.common import parse_named_configuration
 
 from zarr_aac.codec import aac
-from zarr_aac.codec.chunk_edges import fill_edges
+from zarr_aac.codec.chunk_edges import FIT_SAMPLES, lead_in, lead_out
 from zarr_aac.codec.chunk_format import (
     ChunkHeader,
     ChunkPrefix,
@@ -244,22 +244,10 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
             If a sample is NaN or infinite, or the channel count is not one AAC stores.
         """
         samples = pcm.reshape(pcm.shape[0], -1)
-        n, channels = samples.shape
-        padded = np.empty((LEAD_IN + n + LEAD_OUT, channels), dtype=np.float32)
-        body = padded[LEAD_IN : LEAD_IN + n]
-        aac.from_dtype(samples, out=body)
-        if n and not (np.isfinite(body.min()) and np.isfinite(body.max())):
-            raise UnsupportedAudioError("cannot encode NaN or infinite samples")
-        fill_edges(padded, LEAD_IN, LEAD_OUT)
-        asc, frames = aac.encode_frames(padded, self.aac_sample_rate, self._bitrate_for(channels))
-        return pack_chunk(
-            asc,
-            frames,
-            channels=channels,
-            aac_sample_rate=self.aac_sample_rate,
-            n_samples=n,
-            skip=aac.ENCODER_PRIMING + LEAD_IN,
-        )
+        encoder = ChunkEncoder(self, samples.shape[1])
+        for start in range(0, samples.shape[0], ChunkEncoder.BLOCK_LENGTH):
+            encoder.feed(samples[start : start + ChunkEncoder.BLOCK_LENGTH])
+        return encoder.finish()
 
     async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
         # FFmpeg's encoder runs without the GIL: chunks written in one call encode in parallel.
@@ -357,6 +345,78 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         if location is not None:
             prefixes.put(location, prefix)
         return await _decode_from_prefix(byte_getter, prefix, samples, selection, chunk_spec, key=key)
+
+
+class ChunkEncoder:
+    """One chunk's bytes from its samples fed in blocks, in order: the bytes ``AACCodec.encode_pcm``
+    makes of them all at once, without holding them all. Besides the AAC frames it keeps the
+    chunk's first samples until the lead-in is predicted from them and its last ones for the
+    lead-out, ``FIT_SAMPLES`` each.
+
+    Parameters
+    ----------
+    codec : AACCodec
+        The codec whose rates and bitrate the chunk is encoded with.
+    channels : int
+        The chunk's channel count, 1 to 8.
+    """
+
+    BLOCK_LENGTH = 65536
+    """Samples converted to float32 at a time by ``encode_pcm``."""
+
+    def __init__(self, codec: AACCodec, channels: int) -> None:
+        self.aac_sample_rate = codec.aac_sample_rate
+        self.channels = channels
+        self.n_samples = 0
+        self._encoder = aac.FrameEncoder(channels, codec.aac_sample_rate, codec._bitrate_for(channels))
+        self._head: list[np.ndarray] | None = []
+        """The first samples, until there are enough to predict the lead-in from; then None."""
+        self._head_length = 0
+        self._tail = np.empty((0, channels), dtype=np.float32)
+
+    def feed(self, pcm: np.ndarray) -> None:
+        """Encode the next int16 or float32 samples of the chunk, shape (samples, channels).
+
+        Raises
+        ------
+        UnsupportedAudioError
+            If a sample is NaN or infinite.
+        """
+        block = aac.from_dtype(pcm)
+        if block.size and not (np.isfinite(block.min()) and np.isfinite(block.max())):
+            raise UnsupportedAudioError("cannot encode NaN or infinite samples")
+        self.n_samples += block.shape[0]
+        self._tail = np.concatenate((self._tail, block[-FIT_SAMPLES:]))[-FIT_SAMPLES:]
+        if self._head is None:
+            self._encoder.feed(block)
+            return
+        self._head.append(block)
+        self._head_length += block.shape[0]
+        if self._head_length >= FIT_SAMPLES:
+            self._start()
+
+    def _start(self) -> None:
+        """Encode the lead-in predicted from the samples so far, then those samples."""
+        assert self._head is not None
+        head = np.concatenate(self._head) if self._head else np.empty((0, self.channels), dtype=np.float32)
+        self._head = None
+        self._encoder.feed(lead_in(head[:FIT_SAMPLES], LEAD_IN))
+        self._encoder.feed(head)
+
+    def finish(self) -> bytes:
+        """The chunk: header, frame index, checksums and AAC frames (docs/spec.md)."""
+        if self._head is not None:
+            self._start()
+        self._encoder.feed(lead_out(self._tail, LEAD_OUT))
+        asc, frames = self._encoder.finish()
+        return pack_chunk(
+            asc,
+            frames,
+            channels=self.channels,
+            aac_sample_rate=self.aac_sample_rate,
+            n_samples=self.n_samples,
+            skip=aac.ENCODER_PRIMING + LEAD_IN,
+        )
 
 
 async def _fetch_prefix(

@@ -51,9 +51,12 @@ def continue_signal(history: np.ndarray, count: int) -> np.ndarray:
     return (out * fade[:, None]).astype(np.float32)
 
 
-def fill_edges(padded: np.ndarray, lead_in: int, lead_out: int) -> None:
-    """Fill the first ``lead_in`` and last ``lead_out`` rows of ``padded`` with a prediction of
-    the samples between them, fading to silence away from them."""
-    samples = padded[lead_in : len(padded) - lead_out]
-    padded[:lead_in] = continue_signal(samples[::-1], lead_in)[::-1]
-    padded[len(padded) - lead_out :] = continue_signal(samples, lead_out)
+def lead_in(first: np.ndarray, count: int) -> np.ndarray:
+    """``count`` samples to encode before a chunk, predicted backwards from its first samples
+    (its first ``FIT_SAMPLES`` are all that is used), fading to silence away from the chunk."""
+    return continue_signal(first[::-1], count)[::-1]
+
+
+def lead_out(last: np.ndarray, count: int) -> np.ndarray:
+    """``count`` samples to encode after a chunk, predicted from its last ``FIT_SAMPLES`` samples."""
+    return continue_signal(last, count)
