@@ -349,3 +349,22 @@ def test_datasets_from_m4a_files_and_imports_write_to_netcdf(data_dir, tmp_path)
 
 def test_the_engine_names_its_documentation():
     assert xr.backends.list_engines()["zarr_aac"].url.endswith("docs/xarray.md")
+
+
+def test_the_open_zarr_recipe_works_on_an_archive_of_several_recordings(data_dir, tmp_path):
+    """Issue 12, item 10: assign_time_index(xr.open_zarr(archive)) failed on any archive of more
+    than one recording, every recording's first dimension being "time". The documented recipe
+    opens one recording with xr.open_zarr, or all of them with zarr_aac.open_dataset."""
+    archive = tmp_path / "deployment.zarr"
+    zarr_aac.import_file(data_dir / "crow_44k1.flac", archive, "crow", start_time=START, progress=False)
+    zarr_aac.import_file(data_dir / "music_lena_44k1.m4a", archive, "music", progress=False)
+    with pytest.raises(ValueError, match="conflicting sizes for dimension 'time'"):
+        xr.open_zarr(archive, consolidated=False)  # xarray's engine, as the docs warn
+    group = zarr.open_group(str(archive), mode="r")
+    others = [name for name in group.array_keys() if name != "crow"]
+    ds = assign_time_index(xr.open_zarr(archive, consolidated=False, drop_variables=others))
+    np.testing.assert_array_equal(ds.crow.values, group["crow"][:])
+    assert ds.time.values[0] == np.datetime64(START_NS, "ns")
+    everything = zarr_aac.open_dataset(archive)
+    assert set(everything.data_vars) == {"crow", "music"}
+    assert everything.crow.dims[0] == "time_crow" and everything.music.dims[0] == "time_music"
