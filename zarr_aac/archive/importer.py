@@ -610,7 +610,7 @@ def _run(
         for i, job in pending.items():
             try:
                 yield i, _import_into_temp(job.path, archive.store, archive.path, job.temp_name, job.digest, options)
-            except Exception as exc:  # one file's failure, whatever raised it; an interrupt stops all
+            except Exception as exc:  # noqa: BLE001 -- one file's failure, whatever raised it; an interrupt stops all
                 yield i, _per_file_error(job.path, exc)
         return
     # forkserver, not fork: this process runs zarr's event-loop thread, and forking a threaded

@@ -105,11 +105,14 @@ def dataset_from_node(
     ("/" becomes "."), on its own ``time_<name>`` / ``channel_<name>`` dimensions. Variables named in
     ``drop_variables`` are left out; names the dataset does not have are ignored, as xarray does."""
     dropped = set(drop_variables or ())
-    if isinstance(node, zarr.Array) or variable is not None:
-        array = node if isinstance(node, zarr.Array) else _recording_in(node, variable)
-        dataset = single_recording_dataset(array)
-        return dataset.drop_vars(dropped & set(dataset.variables))
-    return group_dataset(node, dropped)
+    if isinstance(node, zarr.Array):
+        array = node
+    elif variable is not None:
+        array = _recording_in(node, variable)
+    else:
+        return group_dataset(node, dropped)
+    dataset = single_recording_dataset(array)
+    return dataset.drop_vars(dropped & set(dataset.variables))
 
 
 def single_recording_dataset(array: zarr.Array) -> xr.Dataset:
