@@ -356,3 +356,37 @@ def test_a_format_1_chunk_is_refused_with_what_to_do():
     data[4] = 1
     with pytest.raises(zarr_aac.CorruptChunkError, match=r"'c/0': chunk format 1 .*import the recording again"):
         codec.decode_chunk(bytes(data), pcm.shape, pcm.dtype, "c/0")
+
+
+def test_partial_chunk_writes_warn_of_generation_loss_and_whole_chunk_writes_do_not():
+    """Issue 12, item 4: five writes of 10 samples re-encoded a chunk five times without a word."""
+    import warnings
+
+    from zarr_aac.errors import GenerationLossWarning
+
+    rate, chunk = 8000, 4000
+    pcm = (tone_with_noise(4 * chunk, 1, rate) * 20000).astype(np.int16)
+    array = zarr.create_array(
+        zarr.storage.MemoryStore(),
+        shape=(3 * chunk, 1),
+        chunks=(chunk, 1),
+        dtype="int16",
+        serializer=zarr_aac.AACCodec(sample_rate=rate),
+        compressors=None,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GenerationLossWarning)
+        array[:] = pcm[: 3 * chunk]  # whole chunks
+        array[chunk : 2 * chunk] = pcm[:chunk]  # one whole chunk again
+        array.resize((4 * chunk, 1))
+        array[3 * chunk :] = pcm[3 * chunk :]  # an append of a whole chunk
+        array[:]  # reads decode without encoding
+        array[5:17]
+    before = array[:chunk].copy()
+    with pytest.warns(GenerationLossWarning, match="re-encodes the whole chunk") as caught:
+        for i in range(5):
+            array[i * 10 : (i + 1) * 10] = pcm[i * 10 : (i + 1) * 10]
+    assert sum(w.category is GenerationLossWarning for w in caught) == 5
+    assert "zarr_aac's writer" in str(caught[0].message)
+    # what the warning is about: samples the writes never touched changed
+    assert not np.array_equal(array[100:chunk], before[100:])

@@ -309,3 +309,28 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def test_verify_sees_through_zarrs_default_compressor(tmp_path):
+    """Issue 12, item 6: with zarr's default zstd after the codec, verify called every chunk
+    "not a zarr_aac chunk". It must check the AAC chunk inside, and still find damage there."""
+    import numcodecs
+
+    rate = 8000
+    array = zarr.create_array(
+        str(tmp_path / "zstd.zarr"),
+        shape=(4 * rate, 1),
+        chunks=(rate, 1),
+        dtype="int16",
+        serializer=AACCodec(sample_rate=rate),
+    )
+    assert [type(c).__name__ for c in array.compressors] == ["ZstdCodec"]
+    array[:] = (np.random.default_rng(3).standard_normal((4 * rate, 1)) * 3000).astype(np.int16)
+    assert verify(array, progress=False) == []
+    inner = bytearray(numcodecs.Zstd().decode(get_bytes(array, "c/1/0")))
+    inner[-10] ^= 0xFF  # a payload byte of the last frame
+    put_bytes(array, "c/1/0", numcodecs.Zstd().encode(bytes(inner)))
+    put_bytes(array, "c/2/0", b"not zstd at all")
+    problems = {p["key"]: p["error"] for p in verify(array, progress=False)}
+    assert set(problems) == {"c/1/0", "c/2/0"}
+    assert "checksum mismatch" in problems["c/1/0"] and "cannot decompress" in problems["c/2/0"]

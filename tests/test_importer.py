@@ -538,3 +538,50 @@ def test_the_archive_lock_excludes_other_processes(tmp_path):
         held = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "a.zarr")], check=False)
     free = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "a.zarr")], check=False)
     assert (held.returncode, free.returncode) == (3, 0)
+
+
+def _with_guano_chunk(path: Path, text: bytes) -> Path:
+    """``path`` (a WAV file) with a ``guan`` chunk of ``text`` appended and the RIFF size updated."""
+    data = bytearray(path.read_bytes())
+    chunk = b"guan" + len(text).to_bytes(4, "little") + text + b"\0" * (len(text) & 1)
+    data += chunk
+    data[4:8] = (len(data) - 8).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_guano_line_without_a_colon_does_not_abort_the_batch(tmp_path):
+    """Issue 12, item 14: the guano package raised ValueError on it, which was no per-file
+    failure, so one odd bat-detector file aborted the whole import_files batch."""
+    pcm = clicky_signal(8000, 1, 8000)
+    odd, plain = tmp_path / "odd.wav", tmp_path / "plain.wav"
+    sf.write(odd, pcm, 8000, subtype="PCM_16")
+    sf.write(plain, pcm * 0.5, 8000, subtype="PCM_16")
+    _with_guano_chunk(odd, b"GUANO|Version: 1.0\nTimestamp: 2021-06-01T22:05:00Z\nfirmware 1.2 beta\nMake: Acme\n")
+    odd_array, plain_array = zarr_aac.import_files([odd, plain], tmp_path / "a.zarr", workers=1, progress=False)
+    assert odd_array.attrs["guano"]["Make"] == "Acme"
+    assert odd_array.attrs["guano"]["zarr_aac|unparsed lines"] == ["firmware 1.2 beta"]
+    assert (odd_array.attrs["start_time"], odd_array.attrs["start_time_source"]) == (
+        "2021-06-01T22:05:00+00:00",
+        "guano",
+    )
+    assert plain_array.shape == (8000, 1)
+
+
+def test_any_error_of_one_file_is_that_files_failure_and_named(tmp_path, monkeypatch):
+    pcm = clicky_signal(8000, 1, 8000)
+    bad, good = tmp_path / "bad.wav", tmp_path / "good.wav"
+    sf.write(bad, pcm, 8000, subtype="PCM_16")
+    sf.write(good, pcm * 0.5, 8000, subtype="PCM_16")
+    real_read_riff = importer.source_metadata.read_riff
+
+    def read_riff(path: Path):
+        if path.name == "bad.wav":
+            raise RuntimeError("a library bug met a strange header")
+        return real_read_riff(path)
+
+    monkeypatch.setattr(importer.source_metadata, "read_riff", read_riff)
+    with pytest.raises(ImportFailedError, match=r"bad.wav: RuntimeError: a library bug") as caught:
+        zarr_aac.import_files([bad, good], tmp_path / "a.zarr", workers=1, progress=False)
+    assert list(caught.value.failures) == [str(bad)]
+    assert "good" in zarr.open_group(str(tmp_path / "a.zarr"), mode="r")

@@ -77,3 +77,42 @@ def test_export_refuses_a_bound_whose_offset_the_recording_lacks(tmp_path):
         zarr_aac.export(z, tmp_path / "x.wav", "2024-05-01T06:00:01", progress=False)
     out = zarr_aac.export(z, tmp_path / "seg.wav", "2024-05-01T05:00:01Z", progress=False)
     assert sf.info(out).frames == rate
+
+
+def _recording_starting(tmp_path, start: str, rate: int = 8000):
+    """Two seconds of a ramp (every sample tells its own number) starting at ``start``."""
+    source = tmp_path / f"rec{len(list(tmp_path.iterdir()))}.wav"
+    sf.write(source, (np.arange(rate * 2) % 30000).astype(np.int16), rate, subtype="PCM_16")
+    return zarr_aac.import_file(source, tmp_path / "a.zarr", start_time=start, progress=False)
+
+
+def test_xarray_refuses_naive_labels_against_a_start_with_an_offset_and_names_it(tmp_path):
+    """Issue 12, item 9: a naive label against 20:26:15+01:00 gave 0 samples (read as UTC, an hour late)."""
+    z = _recording_starting(tmp_path, "2024-09-03T20:26:15+01:00")
+    audio = zarr_aac.open_dataset(z).audio
+    with pytest.raises(TimeLabelError, match=r"start_time 2024-09-03T20:26:15\+01:00 is at UTC\+01:00"):
+        audio.sel(time=slice("2024-09-03T20:26:16", "2024-09-03T20:26:17"))
+    with pytest.raises(TimeLabelError, match=r"UTC\+01:00"):
+        audio.sel(time=datetime(2024, 9, 3, 20, 26, 16))
+    expected = z[8000:16000, 0]
+    for start, stop in (
+        ("2024-09-03T20:26:16+01:00", "2024-09-03T20:26:17+01:00"),
+        ("2024-09-03T19:26:16Z", "2024-09-03T19:26:17Z"),
+    ):
+        np.testing.assert_array_equal(audio.sel(time=slice(start, stop)).values[:, 0], expected)
+    # the axis's own values (numpy datetime64, UTC) select without an offset to compare
+    assert int(audio.sel(time=audio.time.values[8000]).values[0]) == int(z[8000, 0])
+
+
+def test_xarray_labels_follow_the_same_rule_as_export_for_naive_and_utc_starts(tmp_path):
+    naive = _recording_starting(tmp_path, "2024-09-03T20:26:15")
+    audio = zarr_aac.open_dataset(naive).audio
+    assert audio.sel(time=slice("2024-09-03T20:26:16", "2024-09-03T20:26:17")).sizes["time"] == 8000
+    with pytest.raises(TimeLabelError, match="has a UTC offset but the recording's start_time 2024-09-03T20:26:15"):
+        audio.sel(time=slice("2024-09-03T20:26:16Z", None))
+    with pytest.raises(ValueError, match="has a UTC offset"):
+        zarr_aac.export(naive, tmp_path / "x.wav", "2024-09-03T20:26:16Z", progress=False)
+    utc = _recording_starting(tmp_path, "2024-09-03T20:26:15Z")
+    assert zarr_aac.open_dataset(utc).audio.sel(time=slice("2024-09-03T20:26:16", None)).sizes["time"] == 8000
+    out = zarr_aac.export(utc, tmp_path / "utc.wav", "2024-09-03T20:26:16", progress=False)
+    np.testing.assert_array_equal(sf.read(out, dtype="int16")[0], utc[8000:, 0])

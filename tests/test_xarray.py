@@ -306,3 +306,65 @@ def test_aac_files_open_by_path_with_the_engine(data_dir, tmp_path):
     assert ds.audio.dims == ("time", "channel")
     np.testing.assert_array_equal(ds.audio.isel(time=slice(44100, 88200)).values, expected)
     assert xr.backends.plugins.guess_engine(str(path)) == "zarr_aac"
+
+
+def test_drop_variables_is_honoured_for_one_recording_and_for_aac_files(recording, data_dir, tmp_path):
+    path, _, _ = recording
+    assert set(zarr_aac.open_dataset(path).data_vars) == {"audio"}
+    assert set(zarr_aac.open_dataset(path, drop_variables="audio").data_vars) == set()
+    m4a = tmp_path / "music.m4a"
+    m4a.write_bytes((data_dir / "music_lena_44k1.m4a").read_bytes())
+    assert set(xr.open_dataset(m4a, engine="zarr_aac", drop_variables=["audio"]).data_vars) == set()
+    group = zarr.open_group(str(tmp_path / "archive.zarr"), mode="w")
+    write_recording(group.store, "north", n=RATE)
+    assert set(zarr_aac.open_dataset(group, variable="north", drop_variables="audio").data_vars) == set()
+
+
+def test_guess_can_open_answers_false_for_a_malformed_zarr_json(tmp_path):
+    guess = xr.backends.list_engines()["zarr_aac"].guess_can_open
+    for text in ("{not json", '{"zarr_format": 3, "node_type": "array"}'):
+        bad = tmp_path / f"bad{len(text)}"
+        bad.mkdir()
+        (bad / "zarr.json").write_text(text)
+        assert guess(str(bad)) is False
+
+
+def test_datasets_from_m4a_files_and_imports_write_to_netcdf(data_dir, tmp_path):
+    from scipy.io import netcdf_file
+
+    m4a = tmp_path / "music.m4a"
+    m4a.write_bytes((data_dir / "music_lena_44k1.m4a").read_bytes())
+    ds = xr.open_dataset(m4a, engine="zarr_aac").isel(time=slice(0, 4410))
+    assert "start_time" not in ds.attrs and ds.attrs["source.container"] == "mp4"
+    ds.to_netcdf(tmp_path / "music.nc")
+    with netcdf_file(tmp_path / "music.nc", mmap=False) as written:
+        assert written.sample_rate == 44100 and written.variables["audio"].shape == (4410, 2)
+    archive = tmp_path / "archive.zarr"
+    zarr_aac.import_file(data_dir / "crow_44k1.flac", archive, "rec", metadata={"site": "pond"}, progress=False)
+    imported = zarr_aac.open_dataset(archive, variable="rec").isel(time=slice(0, 100))
+    imported.to_netcdf(tmp_path / "imported.nc")
+    with netcdf_file(tmp_path / "imported.nc", mmap=False) as written:
+        assert getattr(written.variables["audio"], "user.site") == b"pond"
+
+
+def test_the_engine_names_its_documentation():
+    assert xr.backends.list_engines()["zarr_aac"].url.endswith("docs/xarray.md")
+
+
+def test_the_open_zarr_recipe_works_on_an_archive_of_several_recordings(data_dir, tmp_path):
+    """Issue 12, item 10: assign_time_index(xr.open_zarr(archive)) failed on any archive of more
+    than one recording, every recording's first dimension being "time". The documented recipe
+    opens one recording with xr.open_zarr, or all of them with zarr_aac.open_dataset."""
+    archive = tmp_path / "deployment.zarr"
+    zarr_aac.import_file(data_dir / "crow_44k1.flac", archive, "crow", start_time=START, progress=False)
+    zarr_aac.import_file(data_dir / "music_lena_44k1.m4a", archive, "music", progress=False)
+    with pytest.raises(ValueError, match="conflicting sizes for dimension 'time'"):
+        xr.open_zarr(archive, consolidated=False)  # xarray's engine, as the docs warn
+    group = zarr.open_group(str(archive), mode="r")
+    others = [name for name in group.array_keys() if name != "crow"]
+    ds = assign_time_index(xr.open_zarr(archive, consolidated=False, drop_variables=others))
+    np.testing.assert_array_equal(ds.crow.values, group["crow"][:])
+    assert ds.time.values[0] == np.datetime64(START_NS, "ns")
+    everything = zarr_aac.open_dataset(archive)
+    assert set(everything.data_vars) == {"crow", "music"}
+    assert everything.crow.dims[0] == "time_crow" and everything.music.dims[0] == "time_music"

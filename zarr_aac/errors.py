@@ -115,3 +115,7 @@ class ChunkReadError(ZarrAACError, OSError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.key, self.reason), vars(self)
+
+
+class GenerationLossWarning(UserWarning):
+    """A write re-encodes audio already stored as AAC (part of a chunk written), losing quality."""

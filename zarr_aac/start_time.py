@@ -8,9 +8,13 @@ for import, export and the xarray layer (see docs/importing.md, "Start times and
   offset, so nothing claims a zone the recorder never gave.
 - Placed on an absolute axis (nanoseconds since the Unix epoch, as the xarray time axis is) a naive
   time is read as UTC.
-- Compared with another time, both must carry an offset or both carry none: an export bound
-  without an offset against a recording whose start has one (or the other way round) is refused,
-  because reading either as UTC would silently shift the segment by the offset.
+- Compared with a recording's start time (an export bound, an xarray time label), both must carry
+  an offset or both carry none: a naive time against a start with an offset (or the other way
+  round) is refused, naming the start's offset, because reading the naive one as UTC would
+  silently shift the selection by the offset. One exception: against a start in UTC (``Z``,
+  ``+00:00``) a naive time is read as UTC, which is what the xarray axis shows. numpy
+  ``datetime64`` values are instants on that axis (the xarray coordinate's own values) and are
+  compared as they are.
 """
 
 from __future__ import annotations
@@ -48,6 +52,51 @@ def _read(value: Any) -> tuple[datetime, int]:
         digits = fraction.group(1)[6:9] if fraction is not None else ""
         return parsed, int(digits.ljust(3, "0"))
     raise _expected(value)
+
+
+def utc_offset(value: Any) -> timedelta | None:
+    """The UTC offset a time carries, None for a naive one; epoch nanoseconds are UTC (zero offset).
+
+    Raises
+    ------
+    ValueError
+        If ``value`` is a string ISO-8601 cannot read.
+    """
+    if isinstance(value, int | np.integer | np.datetime64):
+        return timedelta(0)
+    return _read(value)[0].utcoffset()
+
+
+def require_comparable(value: Any, start: Any) -> None:
+    """Refuse to compare ``value`` with a recording's ``start`` where one has a UTC offset and the
+    other none (the module's rule); a naive ``value`` against a start in UTC is allowed.
+
+    Raises
+    ------
+    ValueError
+        Naming both times and the start's offset, and how to write ``value`` instead.
+    """
+    if isinstance(value, np.datetime64):
+        return
+    value_offset, start_offset = utc_offset(value), utc_offset(start)
+    if value_offset is None and start_offset:
+        offset = _format_offset(start_offset)
+        raise ValueError(
+            f"{value} has no UTC offset but the recording's start_time {start} is at UTC{offset}: the two must "
+            f"both have a time zone or both have none, as a time without an offset would be read as UTC, {offset} "
+            f"away from the recording's clock; write it with the offset (e.g. ...{offset}) or in UTC (...Z)"
+        )
+    if value_offset is not None and start_offset is None:
+        raise ValueError(
+            f"{value} has a UTC offset but the recording's start_time {start} has none: the two must both have a "
+            "time zone or both have none; write the time without an offset, on the recording's own clock"
+        )
+
+
+def _format_offset(offset: timedelta) -> str:
+    sign, magnitude = ("-", -offset) if offset < timedelta(0) else ("+", offset)
+    minutes = int(magnitude.total_seconds()) // 60
+    return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
 def parse_start_time(value: datetime | date | str) -> datetime:

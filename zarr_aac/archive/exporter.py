@@ -10,7 +10,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from zarr_aac.archive.recordings import PathLike, codec_of, open_recording
 from zarr_aac.codec import aac
 from zarr_aac.errors import ArchiveError, RecordingMetadataError, UnsupportedAudioError
-from zarr_aac.start_time import parse_start_time
+from zarr_aac.start_time import parse_start_time, require_comparable
 from zarr_aac.validation import channels_of
 
 BLOCK_SAMPLES = 1 << 20
@@ -58,7 +58,8 @@ def seconds_into(array: zarr.Array, value: float | datetime | str | None) -> flo
     """``value`` as seconds from the start of the recording: a datetime or ISO-8601 string is
     placed by the recording's ``start_time`` attribute; numbers pass through.
 
-    Both times must carry a UTC offset or neither (the rule of :mod:`zarr_aac.start_time`).
+    Both times must carry a UTC offset or neither, a naive one against a start in UTC being UTC
+    (the rule of :mod:`zarr_aac.start_time`).
     """
     if not isinstance(value, datetime | str):
         return value
@@ -67,12 +68,10 @@ def seconds_into(array: zarr.Array, value: float | datetime | str | None) -> flo
         raise ArchiveError(f"{array.store_path} has no start_time, so {value} cannot be placed in it; give seconds")
     if not isinstance(started, str):
         raise RecordingMetadataError(f"{array.store_path} has start_time {started!r}, not an ISO-8601 string")
+    require_comparable(value, started)
     when, begin = parse_start_time(value), parse_start_time(started)
-    if (when.tzinfo is None) != (begin.tzinfo is None):
-        raise ValueError(
-            f"{value} and the recording's start_time {started} must both have a time zone or both have none: "
-            "reading the one without as UTC would shift the segment by the other's offset"
-        )
+    if when.tzinfo is None and begin.tzinfo is not None:  # a start in UTC: the naive time is UTC too
+        when = when.replace(tzinfo=UTC)
     return (when - begin).total_seconds()
 
 

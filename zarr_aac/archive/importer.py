@@ -596,7 +596,7 @@ def _run(
                     job.path, archive.store, archive.path, job.temp_name, digest=job.digest, options=options
                 )
                 yield i, attrs
-            except (ZarrAACError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 -- one file's failure, whatever raised it; an interrupt stops all
                 yield i, _per_file_error(job.path, exc)
         return
     # forkserver, not fork: this process runs zarr's event-loop thread, and forking a threaded
@@ -621,7 +621,7 @@ def _run(
                 i, error = futures[future], future.exception()
                 if error is None:
                     yield i, future.result()
-                elif isinstance(error, ZarrAACError | OSError):
+                elif isinstance(error, Exception):
                     yield i, _per_file_error(pending[i].path, error)
                 else:
                     raise error
@@ -631,7 +631,10 @@ def _run(
 
 
 def _per_file_error(source: Path, error: BaseException) -> BaseException:
-    """A failure that stops one file of a batch, named after it (an OSError may not say which)."""
-    if isinstance(error, OSError):
-        return SourceError(source, f"{type(error).__name__}: {error}")
-    return error
+    """A failure that stops one file of a batch, named after it: an OSError, or an error from a
+    library (a parser meeting a malformed file), may not say which file nor what kind of error."""
+    if isinstance(error, ZarrAACError):
+        return error
+    named = SourceError(source, f"{type(error).__name__}: {error}")
+    named.__cause__ = error
+    return named

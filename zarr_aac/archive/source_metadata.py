@@ -17,6 +17,8 @@ import guano
 from zarr_aac.start_time import parse_start_time
 
 START_TIME_SOURCES = ("user", "guano", "tag", "filename")
+UNPARSED_GUANO_KEY = "zarr_aac|unparsed lines"
+"""Where lines of a GUANO block that are not ``key: value`` are kept."""
 """Where a recording's start time came from, in order of precedence."""
 
 _AUDIOMOTH_COMMENT = re.compile(
@@ -67,13 +69,30 @@ def read_riff(path: Path) -> RiffInfo:
             elif chunk_id == b"guan":
                 guano_text = f.read(size)
             position += 8 + size + (size & 1)
-    fields = {}
-    if guano_text:
-        parsed = guano.GuanoFile.from_string(guano_text.rstrip(b"\0").decode("utf-8", errors="replace"))
-        fields = {f"{ns}|{key}" if ns else key: _json_value(value) for ns, key, value in parsed.items_namespaced()}
+    fields = parse_guano(guano_text.rstrip(b"\0").decode("utf-8", errors="replace")) if guano_text else {}
     if data_size is None or data_size in (0, 0xFFFFFFFF) or not block_align:
         return RiffInfo(fields, None)
     return RiffInfo(fields, data_size // block_align)
+
+
+def parse_guano(text: str) -> dict[str, Any]:
+    """The fields of a GUANO block, read by the ``guano`` package where it can.
+
+    Recorders write malformed blocks too. A line that is not ``key: value`` is kept, in order,
+    under :data:`UNPARSED_GUANO_KEY` rather than failing the import or being dropped; a block
+    whose values the package cannot read (a malformed timestamp, say) is kept as text fields.
+    """
+    lines = [line for line in text.splitlines() if line.strip()]
+    pairs = [line for line in lines if ":" in line]
+    try:
+        parsed = guano.GuanoFile.from_string("\n".join(pairs))
+        fields = {f"{ns}|{key}" if ns else key: _json_value(value) for ns, key, value in parsed.items_namespaced()}
+    except (ValueError, TypeError, KeyError):
+        fields = {key.strip(): value.strip() for key, value in (line.split(":", 1) for line in pairs)}
+    unparsed = [line for line in lines if ":" not in line]
+    if unparsed:
+        fields[UNPARSED_GUANO_KEY] = unparsed
+    return fields
 
 
 def _json_value(value: Any) -> Any:

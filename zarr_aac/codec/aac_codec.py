@@ -33,6 +33,7 @@ from zarr_aac.codec.chunk_format import (
     prefix_nbytes_upper_bound,
     verify_payload,
 )
+from zarr_aac.codec.generation_loss import note_decoded, warn_if_reencoded
 from zarr_aac.codec.prefix_cache import location_of, prefixes
 from zarr_aac.codec.tolerant import fill_or_raise
 from zarr_aac.errors import AudioDecodeError, ChunkReadError, CorruptChunkError, UnsupportedAudioError
@@ -250,6 +251,7 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         return encoder.finish()
 
     async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
+        warn_if_reencoded(chunk_spec)
         # FFmpeg's encoder runs without the GIL: chunks written in one call encode in parallel.
         data = await asyncio.to_thread(self.encode_pcm, chunk_array.as_numpy_array())
         return chunk_spec.prototype.buffer.from_bytes(data)
@@ -292,6 +294,7 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         return aac.to_dtype(pcm, dtype).reshape(shape)
 
     async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
+        note_decoded(chunk_spec)
         try:
             pcm = self.decode_chunk(chunk_bytes.to_bytes(), chunk_spec.shape, chunk_spec.dtype.to_native_dtype())
         except CorruptChunkError as exc:

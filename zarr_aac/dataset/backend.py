@@ -25,6 +25,7 @@ class ZarrAACBackendEntrypoint(BackendEntrypoint):
     """``xr.open_dataset(path, engine="zarr_aac")``; see :func:`open_dataset` for the parameters."""
 
     description = "AAC-encoded audio in Zarr v3 (zarr-aac) with a lazy, exact time axis"
+    url = "https://github.com/zarr-aac/zarr-aac/blob/main/docs/xarray.md"
     open_dataset_parameters = ("filename_or_obj", "drop_variables", "group", "variable", "storage_options")
 
     def open_dataset(

@@ -7,8 +7,9 @@ covers), and its ``sample_rate`` and ``start_time`` attributes become a :class:`
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -52,14 +53,19 @@ def is_aac_file(path: Any) -> bool:
 def holds_recordings(path: str | os.PathLike[str]) -> bool:
     """An ``.aac``/``.m4a`` file, or a local Zarr v3 directory holding a zarr_aac recording.
 
-    Answers xarray's engine guessing, so it opens nothing that is not a Zarr v3 node.
+    Answers xarray's engine guessing, so it opens nothing that is not a Zarr v3 node, and a node
+    zarr cannot read (a malformed ``zarr.json``) is not one this engine can open: opening it
+    with ``engine="zarr_aac"`` raises zarr's error.
     """
     if is_aac_file(path):
         return True
     if not os.path.isfile(os.path.join(path, "zarr.json")):
         return False
-    node = zarr.open(os.fspath(path), mode="r")
-    return aac_codec_of(node) is not None if isinstance(node, zarr.Array) else bool(find_recordings(node))
+    try:
+        node = zarr.open(os.fspath(path), mode="r")
+        return aac_codec_of(node) is not None if isinstance(node, zarr.Array) else bool(find_recordings(node))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def open_node(store: Any, group: str | None = None, storage_options: dict | None = None) -> zarr.Array | zarr.Group:
@@ -96,19 +102,24 @@ def dataset_from_node(
     node: zarr.Array | zarr.Group, variable: str | None = None, drop_variables: Iterable[str] | None = None
 ) -> xr.Dataset:
     """One recording: ``audio(time, channel)``. A group: one variable per recording, named by its path
-    ("/" becomes "."), on its own ``time_<name>`` / ``channel_<name>`` dimensions."""
+    ("/" becomes "."), on its own ``time_<name>`` / ``channel_<name>`` dimensions. Variables named in
+    ``drop_variables`` are left out; names the dataset does not have are ignored, as xarray does."""
+    dropped = set(drop_variables or ())
     if isinstance(node, zarr.Array):
-        return single_recording_dataset(node)
-    if variable is not None:
-        return single_recording_dataset(_recording_in(node, variable))
-    return group_dataset(node, set(drop_variables or ()))
+        array = node
+    elif variable is not None:
+        array = _recording_in(node, variable)
+    else:
+        return group_dataset(node, dropped)
+    dataset = single_recording_dataset(array)
+    return dataset.drop_vars(dropped & set(dataset.variables))
 
 
 def single_recording_dataset(array: zarr.Array) -> xr.Dataset:
     """``audio(time, channel)`` with the recording's attributes on the Dataset and on ``audio``."""
     coords = xr.Coordinates.from_xindex(recording_time_index(array, "time"))
     variables = {SINGLE_RECORDING: recording_variable(array, "time", "channel")}
-    return xr.Dataset(variables, coords=coords, attrs=dict(array.attrs))
+    return xr.Dataset(variables, coords=coords, attrs=netcdf_attributes(array.attrs))
 
 
 def group_dataset(group: zarr.Group, dropped: set[str]) -> xr.Dataset:
@@ -130,7 +141,7 @@ def group_dataset(group: zarr.Group, dropped: set[str]) -> xr.Dataset:
         time_dim = f"time_{name}"
         data_vars[name] = recording_variable(recordings[path], time_dim, f"channel_{name}")
         coords = coords.assign(xr.Coordinates.from_xindex(recording_time_index(recordings[path], time_dim)))
-    return xr.Dataset(data_vars, coords=coords, attrs=dict(group.attrs))
+    return xr.Dataset(data_vars, coords=coords, attrs=netcdf_attributes(group.attrs))
 
 
 def _recording_in(group: zarr.Group, path: str) -> zarr.Array:
@@ -162,7 +173,30 @@ def recording_variable(array: zarr.Array, time_dim: str, channel_dim: str) -> xr
     dims = (time_dim, channel_dim)[: array.ndim]
     encoding = {"chunks": array.chunks, "preferred_chunks": dict(zip(dims, array.chunks, strict=True))}
     data = indexing.LazilyIndexedArray(AudioBackendArray(array))
-    return xr.Variable(dims, data, attrs=dict(array.attrs), encoding=encoding)
+    return xr.Variable(dims, data, attrs=netcdf_attributes(array.attrs), encoding=encoding)
+
+
+def netcdf_attributes(attributes: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Stored attributes as netCDF can hold them, so ``to_netcdf`` takes any opened dataset.
+
+    A nested mapping becomes dotted names (``source`` -> ``source.name``, ``source.sha256``, ...),
+    None (an unknown ``start_time``) is left out, and a list holding anything but numbers and
+    strings becomes its JSON text; numbers, strings and such lists are kept as they are.
+    """
+    flat: dict[str, Any] = {}
+    for key, value in attributes.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(netcdf_attributes(value, f"{name}."))
+        elif isinstance(value, list | tuple) and not all(_netcdf_scalar(item) for item in value):
+            flat[name] = json.dumps(value)
+        elif value is not None:
+            flat[name] = value
+    return flat
+
+
+def _netcdf_scalar(value: Any) -> bool:
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
 
 
 def recording_time_index(array: zarr.Array, dim: str) -> SampleTimeIndex:

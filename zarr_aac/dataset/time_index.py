@@ -9,8 +9,12 @@ Label semantics (documented in docs/xarray.md):
 
 - A time slice is half-open: ``slice(t0, t1)`` selects the samples whose instant ``t`` satisfies
   ``t0 <= t < t1``, so consecutive slices tile a recording and a 1 s slice holds ``rate`` samples.
-- Strings are exact instants parsed by pandas (ISO-8601 recommended); naive labels are UTC,
-  tz-aware labels are converted to UTC. There is no pandas-style partial-string period matching.
+- Strings are exact instants parsed by pandas (ISO-8601 recommended); tz-aware labels are
+  converted to UTC. Naive labels follow the rule of :mod:`zarr_aac.start_time`: against a
+  recording whose start has a non-zero UTC offset they are refused (naming the offset), against
+  a start in UTC they are UTC, against a naive start they are on its clock (and aware labels are
+  refused there). numpy ``datetime64`` labels are the axis's own instants and always accepted.
+  There is no pandas-style partial-string period matching.
 - A scalar label must match a sample instant exactly unless ``method`` is ``"nearest"``,
   ``"pad"``/``"ffill"`` (the sample sounding at that instant) or ``"backfill"``/``"bfill"``.
 - Without a known start time the axis is ``timedelta64[ns]`` from the first sample; labels are
@@ -32,7 +36,7 @@ from xarray.core.indexes import CoordinateTransformIndex, Index, PandasIndex
 from xarray.core.indexing import IndexSelResult
 
 from zarr_aac.errors import TimeAxisError, TimeLabelError
-from zarr_aac.start_time import start_time_ns
+from zarr_aac.start_time import require_comparable, start_time_ns
 
 NS_PER_S = 1_000_000_000
 DATETIME = np.dtype("datetime64[ns]")
@@ -118,6 +122,7 @@ class SampleClockTransform(CoordinateTransform):
         first: int = 0,
         step: int = 1,
         is_datetime: bool = True,
+        start: str | None = None,
     ) -> None:
         name = dim if coord_name is None else coord_name
         super().__init__([name], {dim: int(size)}, DATETIME if is_datetime else TIMEDELTA)
@@ -126,6 +131,8 @@ class SampleClockTransform(CoordinateTransform):
         self.first = int(first)
         self.step = int(step)
         self.is_datetime = is_datetime
+        # The start as the recording gives it, whose UTC offset (or none) decides which labels compare.
+        self.start = start if start is not None or not is_datetime else format_start_time(self.origin_ns)
 
     @property
     def coord_name(self) -> Hashable:
@@ -151,8 +158,21 @@ class SampleClockTransform(CoordinateTransform):
 
     def reverse(self, coord_labels: dict[Hashable, Any]) -> dict[str, Any]:
         """Positions of the samples sounding at the labels (the last sample at or before each)."""
-        ns = np.asarray(_label_ns(coord_labels[self.coord_name], self.is_datetime), dtype=np.int64)
+        ns = np.asarray(self.label_ns(coord_labels[self.coord_name]), dtype=np.int64)
         return {self.dim: self._position_at_or_before(ns)}
+
+    def label_ns(self, label: Any) -> Any:
+        """int64 nanoseconds of time labels; on a datetime axis, a label whose UTC offset (or lack of
+        one) cannot be compared with the recording's start is a :class:`TimeLabelError`."""
+        ns = _label_ns(label, self.is_datetime)
+        values = np.asarray(label.values if isinstance(label, DataArray | Variable) else label)
+        if self.is_datetime and values.dtype.kind != "M":
+            for item in dict.fromkeys(values.ravel().tolist()):
+                try:
+                    require_comparable(item, self.start)
+                except ValueError as exc:
+                    raise TimeLabelError(f"time label {item!r}: {exc}") from exc
+        return ns
 
     def _position_at_or_after(self, ns: Any) -> Any:
         sample = first_sample_at_or_after(ns - self.origin_ns, self.rate)
@@ -188,6 +208,7 @@ class SampleClockTransform(CoordinateTransform):
             first=self.first + selected.start * self.step,
             step=self.step * selected.step,
             is_datetime=self.is_datetime,
+            start=self.start,
         )
 
     def __repr__(self) -> str:
@@ -253,7 +274,11 @@ class SampleTimeIndex(CoordinateTransformIndex):
         """
         is_datetime = start is not None
         origin = parse_start_ns(start) if is_datetime else 0
-        return cls(SampleClockTransform(origin_ns=origin, rate=rate, size=size, dim=dim, is_datetime=is_datetime))
+        label = start if isinstance(start, str) else start.isoformat() if isinstance(start, datetime.datetime) else None
+        transform = SampleClockTransform(
+            origin_ns=origin, rate=rate, size=size, dim=dim, is_datetime=is_datetime, start=label
+        )
+        return cls(transform)
 
     @property
     def dim(self) -> str:
@@ -284,7 +309,7 @@ class SampleTimeIndex(CoordinateTransformIndex):
             if method is not None or tolerance is not None:
                 raise TimeLabelError("a time slice selects [start, stop) exactly; method= and tolerance= do not apply")
             return IndexSelResult({self.dim: self._slice_positions(label)})
-        ns = _label_ns(label, self.transform.is_datetime)
+        ns = self.transform.label_ns(label)
         positions = self._positions(np.atleast_1d(np.asarray(ns, dtype=np.int64)), method, tolerance, label)
         if isinstance(label, DataArray):
             return IndexSelResult({self.dim: DataArray(positions.reshape(label.shape), dims=label.dims)})
@@ -297,8 +322,8 @@ class SampleTimeIndex(CoordinateTransformIndex):
             raise TimeLabelError(f"time slices take no step (got {label.step!r}); use .isel or resample for decimation")
         clock = self.transform
         size = clock.size
-        start = 0 if label.start is None else clock._position_at_or_after(_label_ns(label.start, clock.is_datetime))
-        stop = size if label.stop is None else clock._position_at_or_after(_label_ns(label.stop, clock.is_datetime))
+        start = 0 if label.start is None else clock._position_at_or_after(clock.label_ns(label.start))
+        stop = size if label.stop is None else clock._position_at_or_after(clock.label_ns(label.stop))
         start = min(max(start, 0), size)
         return slice(start, max(start, min(stop, size)))
 
@@ -390,6 +415,7 @@ class SampleTimeIndex(CoordinateTransformIndex):
                 first=head.first,
                 step=head.step,
                 is_datetime=head.is_datetime,
+                start=head.start,
             )
         )
 

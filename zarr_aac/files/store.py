@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ INDEX_SUFFIX = ".zaac-index.npz"
 FINGERPRINT_NBYTES = 64 << 10
 """Bytes hashed at each end of a remote file to tell a changed file from a cached index."""
 METADATA_KEY = "zarr.json"
+_CHUNK_INDEX = re.compile("0|[1-9][0-9]*")
+"""A chunk index as zarr writes it: ASCII digits without leading zeros."""
 AudioSource = str | os.PathLike | tuple[Store, str]
 """A local path, an fsspec URL, or (any zarr store, key of the file in it), e.g. an ObjectStore."""
 
@@ -245,13 +248,15 @@ class AACFileStore(Store):
         Samples per virtual chunk, at least 1024.
     attributes : dict, optional
         Array attributes added to (or replacing) ``sample_rate``, ``start_time`` and ``source``.
+    read_only : bool, default True
+        Accepted for zarr's ``Store.open(read_only=...)``; the store is always read-only.
 
     Raises
     ------
     UnsupportedAudioError
         ``dtype`` is neither int16 nor float32.
     ValueError
-        ``chunk_length`` is not an integer of at least 1024.
+        ``chunk_length`` is not an integer of at least 1024, or ``read_only`` is False.
     CorruptSourceError
         The index holds a frame longer than an AAC frame can be.
     """
@@ -269,7 +274,13 @@ class AACFileStore(Store):
         dtype: str | np.dtype = "int16",
         chunk_length: int = DEFAULT_CHUNK_LENGTH,
         attributes: dict | None = None,
+        read_only: bool = True,
     ) -> None:
+        if not read_only:
+            raise ValueError(
+                "AACFileStore is read-only: it presents an existing AAC file; to write audio, create a zarr "
+                "array with the zarr_aac codec in a writable store"
+            )
         super().__init__(read_only=True)
         self.dtype = parse_dtype(dtype)
         self.chunk_length = parse_chunk_length(chunk_length)
@@ -459,8 +470,9 @@ class AACFileStore(Store):
         return json.dumps(metadata).encode()
 
     def _chunk_number(self, key: str) -> int | None:
+        """The chunk a key names, if it is one the store lists: ``c/00/0`` or ``c/²/0`` are not."""
         parts = key.split("/")
-        if len(parts) != 3 or parts[0] != "c" or parts[2] != "0" or not parts[1].isdigit():
+        if len(parts) != 3 or parts[0] != "c" or parts[2] != "0" or _CHUNK_INDEX.fullmatch(parts[1]) is None:
             return None
         number = int(parts[1])
         return number if number < self.n_chunks else None
@@ -625,7 +637,7 @@ def _resolve(byte_range: ByteRequest | None, total: int) -> tuple[int, int]:
         return min(byte_range.offset, total), total
     if isinstance(byte_range, SuffixByteRequest):
         return max(total - byte_range.suffix, 0), total
-    raise TypeError(f"unexpected byte range {byte_range!r}")
+    raise TypeError(f"Unexpected byte_range, got {byte_range}.")
 
 
 def open_aac_file(
