@@ -370,8 +370,11 @@ def test_bad_inputs_fail_clearly_and_leave_nothing(kind, tmp_path, ffmpeg):
 
 def test_interrupt_leaves_nothing(tmp_path, sources, monkeypatch):
     calls = []
+    convert = importer.aac.to_dtype
 
     def interrupt_on_second_write(pcm, dtype, **options):
+        if "gain" in options:  # the codec's decode, which the fidelity report's read-back runs
+            return convert(pcm, dtype, **options)
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
