@@ -228,7 +228,9 @@ def test_chunks_are_whole_frames_and_written_whole(tmp_path, monkeypatch):
     monkeypatch.setattr(zarr_aac.AACCodec, "encode_pcm", lambda codec, x: encoded.append(len(x)) or encode(codec, x))
     monkeypatch.setattr(zarr_aac.AACCodec, "decode_chunk", lambda codec, *a: decoded.append(1) or decode(codec, *a))
     z = zarr_aac.import_file(path, tmp_path / "a.zarr", chunk_duration=1.0, progress=False)
-    assert encoded == [8192, 8192, 8192] and decoded == []
+    # encoded once each (a partial-chunk write would decode, merge and encode again); the only
+    # decodes are the fidelity report's read-back of each write, after its encoding
+    assert encoded == [8192, 8192, 8192] and len(decoded) <= 3
     assert z.chunks == (8192, 1)
     assert z.shape == (3 * 8000 + 123, 1)
     assert z.nchunks_initialized == 3

@@ -88,7 +88,7 @@ def frames_for_samples(n_samples: int, priming: int = ENCODER_PRIMING) -> int:
     return -(-(n_samples + priming) // FRAME_LENGTH)
 
 
-def encoder_options(channels: int, cutoff: int) -> dict[str, str]:
+def encoder_options(channels: int, cutoff: int | None = None) -> dict[str, str]:
     """FFmpeg ``aac`` encoder options for ``channels`` channels (PyAV ignores misspelt ones silently,
     so tests/test_channel_fidelity.py checks their effect).
 
@@ -99,10 +99,13 @@ def encoder_options(channels: int, cutoff: int) -> dict[str, str]:
     stereo off also lowers FFmpeg's automatic low-pass, which cut the top of time-stretched bat
     calls. docs/design-notes.md has the measurements.
 
-    ``cutoff`` is the encoder's low-pass in Hz at the declared rate. FFmpeg's automatic one follows
-    the bitrate and stops near 22-24 kHz whatever the rate, so it is always given (docs/fidelity.md).
+    ``cutoff`` is the encoder's low-pass in Hz at the declared rate (a generic codec option, not
+    one of the encoder's own). FFmpeg's automatic one follows the bitrate and stops near 22-24 kHz
+    whatever the rate, so ``encode_frames`` always gives it (docs/fidelity.md).
     """
-    options = {"aac_pns": "0", "cutoff": str(cutoff)}
+    options = {"aac_pns": "0"}
+    if cutoff is not None:
+        options["cutoff"] = str(cutoff)
     if channels > 2:
         options.update(aac_is="0", aac_coder="fast")
     return options
