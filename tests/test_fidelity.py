@@ -14,6 +14,7 @@ import zarr
 from scipy import signal
 
 import zarr_aac
+from zarr_aac.archive import fidelity
 from zarr_aac.archive.fidelity import FidelityReport, preview
 from zarr_aac.cli import main
 from zarr_aac.codec import aac
@@ -499,6 +500,10 @@ def test_quality_preview_is_what_the_import_stores(tmp_path):
         k: v for k, v in stored.items() if k != "size_pct_pcm16"
     }
     assert default.report["size_pct_pcm16"] == pytest.approx(stored["size_pct_pcm16"], abs=0.5)
+    source, _ = sf.read(path, dtype="float32", always_2d=True)
+    before, after = fidelity.acoustic_indices(source, 32000), fidelity.acoustic_indices(stored_float(z), 32000)
+    expected = {k: 100 * (after[k] - v) / abs(v) for k, v in before.items()}
+    assert default.index_changes == pytest.approx(expected, rel=1e-9, abs=1e-9)
     assert other.bitrate == 64_000 and not other.is_default
     assert other.report["size_pct_pcm16"] < default.report["size_pct_pcm16"]
 
