@@ -197,8 +197,8 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
             If the name is not ``zarr_aac`` or the configuration is invalid (see the class).
         """
         _, configuration = parse_named_configuration(data, CODEC_NAME)
-        configuration = {"gain": LEGACY_GAIN, **(configuration or {})}
-        return cls(**configuration)
+        with_gain: dict[str, Any] = {"gain": LEGACY_GAIN, **(configuration or {})}
+        return cls(**with_gain)
 
     def to_dict(self) -> dict[str, Any]:
         """The codec's entry in array metadata; ``from_dict`` reads it back to an equal codec.
