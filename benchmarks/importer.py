@@ -35,6 +35,9 @@ _IMPORT_SCRIPT = """
 import json, os, resource, sys, time
 import zarr_aac
 archive, workers, cores, sources = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+if os.environ.get("BENCH_NO_FIDELITY_REPORT"):  # the baseline of the report's cost
+    from zarr_aac.archive.fidelity import FidelityReport
+    FidelityReport.add_stored = lambda self, source, array, start: None
 if cores:
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cores])
 start = time.perf_counter()
@@ -71,14 +74,19 @@ def _machine_ceiling(sources: list[Path], work: Path) -> float:
     return max(seconds)
 
 
-def _import_in_process(sources: list[Path], archive: Path, workers: int = 1, cores: int = 0) -> dict:
-    """One import_files call in a fresh process; ``cores`` > 0 pins it (and its workers) to that many."""
+def _import_in_process(
+    sources: list[Path], archive: Path, workers: int = 1, cores: int = 0, report: bool = True
+) -> dict:
+    """One import_files call in a fresh process; ``cores`` > 0 pins it (and its workers) to that many;
+    ``report=False`` skips the fidelity report's read-back and spectra."""
     shutil.rmtree(archive, ignore_errors=True)
+    env = {**os.environ, **({} if report else {"BENCH_NO_FIDELITY_REPORT": "1"})}
     run = subprocess.run(
         [sys.executable, "-c", _IMPORT_SCRIPT, str(archive), str(workers), str(cores), *map(str, sources)],
         check=True,
         capture_output=True,
         text=True,
+        env=env,
     )
     result = json.loads(run.stdout)
     result["stored_bytes"] = sum(p.stat().st_size for p in archive.rglob("*") if p.is_file())
@@ -146,6 +154,7 @@ def _measure(ctx: Context, wav: Path, work: Path) -> dict:
 
     whole = _import_in_process([wav], work / "whole.zarr")
     short_run = _import_in_process([short], work / "short.zarr")
+    no_report = _import_in_process([short], work / "no_report.zarr", report=False)
     one_core = _import_in_process([short, short_copy], work / "one_core.zarr", workers=1, cores=1)
     one = _import_in_process([short, short_copy], work / "serial.zarr", workers=1)
     two = _import_in_process([short, short_copy], work / "parallel.zarr", workers=2)
@@ -187,6 +196,11 @@ def _measure(ctx: Context, wav: Path, work: Path) -> dict:
         f"source: {duration / 3600:.2f} h stereo 48 kHz int16 WAV, {size_mb:.0f} MB; AAC-LC {BITRATE // 1000} kbps",
         f"import vs the old system: {size_mb / whole['seconds'] / OLD_SYSTEM_MB_S:.2f}x its MB/s",
         (
+            f"fidelity report: importing {short_seconds} s took {short_run['seconds']:.2f} s with it, "
+            f"{no_report['seconds']:.2f} s without: +{100 * (short_run['seconds'] / no_report['seconds'] - 1):.1f} % "
+            "(target <= 15 %)"
+        ),
+        (
             f"peak RSS: {short_run['peak_rss_mb']:.0f} MB importing {short_seconds} s, {whole['peak_rss_mb']:.0f} MB "
             f"importing {duration:.0f} s (bounded if equal; target < {MEMORY_TARGET_MB} MB)"
         ),
@@ -210,6 +224,11 @@ def _measure(ctx: Context, wav: Path, work: Path) -> dict:
             "short_peak_rss_mb": short_run["peak_rss_mb"],
             "long_s": duration,
             "long_peak_rss_mb": whole["peak_rss_mb"],
+        },
+        "fidelity_report": {
+            "with_s": short_run["seconds"],
+            "without_s": no_report["seconds"],
+            "cost_pct": 100 * (short_run["seconds"] / no_report["seconds"] - 1),
         },
         "parallel": {
             "one_core_s": one_core["seconds"],

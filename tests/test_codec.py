@@ -275,11 +275,11 @@ class TestConfiguration:
         )
         reopened = zarr.open_array(str(tmp_path / "a.zarr"))
         codec = reopened.metadata.codecs[0]
-        assert codec == zarr_aac.AACCodec(sample_rate=250_000, aac_sample_rate=96_000, bitrate=128_000)
+        assert codec == zarr_aac.AACCodec(sample_rate=250_000, aac_sample_rate=96_000, bitrate=128_000, gain=0.25)
         assert zarr_aac.AACCodec.from_dict(codec.to_dict()) == codec
         assert codec.to_dict() == {
             "name": "zarr_aac",
-            "configuration": {"sample_rate": 250_000, "aac_sample_rate": 96_000, "bitrate": 128_000},
+            "configuration": {"sample_rate": 250_000, "aac_sample_rate": 96_000, "gain": 0.25, "bitrate": 128_000},
         }
         assert z.metadata.codecs[0] == codec
 

@@ -229,7 +229,9 @@ def test_chunks_are_whole_frames_and_written_whole(tmp_path, monkeypatch):
     monkeypatch.setattr(ChunkEncoder, "finish", lambda encoder: encoded.append(encoder.n_samples) or finish(encoder))
     monkeypatch.setattr(zarr_aac.AACCodec, "decode_chunk", lambda codec, *a: decoded.append(1) or decode(codec, *a))
     z = zarr_aac.import_file(path, tmp_path / "a.zarr", chunk_duration=1.0, progress=False)
-    assert encoded == [8192, 8192, 8192] and decoded == []
+    # encoded once each (a partial-chunk write would decode, merge and encode again); the only
+    # decodes are the fidelity report's read-back of each write, after its encoding
+    assert encoded == [8192, 8192, 8192] and len(decoded) <= 3
     assert z.chunks == (8192, 1)
     assert z.shape == (3 * 8000 + 123, 1)
     assert z.nchunks_initialized == 3
@@ -388,8 +390,11 @@ def test_bad_inputs_fail_clearly_and_leave_nothing(kind, tmp_path, ffmpeg):
 
 def test_interrupt_leaves_nothing(tmp_path, sources, monkeypatch):
     calls = []
+    convert = importer.aac.to_dtype
 
     def interrupt_on_second_write(pcm, dtype, **options):
+        if "gain" in options:  # the codec's decode, which the fidelity report's read-back runs
+            return convert(pcm, dtype, **options)
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt

@@ -1,4 +1,4 @@
-"""The ``zarr-aac`` command: import, info, export, ls and verify.
+"""The ``zarr-aac`` command: import, info, export, ls, verify and quality.
 
 Exit status: 0 on success, 1 when the work failed (a message on stderr names the file and the
 cause), 2 for a usage error, 130 when interrupted.
@@ -130,10 +130,15 @@ def _cmd_info(args: argparse.Namespace) -> int:
         ("chunks", f"{array.chunks[0]} samples ({array.chunks[0] / rate:.2f} s)"),
         ("bytes on disk", size),
     ]
+    attrs = array.attrs.asdict()
+    report = attrs.get("fidelity")
+    if isinstance(report, dict):
+        from zarr_aac.archive.fidelity import band_summary, summary
+
+        lines += [("fidelity", summary(report)), ("SNR by band", band_summary(report))]
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
         print(f"{key:<{width}}  {value}")
-    attrs = array.attrs.asdict()
     if attrs:
         print("metadata:")
         print(json.dumps(attrs, indent=2, ensure_ascii=False))
@@ -172,7 +177,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-LS_COLUMNS = ("name", "duration_s", "sample_rate", "channels", "dtype", "start_time", "source.name", "source.codec")
+LS_COLUMNS = (
+    "name",
+    "duration_s",
+    "sample_rate",
+    "channels",
+    "dtype",
+    "snr_db",
+    "start_time",
+    "source.name",
+    "source.codec",
+)
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
@@ -186,6 +201,8 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     rows: list[tuple[str, ...]] = [LS_COLUMNS]
     for name, entry in entries.items():
         flat = {"name": name, **entry, **{f"source.{k}": v for k, v in entry.get("source", {}).items()}}
+        snr = entry.get("fidelity", {}).get("snr_db")
+        flat["snr_db"] = f"{snr:.1f}" if snr is not None else None
         rows.append(tuple(_cell(flat.get(column)) for column in LS_COLUMNS))
     widths = [max(len(row[i]) for row in rows) for i in range(len(LS_COLUMNS))]
     for row in rows:
@@ -228,6 +245,32 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print(f"{len(bad)} bad chunk(s)", file=sys.stderr)
         return 1
     print("all chunks verified", file=sys.stderr)
+    return 0
+
+
+def _cmd_quality(args: argparse.Namespace) -> int:
+    from zarr_aac.archive.fidelity import band_summary, preview, summary
+    from zarr_aac.archive.import_options import ImportOptions
+
+    options = ImportOptions(aac_sample_rate=args.aac_rate, stream=args.stream, dtype=args.dtype, progress=False)
+    layout, previews = preview(args.source, [None, *args.bitrates], options, seconds=args.seconds)
+    print(
+        f"{args.source}: {layout['sample_rate']} Hz, {layout['channels']} channel(s), {layout['dtype']}, "
+        f"AAC declared {layout['aac_sample_rate']} Hz; first {layout['seconds']:.1f} s measured, nothing written"
+    )
+    seen = set()
+    for result in previews:
+        if result.bitrate in seen:
+            continue
+        seen.add(result.bitrate)
+        label = f"{result.bitrate / 1000:g} kbps" + (" (default)" if result.is_default else "")
+        print(f"{label}: {summary(result.report)}")
+        print(f"  SNR by band: {band_summary(result.report)}")
+        if result.index_changes is None:
+            print("  index changes: not computed (pip install 'zarr-aac[indices]' for scikit-maad)")
+        else:
+            changes = ", ".join(f"{k} {v:+.1f} %" for k, v in result.index_changes.items())
+            print(f"  index changes: {changes}")
     return 0
 
 
@@ -279,6 +322,19 @@ def build_parser() -> argparse.ArgumentParser:
     ver = commands.add_parser("verify", parents=[common], help="check every chunk's checksum and structure")
     ver.add_argument("path", metavar="PATH", help="an archive or an array")
     ver.set_defaults(run=_cmd_verify)
+
+    quality = commands.add_parser(
+        "quality", parents=[common], help="what an import would lose at several bitrates (writes nothing)"
+    )
+    quality.add_argument("source", metavar="SOURCE", help="an audio or video file")
+    quality.add_argument(
+        "--bitrates", type=int, nargs="+", default=[], metavar="BPS", help="bitrates to try besides the default"
+    )
+    quality.add_argument("--seconds", type=float, default=60.0, help="seconds of the source measured (default 60)")
+    quality.add_argument("--aac-rate", type=int, help="AAC rate declared to the encoder (default: as import)")
+    quality.add_argument("--stream", type=int, help="stream index when a file has several audio streams")
+    quality.add_argument("--dtype", choices=("int16", "float32"), help="array dtype (default: from the source)")
+    quality.set_defaults(run=_cmd_quality)
     return parser
 
 

@@ -28,10 +28,11 @@ import zarr
 import zarr.registry
 
 from support.chunks import chunk_key, decode_chunk_sequentially, get_bytes
-from support.selections import reference_decode, to_int16
+from support.selections import reference_decode, stored_gain, to_int16
 from support.signals import as_int16, tone_with_noise
 from zarr_aac import AACCodec
 from zarr_aac.codec import aac
+from zarr_aac.codec.aac_codec import DEFAULT_GAINS
 from zarr_aac.codec.prefix_cache import prefixes
 
 
@@ -102,8 +103,8 @@ def check_chunk_api(array: zarr.Array) -> None:
     shape = array.chunks
     decoded = codec.decode_chunk(data, shape, array.dtype)
     expected = decode_chunk_sequentially(data)
-    if array.dtype == np.int16:
-        expected = to_int16(expected)
+    gain = stored_gain(array)
+    expected = to_int16(expected, gain) if array.dtype == np.int16 else expected / np.float32(gain)
     np.testing.assert_array_equal(decoded, expected.reshape(shape))
     fresh = codec.encode_pcm(decoded)
     assert fresh[:4] == b"ZAAC" and fresh[4] == 2
@@ -116,10 +117,13 @@ def check_configuration(case: CodecCase, array: zarr.Array, directory: Path, ref
     if case.bitrate is not None:
         bitrate = case.bitrate
     elif case.chunk_channels is None:
-        bitrate = aac.default_bitrate(case.channels, stored.aac_sample_rate)
+        bitrate = aac.default_bitrate(case.channels, stored.aac_sample_rate, case.sample_rate)
     else:
         bitrate = stored.bitrate  # the default for arrays chunked along channels is not pinned here
-    assert bitrate is not None and stored == replace(given, bitrate=bitrate), "the bitrate is fixed at creation"
+    gain = given.gain if given.gain is not None else DEFAULT_GAINS[array.dtype]
+    assert bitrate is not None and stored == replace(given, bitrate=bitrate, gain=gain), (
+        "the bitrate and gain are fixed at creation"
+    )
     assert stored.aac_sample_rate == (case.aac_sample_rate or case.sample_rate)
     for codec in (given, stored):
         config = codec.to_dict()

@@ -13,9 +13,15 @@ import zarr
 from support.chunks import chunk_key, decode_chunk_sequentially, get_bytes
 
 
-def to_int16(pcm: np.ndarray) -> np.ndarray:
+def to_int16(pcm: np.ndarray, gain: float = 1.0) -> np.ndarray:
     """Decoded float samples as an int16 array stores them (docs/spec.md, Decoding)."""
-    return np.clip(np.rint(pcm * 32768.0), -32768, 32767).astype(np.int16)
+    return np.clip(np.rint(pcm * (32768.0 / gain)), -32768, 32767).astype(np.int16)
+
+
+def stored_gain(array: zarr.Array) -> float:
+    """The ``gain`` of the array's codec configuration as its metadata document holds it (absent: 1)."""
+    (codec,) = array.metadata.to_dict()["codecs"]
+    return codec["configuration"].get("gain", 1.0)
 
 
 def reference_decode(array: zarr.Array) -> np.ndarray:
@@ -24,14 +30,14 @@ def reference_decode(array: zarr.Array) -> np.ndarray:
     chunk_samples = array.chunks[0]
     chunk_channels = array.chunks[1] if array.ndim == 2 else 1
     channel_chunks = -(-array.shape[1] // chunk_channels) if array.ndim == 2 else 1
+    gain = stored_gain(array)
     for i in range(-(-array.shape[0] // chunk_samples)):
         for j in range(channel_chunks):
             data = get_bytes(array, chunk_key(array, (i, j) if array.ndim == 2 else (i,)))
             if data is None:
                 continue
             pcm = decode_chunk_sequentially(data)
-            if array.dtype == np.int16:
-                pcm = to_int16(pcm)
+            pcm = to_int16(pcm, gain) if array.dtype == np.int16 else (pcm / np.float32(gain)).astype(np.float32)
             rows = slice(i * chunk_samples, min((i + 1) * chunk_samples, array.shape[0]))
             n = rows.stop - rows.start
             if array.ndim == 2:

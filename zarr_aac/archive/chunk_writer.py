@@ -79,7 +79,7 @@ class _ChunkJob:
     def run(self) -> None:
         writer = self._writer
         try:
-            encoder = ChunkEncoder(writer.codec, writer.chunk_channels)
+            encoder = ChunkEncoder(writer.codec, writer.chunk_channels, writer.dtype)
             nonzero = False
             while (block := self.samples.get()) is not _END:
                 if block is _ABORT:

@@ -10,6 +10,7 @@ attribute lists every recording's metadata by array name and is written by one p
 from __future__ import annotations
 
 import hashlib
+import itertools
 import multiprocessing
 import os
 import re
@@ -29,6 +30,7 @@ from zarr.storage import MemoryStore
 
 from zarr_aac.archive import source_metadata
 from zarr_aac.archive.chunk_writer import ChunkWriter
+from zarr_aac.archive.fidelity import FidelityReport, ReadBackComparison, clip_level_for
 from zarr_aac.archive.import_options import DEFAULT_CHUNK_DURATION, ImportOptions
 from zarr_aac.archive.recordings import (
     TEMP_PREFIX,
@@ -44,7 +46,7 @@ from zarr_aac.archive.recordings import (
     recording_with_hash,
 )
 from zarr_aac.codec import aac
-from zarr_aac.codec.aac_codec import AACCodec
+from zarr_aac.codec.aac_codec import DEFAULT_GAINS, AACCodec
 from zarr_aac.errors import ImportFailedError, SourceError, ZarrAACError
 
 __all__ = [
@@ -71,20 +73,38 @@ def chunk_length_for(chunk_duration: float, sample_rate: int) -> int:
 
 
 ULTRASONIC_AAC_RATE = 48000
-"""Rate declared for sources above 96 kHz. FFmpeg's encoder low-passes near 20-24 kHz of the
-declared rate whatever that rate is, so declaring 48 kHz keeps the band up to the true Nyquist
-frequency, at twice the bytes of declaring 96 kHz (measurements: docs/importing.md)."""
+"""Rate declared for sources above 96 kHz. Declared at 48 kHz, a sweep gets twice the bits per
+sample it would get at 96 kHz, and held its frequency in every frame (docs/fidelity.md)."""
+HALVED_AAC_RATES = {64000: 32000, 88200: 44100, 96000: 48000}
+"""Legal rates declared at half: at the same bitrate that doubles the bits per sample, and the
+whole band is coded (with the encoder's cutoff at the declared Nyquist frequency)."""
+NEAR_MONO_SIDE_DB = -40.0
+NEAR_MONO_STEREO_BITRATE = 112_000
+"""Stereo whose side signal is this far below its mid (identical or nearly identical channels)
+gets this bitrate: FLAC codes such files in a fifth of PCM, and 160 kbps exceeds half of that."""
+NEAR_MONO_PROBE_SECONDS = 2.0
 
 
 def aac_rate_for(sample_rate: int) -> int:
     """The AAC rate declared to the encoder for a source at ``sample_rate`` Hz.
 
-    A legal AAC rate is kept; above 96 kHz the source is time-stretched onto 48 kHz so its whole
-    band survives; other rates go to the nearest legal rate at or above them.
+    Above 96 kHz the source is time-stretched onto 48 kHz, and 64, 88.2 and 96 kHz onto half their
+    rate; other legal AAC rates are kept, and other rates go to the nearest legal rate at or
+    above them (docs/importing.md has the table).
     """
     if sample_rate > max(aac.AAC_SAMPLE_RATES):
         return ULTRASONIC_AAC_RATE
+    if sample_rate in HALVED_AAC_RATES:
+        return HALVED_AAC_RATES[sample_rate]
     return aac.nearest_aac_sample_rate(sample_rate)
+
+
+def is_near_mono(head: np.ndarray) -> bool:
+    """Whether two channels are so alike (side/mid below NEAR_MONO_SIDE_DB) that stereo coding
+    needs fewer bits; ``head`` is (n, 2) float32 samples from the start of the source."""
+    mid = float(np.sum((head[:, 0].astype(np.float64) + head[:, 1]) ** 2))
+    side = float(np.sum((head[:, 0].astype(np.float64) - head[:, 1]) ** 2))
+    return mid > 0 and side <= mid * 10 ** (NEAR_MONO_SIDE_DB / 10)
 
 
 def file_sha256(path: Path) -> str:
@@ -206,8 +226,18 @@ class _RecordingLayout:
             chunk_length=chunk_length,
             chunk_channels=chunk_channels,
             aac_sample_rate=aac_rate,
-            bitrate=options.bitrate or aac.default_bitrate(chunk_channels, aac_rate),
+            bitrate=options.bitrate or aac.default_bitrate(chunk_channels, aac_rate, rate),
         )
+
+    def for_content(self, head: np.ndarray, options: ImportOptions) -> _RecordingLayout:
+        """This layout with the default bitrate lowered for near-mono stereo, judged from ``head``."""
+        if options.bitrate is None and self.channels == 2 and is_near_mono(head):
+            return replace(self, bitrate=min(self.bitrate, NEAR_MONO_STEREO_BITRATE))
+        return self
+
+    @property
+    def gain(self) -> float:
+        return DEFAULT_GAINS[self.dtype]
 
     def create_array(self, group: zarr.Group, name: str) -> zarr.Array:
         """An empty array ``name`` of ``group`` with this layout, grown as samples arrive."""
@@ -217,7 +247,7 @@ class _RecordingLayout:
             chunks=(self.chunk_length, self.chunk_channels),
             dtype=self.dtype,
             serializer=AACCodec(
-                sample_rate=self.sample_rate, aac_sample_rate=self.aac_sample_rate, bitrate=self.bitrate
+                sample_rate=self.sample_rate, aac_sample_rate=self.aac_sample_rate, bitrate=self.bitrate, gain=self.gain
             ),
             compressors=None,
             fill_value=0,
@@ -252,11 +282,18 @@ def _write_source(
         riff = source_metadata.read_riff(source)
         declared = riff.declared_frames if riff.declared_frames is not None else _declared_samples(audio)
         layout = _RecordingLayout.of(audio, declared, options)
+        try:
+            head, blocks = _peek(
+                _decoded_blocks(container, audio, source), NEAR_MONO_PROBE_SECONDS * layout.sample_rate
+            )
+        except av.FFmpegError as exc:
+            raise SourceError(source, f"decoding failed at its start ({exc.strerror or exc})") from exc
+        layout = layout.for_content(np.concatenate(head) if head else np.zeros((0, layout.channels)), options)
         array = layout.create_array(group, temp_name)
-        blocks = _decoded_blocks(container, audio, source)
+        report = FidelityReport(layout.sample_rate, layout.channels, clip_level_for(layout.dtype, layout.gain))
         disable_bar = None if options.progress else True
         with tqdm(total=declared, unit="sample", unit_scale=True, desc=source.name, disable=disable_bar) as bar:
-            written = _write_samples(array, blocks, source, layout, bar)
+            written = _write_samples(array, itertools.chain(head, blocks), source, layout, bar, report=report)
         truncated = _is_truncated(written, declared, audio.codec_context.name)
         if truncated and not options.allow_truncated:
             raise SourceError(
@@ -279,6 +316,7 @@ def _write_source(
         "start_time_source": started_from,
         # the chunk length keeps its stored key, so catalogues of every version read alike
         "aac": {"sample_rate": layout.aac_sample_rate, "bitrate": layout.bitrate, "chunk_samples": layout.chunk_length},
+        "fidelity": report.result(array.nbytes_stored()),
         "source": info,
         "tags": tags,
         "guano": riff.guano,
@@ -288,20 +326,43 @@ def _write_source(
     return attrs
 
 
+def _peek(blocks: Iterator[np.ndarray], samples: float) -> tuple[list[np.ndarray], Iterator[np.ndarray]]:
+    """The first blocks holding at least ``samples`` samples (all if fewer), and the rest."""
+    head: list[np.ndarray] = []
+    taken = 0
+    for block in blocks:
+        head.append(block)
+        taken += block.shape[0]
+        if taken >= samples:
+            break
+    return head, blocks
+
+
 def _write_samples(
-    array: zarr.Array, blocks: Iterator[np.ndarray], source: Path, layout: _RecordingLayout, bar: tqdm
+    array: zarr.Array,
+    blocks: Iterator[np.ndarray],
+    source: Path,
+    layout: _RecordingLayout,
+    bar: tqdm,
+    *,
+    report: FidelityReport,
 ) -> int:
-    """Write the decoded ``blocks`` into ``array`` as they come (see chunk_writer); return the samples written."""
+    """Write the decoded ``blocks`` into ``array`` as they come (see chunk_writer) and add the
+    source and read-back samples of each stored stretch to ``report``; return the samples written."""
     written = 0
+    compared = ReadBackComparison(array, report)
     try:
         with ChunkWriter(array) as writer:
             for block in blocks:
                 if not np.isfinite(block).all():
                     raise SourceError(source, f"it decodes to NaN or infinite samples near sample {written}")
-                writer.write(aac.to_dtype(block, layout.dtype, overwrite=True))
+                writer.write(aac.to_dtype(block, layout.dtype))
+                compared.hold(block, written)
                 written += block.shape[0]
+                compared.compare_stored()
                 bar.update(block.shape[0])
             writer.finish()
+        compared.compare_stored()
     except av.FFmpegError as exc:
         raise SourceError(source, f"decoding failed after {written} samples ({exc.strerror or exc})") from exc
     if written == 0:

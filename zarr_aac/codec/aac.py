@@ -59,12 +59,25 @@ def nearest_aac_sample_rate(rate: int) -> int:
     return min(above) if above else max(AAC_SAMPLE_RATES)
 
 
-def default_bitrate(channels: int, aac_sample_rate: int) -> int:
+ULTRASONIC_STRETCH = 2
+"""A source more than this many times faster than its declared AAC rate is ultrasonic material
+time-stretched onto it: its calls crowd into a few kHz of the coded band and need more bits."""
+ULTRASONIC_BITRATE_PER_CHANNEL = 192_000
+"""Default for ultrasonic material: at 48 kHz declared, 130 kbps moved FM sweeps' call-band SNR to
+17-22 dB; 192 kbps gives 36-50 dB (docs/fidelity.md)."""
+
+
+def default_bitrate(channels: int, aac_sample_rate: int, sample_rate: int | None = None) -> int:
     """Bits per second (at the AAC rate) when the user gives none.
 
     130 kbps mono and 160 kbps stereo as in the system this replaces, 80 kbps per channel above
-    two, and never more than half of what AAC can carry at that rate.
+    two, and never more than half of what AAC can carry at that rate. A ``sample_rate`` more than
+    ULTRASONIC_STRETCH times ``aac_sample_rate`` gets 192 kbps mono (160 kbps a channel above),
+    up to what AAC can carry.
     """
+    if sample_rate is not None and sample_rate > ULTRASONIC_STRETCH * aac_sample_rate:
+        base = {1: ULTRASONIC_BITRATE_PER_CHANNEL, 2: 320_000}.get(channels, 160_000 * channels)
+        return min(base, MAX_BITS_PER_SAMPLE * aac_sample_rate * channels)
     base = {1: 130_000, 2: 160_000}.get(channels, 80_000 * channels)
     ceiling = MAX_BITS_PER_SAMPLE * aac_sample_rate * channels // 2
     return min(base, ceiling)
@@ -75,7 +88,7 @@ def frames_for_samples(n_samples: int, priming: int = ENCODER_PRIMING) -> int:
     return -(-(n_samples + priming) // FRAME_LENGTH)
 
 
-def encoder_options(channels: int) -> dict[str, str]:
+def encoder_options(channels: int, cutoff: int | None = None) -> dict[str, str]:
     """FFmpeg ``aac`` encoder options for ``channels`` channels (PyAV ignores misspelt ones silently,
     so tests/test_channel_fidelity.py checks their effect).
 
@@ -85,8 +98,14 @@ def encoder_options(channels: int) -> dict[str, str]:
     which cost about a tenth more bytes. Mono and stereo keep FFmpeg's defaults: turning intensity
     stereo off also lowers FFmpeg's automatic low-pass, which cut the top of time-stretched bat
     calls. docs/design-notes.md has the measurements.
+
+    ``cutoff`` is the encoder's low-pass in Hz at the declared rate (a generic codec option, not
+    one of the encoder's own). FFmpeg's automatic one follows the bitrate and stops near 22-24 kHz
+    whatever the rate, so ``encode_frames`` always gives it (docs/fidelity.md).
     """
     options = {"aac_pns": "0"}
+    if cutoff is not None:
+        options["cutoff"] = str(cutoff)
     if channels > 2:
         options.update(aac_is="0", aac_coder="fast")
     return options
@@ -98,11 +117,12 @@ class FrameEncoder:
     PNS is switched off: its noise generator carries state across frames, which would make a
     decode that starts mid-stream differ from a sequential one. Frames go in interleaved (PyAV
     builds planar frames of 8 channels with a bogus ninth plane); the encoder converts them.
-    See ``encoder_options`` for the rest. The encoder sees the same frames however the samples
-    are split into blocks, so the output does not depend on the split.
+    ``cutoff`` (Hz, at most the declared Nyquist frequency) defaults to that Nyquist frequency,
+    the whole band. See ``encoder_options`` for the rest. The encoder sees the same frames however
+    the samples are split into blocks, so the output does not depend on the split.
     """
 
-    def __init__(self, channels: int, aac_sample_rate: int, bitrate: int) -> None:
+    def __init__(self, channels: int, aac_sample_rate: int, bitrate: int, cutoff: int | None = None) -> None:
         self.layout = channel_layout(channels)
         self.channels = channels
         self.aac_sample_rate = aac_sample_rate
@@ -111,7 +131,7 @@ class FrameEncoder:
         ctx.layout = self.layout
         ctx.format = "fltp"
         ctx.bit_rate = bitrate
-        ctx.options = encoder_options(channels)
+        ctx.options = encoder_options(channels, cutoff if cutoff is not None else aac_sample_rate // 2)
         ctx.open()
         self._ctx = ctx
         self._pending = np.empty((0, channels), dtype=np.float32)
@@ -264,26 +284,35 @@ _INT16_CEILING = np.float32(32767 / 32768)
 """The largest float32 sample that scales to an int16 (exact: 15 bits of mantissa)."""
 
 
-def to_dtype(pcm: np.ndarray, dtype: np.dtype, *, overwrite: bool = False) -> np.ndarray:
-    """Convert float32 PCM to the array dtype (int16 is scaled by 32768, rounded and clipped).
+def to_dtype(pcm: np.ndarray, dtype: np.dtype, *, overwrite: bool = False, gain: float = 1.0) -> np.ndarray:
+    """Convert decoded float32 PCM to the array dtype, undoing the codec's ``gain`` (int16 is
+    scaled by 32768/gain, rounded and clipped; float32 is divided by ``gain``).
 
-    ``overwrite=True`` lets an int16 conversion work in ``pcm`` instead of a copy. Clipping to
-    [-1, 32767/32768] before the exact power-of-two scaling gives the samples clipping after it
-    would, and is faster: the clip makes the copy and the scaling runs in place.
+    ``overwrite=True`` lets the conversion work in ``pcm`` instead of a copy. Clipping to
+    gain x [-1, 32767/32768] before the scaling gives the samples clipping after it would, and is
+    faster: the clip makes the copy and the scaling runs in place. With ``gain`` a power of two
+    the bounds and the scaling are exact.
     """
     if dtype == np.float32:
-        return pcm
-    scaled = pcm.clip(_INT16_FLOOR, _INT16_CEILING, out=pcm if overwrite else None)
-    scaled *= _INT16_SCALE
+        if gain == 1.0:
+            return pcm
+        if overwrite:
+            pcm /= np.float32(gain)
+            return pcm
+        return pcm / np.float32(gain)
+    gain32 = np.float32(gain)
+    scaled = pcm.clip(_INT16_FLOOR * gain32, _INT16_CEILING * gain32, out=pcm if overwrite else None)
+    scaled *= _INT16_SCALE / gain32
     np.rint(scaled, out=scaled)
     return scaled.astype(np.int16)
 
 
-def from_dtype(pcm: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Convert int16 or float32 PCM to the float32 the encoder takes (into ``out`` if given)."""
+def from_dtype(pcm: np.ndarray, out: np.ndarray | None = None, gain: float = 1.0) -> np.ndarray:
+    """Convert int16 or float32 PCM to the float32 the encoder takes, times ``gain`` (into ``out`` if given)."""
     if out is None:
         out = np.empty(pcm.shape, dtype=np.float32)
     out[...] = pcm
-    if pcm.dtype == np.int16:
-        out /= np.float32(32768.0)
+    scale = np.float32(gain) / np.float32(32768.0) if pcm.dtype == np.int16 else np.float32(gain)
+    if scale != 1:
+        out *= scale
     return out

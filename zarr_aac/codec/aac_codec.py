@@ -56,6 +56,13 @@ samples, so the encoder never starts or stops on a discontinuity (see chunk_edge
 SUPPORTED_DTYPES = (np.dtype("int16"), np.dtype("float32"))
 MIN_BITRATE = 8_000
 MAX_BITRATE = 1_536_000
+DEFAULT_GAINS = {np.dtype("int16"): 0.25, np.dtype("float32"): 0.0625}
+"""Gain of a new array by dtype. FFmpeg's encoder codes a tone best at an input peak near 0.25 and
+worse above (about 25 dB worse at full scale): int16 full scale, and float32 samples up to 4.0
+(+12 dBFS), are brought to that level (docs/fidelity.md)."""
+LEGACY_GAIN = 1.0
+"""The gain of a configuration without one: arrays written by zarr-aac 0.2."""
+MIN_GAIN_EXPONENT = -16
 
 
 def parse_sample_rate(value: Any) -> int:
@@ -78,6 +85,31 @@ def parse_aac_sample_rate(value: Any, sample_rate: int) -> int:
             )
         return sample_rate
     return aac.check_aac_sample_rate(parse_sample_rate(value))
+
+
+def parse_gain(value: Any) -> float | None:
+    """``value`` as a float if it is a power of two from 2**-16 to 1, None if None; else ValueError.
+
+    A power of two scales float32 samples exactly, so the gain adds no error of its own.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value) or value <= 0:
+        raise ValueError(f"gain must be a power of two from 2**{MIN_GAIN_EXPONENT} to 1, got {value!r}")
+    mantissa, exponent = np.frexp(value)
+    if mantissa != 0.5 or not MIN_GAIN_EXPONENT <= exponent - 1 <= 0:
+        raise ValueError(
+            f"gain must be a power of two from 2**{MIN_GAIN_EXPONENT} to 1 (0.5, 0.125, ...), got {value!r}"
+        )
+    return float(value)
+
+
+def parse_cutoff(value: Any, aac_sample_rate: int) -> int | None:
+    """``value`` as an int if it is an encoder low-pass from 1 Hz to the declared Nyquist frequency,
+    None if None; else ValueError."""
+    if value is None:
+        return None
+    return parse_int_in_range(value, "cutoff", minimum=1, maximum=aac_sample_rate // 2, unit="Hz")
 
 
 def parse_bitrate(value: Any) -> int | None:
@@ -105,12 +137,20 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         The rate declared to the encoder, in Hz; defaults to ``sample_rate``. It must be given
         (any AAC rate) when the true rate is not one AAC allows, which stores the signal
         time-stretched: the array keeps the true rate.
+    gain : float, optional
+        A power of two the samples are multiplied by before encoding and divided by after
+        decoding, so that full-scale and louder samples stay below the level where the encoder
+        saturates. Left out, it is chosen from the dtype when the array is created (0.25 for
+        int16, 0.0625 for float32); a stored configuration without it (zarr-aac 0.2) means 1.
+    cutoff : int, optional
+        The encoder's low-pass, in Hz at ``aac_sample_rate``, at most its Nyquist frequency (the
+        default: the whole band). An encoding choice only; readers ignore it.
 
     Raises
     ------
     ValueError
-        If ``sample_rate`` or ``aac_sample_rate`` is not a positive integer, or ``bitrate`` is not
-        an integer in range.
+        If ``sample_rate`` or ``aac_sample_rate`` is not a positive integer, ``bitrate`` or
+        ``cutoff`` is not an integer in range, or ``gain`` is not a power of two from 2**-16 to 1.
     UnsupportedAudioError
         If ``aac_sample_rate`` is not an AAC rate, or is left out while ``sample_rate`` is not one.
     """
@@ -120,12 +160,24 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
     sample_rate: int
     aac_sample_rate: int
     bitrate: int | None
+    gain: float | None
+    cutoff: int | None
 
-    def __init__(self, *, sample_rate: int, bitrate: int | None = None, aac_sample_rate: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        sample_rate: int,
+        bitrate: int | None = None,
+        aac_sample_rate: int | None = None,
+        gain: float | None = None,
+        cutoff: int | None = None,
+    ) -> None:
         rate = parse_sample_rate(sample_rate)
         object.__setattr__(self, "sample_rate", rate)
         object.__setattr__(self, "aac_sample_rate", parse_aac_sample_rate(aac_sample_rate, rate))
         object.__setattr__(self, "bitrate", parse_bitrate(bitrate))
+        object.__setattr__(self, "gain", parse_gain(gain))
+        object.__setattr__(self, "cutoff", parse_cutoff(cutoff, self.aac_sample_rate))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
@@ -146,9 +198,10 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
             If the name is not ``zarr_aac`` or the configuration is invalid (see the class).
         """
         _, configuration = parse_named_configuration(data, CODEC_NAME)
-        # Any JSON value may arrive here: the constructor's parse_* helpers check each one.
-        options: dict[str, Any] = configuration
-        return cls(**options)
+        # Any JSON value may arrive here: the constructor's parse_* helpers check each one. A
+        # configuration without a gain was written by 0.2, which stored samples unscaled.
+        with_gain: dict[str, Any] = {"gain": LEGACY_GAIN, **(configuration or {})}
+        return cls(**with_gain)
 
     def to_dict(self) -> dict[str, Any]:
         """The codec's entry in array metadata; ``from_dict`` reads it back to an equal codec.
@@ -156,11 +209,19 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         Returns
         -------
         dict
-            ``{"name": "zarr_aac", "configuration": {...}}``, without ``bitrate`` while it is unset.
+            ``{"name": "zarr_aac", "configuration": {...}}``, without ``bitrate`` and ``cutoff``
+            while they are unset, and with ``"gain": None`` while the gain is (a configuration
+            without ``gain`` means 1, as zarr-aac 0.2 wrote them).
         """
-        configuration: dict[str, Any] = {"sample_rate": self.sample_rate, "aac_sample_rate": self.aac_sample_rate}
+        configuration: dict[str, Any] = {
+            "sample_rate": self.sample_rate,
+            "aac_sample_rate": self.aac_sample_rate,
+            "gain": self.gain,
+        }
         if self.bitrate is not None:
             configuration["bitrate"] = self.bitrate
+        if self.cutoff is not None:
+            configuration["cutoff"] = self.cutoff
         return {"name": CODEC_NAME, "configuration": configuration}
 
     def compute_encoded_size(self, input_byte_length: int, chunk_spec: ArraySpec) -> int:
@@ -206,7 +267,8 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
             parse_positive_int(chunk_shape[0], "chunk_length (samples per chunk)", error=UnsupportedAudioError)
 
     def evolve_from_array_spec(self, array_spec: ArraySpec) -> Self:
-        """This codec with its bitrate chosen from the channel count if it was left out.
+        """This codec with its bitrate chosen from the channel count and its gain from the dtype
+        if they were left out.
 
         Parameters
         ----------
@@ -216,15 +278,24 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         Returns
         -------
         AACCodec
-            ``self`` if the bitrate is set, else a copy with ``aac.default_bitrate``'s choice.
+            ``self`` if both are set, else a copy with ``aac.default_bitrate``'s choice and
+            ``DEFAULT_GAINS``'s.
         """
+        evolved = self
         if self.bitrate is None:
             channels = channels_of(array_spec.shape)
-            return replace(self, bitrate=aac.default_bitrate(channels, self.aac_sample_rate))
-        return self
+            evolved = replace(evolved, bitrate=self._bitrate_for(channels))
+        if self.gain is None:
+            evolved = replace(evolved, gain=DEFAULT_GAINS.get(array_spec.dtype.to_native_dtype(), LEGACY_GAIN))
+        return evolved
 
     def _bitrate_for(self, channels: int) -> int:
-        return self.bitrate if self.bitrate is not None else aac.default_bitrate(channels, self.aac_sample_rate)
+        if self.bitrate is not None:
+            return self.bitrate
+        return aac.default_bitrate(channels, self.aac_sample_rate, self.sample_rate)
+
+    def _gain_for(self, dtype: np.dtype) -> float:
+        return self.gain if self.gain is not None else DEFAULT_GAINS.get(dtype, LEGACY_GAIN)
 
     def encode_pcm(self, pcm: np.ndarray) -> bytes:
         """One chunk's bytes for the samples of one chunk.
@@ -245,7 +316,7 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
             If a sample is NaN or infinite, or the channel count is not one AAC stores.
         """
         samples = pcm.reshape(pcm.shape[0], -1)
-        encoder = ChunkEncoder(self, samples.shape[1])
+        encoder = ChunkEncoder(self, samples.shape[1], samples.dtype)
         for start in range(0, samples.shape[0], ChunkEncoder.BLOCK_LENGTH):
             encoder.feed(samples[start : start + ChunkEncoder.BLOCK_LENGTH])
         return encoder.finish()
@@ -291,7 +362,7 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         pcm = pcm[header.skip : header.skip + header.n_samples]
         if pcm.shape[0] != header.n_samples:
             raise CorruptChunkError(key, f"frames decode to {pcm.shape[0]} samples, header says {header.n_samples}")
-        return aac.to_dtype(pcm, dtype).reshape(shape)
+        return aac.to_dtype(pcm, dtype, gain=self._gain_for(dtype)).reshape(shape)
 
     async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
         note_decoded(chunk_spec)
@@ -332,7 +403,9 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         location = location_of(byte_getter)
         if location is not None and (cached := prefixes.get(location)) is not None:
             try:
-                result = await _decode_from_prefix(byte_getter, cached, samples, selection, chunk_spec, key=key)
+                result = await _decode_from_prefix(
+                    byte_getter, cached, samples, selection, chunk_spec, key=key, gain=self.gain
+                )
             except CorruptChunkError:
                 # Rewritten (or deleted and recreated) since its prefix was cached: start over
                 # from the chunk's own prefix, whose checks decide.
@@ -347,7 +420,7 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
             return None
         if location is not None:
             prefixes.put(location, prefix)
-        return await _decode_from_prefix(byte_getter, prefix, samples, selection, chunk_spec, key=key)
+        return await _decode_from_prefix(byte_getter, prefix, samples, selection, chunk_spec, key=key, gain=self.gain)
 
 
 class ChunkEncoder:
@@ -362,16 +435,19 @@ class ChunkEncoder:
         The codec whose rates and bitrate the chunk is encoded with.
     channels : int
         The chunk's channel count, 1 to 8.
+    dtype : numpy.dtype
+        The dtype of the samples fed, which picks the default gain when the codec has none.
     """
 
     BLOCK_LENGTH = 65536
     """Samples converted to float32 at a time by ``encode_pcm``."""
 
-    def __init__(self, codec: AACCodec, channels: int) -> None:
+    def __init__(self, codec: AACCodec, channels: int, dtype: np.dtype) -> None:
         self.aac_sample_rate = codec.aac_sample_rate
         self.channels = channels
         self.n_samples = 0
-        self._encoder = aac.FrameEncoder(channels, codec.aac_sample_rate, codec._bitrate_for(channels))
+        self._gain = codec._gain_for(dtype)
+        self._encoder = aac.FrameEncoder(channels, codec.aac_sample_rate, codec._bitrate_for(channels), codec.cutoff)
         self._head: list[np.ndarray] | None = []
         """The first samples, until there are enough to predict the lead-in from; then None."""
         self._head_length = 0
@@ -385,7 +461,7 @@ class ChunkEncoder:
         UnsupportedAudioError
             If a sample is NaN or infinite.
         """
-        block = aac.from_dtype(pcm)
+        block = aac.from_dtype(pcm, gain=self._gain)
         if block.size and not (np.isfinite(block.min()) and np.isfinite(block.max())):
             raise UnsupportedAudioError("cannot encode NaN or infinite samples")
         self.n_samples += block.shape[0]
@@ -447,9 +523,10 @@ async def _decode_from_prefix(
     chunk_spec: ArraySpec,
     *,
     key: str | None,
+    gain: float | None,
 ) -> NDBuffer | None:
-    """Fetch, verify and decode the frames ``samples`` needs, in one request, and apply
-    ``selection``'s other axes; None if the chunk is gone."""
+    """Fetch, verify and decode the frames ``samples`` needs, in one request, undo ``gain`` and
+    apply ``selection``'s other axes; None if the chunk is gone."""
     header = prefix.header
     shape = chunk_spec.shape
     check_chunk_geometry(header, shape, key)
@@ -457,7 +534,9 @@ async def _decode_from_prefix(
     frames = await _fetch_frames(byte_getter, prefix, runs[0][0], runs[-1][1], chunk_spec.prototype, key=key)
     if frames is None:
         return None
-    out = samples.decode(frames, _decoder_for(prefix), runs, header, chunk_spec.dtype.to_native_dtype())
+    dtype = chunk_spec.dtype.to_native_dtype()
+    gain = gain if gain is not None else DEFAULT_GAINS.get(dtype, LEGACY_GAIN)
+    out = samples.decode(frames, _decoder_for(prefix), runs, header, dtype, gain=gain)
     out = out.reshape((out.shape[0], *shape[1:]))
     return chunk_spec.prototype.nd_buffer.from_numpy_array(out[(samples.first_axis, *selection[1:])])
 
@@ -534,13 +613,15 @@ class _SampleSpan:
         runs: list[tuple[int, int]],
         header: ChunkHeader,
         dtype: np.dtype,
+        *,
+        gain: float,
     ) -> np.ndarray:
         """The span's samples as ``dtype``, shape (samples, channels), from the run ``frame_runs`` gave."""
         ((run_start, run_stop),) = runs
         scratch = _scratch_buffer((run_stop - run_start) * aac.FRAME_LENGTH, header.channels)
         pcm = frames.decode_run(decoder, run_start, run_stop, scratch)
         offset = run_start * aac.FRAME_LENGTH - header.skip
-        out = aac.to_dtype(pcm[self.start - offset : self.stop - offset], dtype, overwrite=True)
+        out = aac.to_dtype(pcm[self.start - offset : self.stop - offset], dtype, overwrite=True, gain=gain)
         if scratch is not None and out.dtype == np.float32:
             # A float32 result is a view of this thread's buffer, which its next read overwrites.
             # No await has come between the decode and here, so no other read has used it yet.
@@ -589,6 +670,8 @@ class _SampleRows:
         runs: list[tuple[int, int]],
         header: ChunkHeader,
         dtype: np.dtype,
+        *,
+        gain: float,
     ) -> np.ndarray:
         """The rows' samples as ``dtype``, shape (rows, channels), from the runs ``frame_runs`` gave."""
         rows = self.rows
@@ -599,7 +682,7 @@ class _SampleRows:
             first_sample = run_start * aac.FRAME_LENGTH - header.skip + dropped
             lo, hi = np.searchsorted(rows, [first_sample, first_sample + pcm.shape[0] - dropped])
             compact[lo:hi] = pcm[dropped:][rows[lo:hi] - first_sample]
-        return aac.to_dtype(compact, dtype, overwrite=True)
+        return aac.to_dtype(compact, dtype, overwrite=True, gain=gain)
 
 
 _SampleSelection: TypeAlias = _SampleSpan | _SampleRows
