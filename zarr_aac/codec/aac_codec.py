@@ -10,9 +10,11 @@ of the same chunk is the second request alone. A read of the whole chunk is a si
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeAlias, TypeVar
 
 import numpy as np
 from zarr.abc.codec import ArrayBytesCodec, ArrayBytesCodecPartialDecodeMixin
@@ -53,6 +55,15 @@ LEAD_OUT = 2048
 samples, so the encoder never starts or stops on a discontinuity (see chunk_edges.py); they cost
 (LEAD_IN + LEAD_OUT) / 1024 frames per chunk."""
 SUPPORTED_DTYPES = (np.dtype("int16"), np.dtype("float32"))
+THREAD_MIN_FRAMES = 24
+"""Reads decoding at least this many frames (about half a second at 48 kHz) decode in a worker
+thread rather than on zarr's event loop, so that chunks, and concurrent readers, decode at once
+(PyAV releases the GIL while FFmpeg decodes); smaller reads stay on the loop, where the hand-off
+would cost more than it frees (docs/design-notes.md has the measurements)."""
+SPLIT_MIN_FRAMES = 96
+"""A run of frames is split into ranges of at least this many frames, decoded in parallel, one
+per core; each range starts with its own pre-roll frame, so the result is the sequential one."""
+_Result = TypeVar("_Result")
 MIN_BITRATE = 8_000
 MAX_BITRATE = 1_536_000
 
@@ -293,10 +304,9 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
 
     async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
         try:
-            pcm = self.decode_chunk(chunk_bytes.to_bytes(), chunk_spec.shape, chunk_spec.dtype.to_native_dtype())
+            return await _decode_whole_chunk(chunk_bytes.to_bytes(), (slice(None),), chunk_spec, None)
         except CorruptChunkError as exc:
             return fill_or_raise(exc, slice(None), chunk_spec)
-        return chunk_spec.prototype.nd_buffer.from_numpy_array(pcm)
 
     async def _decode_partial_single(
         self, byte_getter: ByteGetter, selection: SelectorTuple, chunk_spec: ArraySpec
@@ -320,8 +330,7 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
             whole = await _get(byte_getter, prototype, key)
             if whole is None:
                 return None
-            pcm = self.decode_chunk(whole.to_bytes(), shape, chunk_spec.dtype.to_native_dtype(), key)
-            return prototype.nd_buffer.from_numpy_array(pcm[selection])
+            return await _decode_whole_chunk(whole.to_bytes(), selection, chunk_spec, key)
 
         location = location_of(byte_getter)
         if location is not None and (cached := prefixes.get(location)) is not None:
@@ -378,9 +387,63 @@ async def _decode_from_prefix(
     frames = await _fetch_frames(byte_getter, prefix, runs[0][0], runs[-1][1], chunk_spec.prototype, key)
     if frames is None:
         return None
-    out = samples.decode(frames, _decoder_for(prefix), runs, header, chunk_spec.dtype.to_native_dtype())
-    out = out.reshape((out.shape[0], *shape[1:]))
+    out = await _decode_runs(frames, prefix, samples, runs, chunk_spec)
     return chunk_spec.prototype.nd_buffer.from_numpy_array(out[(samples.first_axis, *selection[1:])])
+
+
+async def _decode_whole_chunk(
+    data: bytes, selection: SelectorTuple, chunk_spec: ArraySpec, key: str | None
+) -> NDBuffer:
+    """``selection`` of a whole chunk's bytes, all its checksums verified, decoded like a span of it."""
+    shape = chunk_spec.shape
+    header = parse_header(data, key)
+    check_chunk_geometry(header, shape, key)
+    prefix = parse_prefix(data, header, key)
+    await _maybe_in_thread(header.n_frames, verify_payload, data, prefix, key)
+    frames = _FetchedFrames(memoryview(data)[header.prefix_nbytes :], prefix.index, 0, key)
+    samples = _SampleSpan(0, shape[0], shape[0])
+    runs = samples.frame_runs(prefix.index, header.n_frames, key)
+    out = await _decode_runs(frames, prefix, samples, runs, chunk_spec)
+    return chunk_spec.prototype.nd_buffer.from_numpy_array(out[selection])
+
+
+async def _decode_runs(
+    frames: _FetchedFrames,
+    prefix: ChunkPrefix,
+    samples: _SampleSelection,
+    runs: list[tuple[int, int]],
+    chunk_spec: ArraySpec,
+) -> np.ndarray:
+    """``samples`` as ``chunk_spec``'s dtype, of shape (samples, *chunk shape[1:]), from ``runs`` of the
+    fetched frames, decoded on the loop, in a thread, or (a long span) in ranges on several threads."""
+    header, shape = prefix.header, chunk_spec.shape
+    dtype = chunk_spec.dtype.to_native_dtype()
+    decoder = _decoder_for(prefix)
+    n_frames = sum(stop - start for start, stop in runs)
+    ranges = len(runs) == 1 and min(os.cpu_count() or 1, n_frames // SPLIT_MIN_FRAMES)
+    if isinstance(samples, _SampleSpan) and ranges > 1:
+        out = np.empty((samples.stop - samples.start, header.channels), dtype=dtype)
+        ((first, stop),) = runs
+        bounds = [int(b) for b in np.linspace(first, stop, ranges + 1).round()]
+        # The first range begins with the run's own pre-roll frame; each later one decodes the
+        # frame before it as its pre-roll.
+        starts = [first, *(b - 1 for b in bounds[1:-1])]
+        await asyncio.gather(
+            *(
+                asyncio.to_thread(samples.decode_range, frames, decoder, (start, keep, end), header, out)
+                for start, keep, end in zip(starts, bounds[:-1], bounds[1:], strict=True)
+            )
+        )
+    else:
+        out = await _maybe_in_thread(n_frames, samples.decode, frames, decoder, runs, header, dtype)
+    return out.reshape((out.shape[0], *shape[1:]))
+
+
+async def _maybe_in_thread(n_frames: int, function: Callable[..., _Result], *args: Any) -> _Result:
+    """``function(*args)`` in a worker thread if it handles ``THREAD_MIN_FRAMES`` frames or more, else here."""
+    if n_frames >= THREAD_MIN_FRAMES:
+        return await asyncio.to_thread(function, *args)
+    return function(*args)
 
 
 async def _fetch_frames(
@@ -467,6 +530,25 @@ class _SampleSpan:
             # No await has come between the decode and here, so no other read has used it yet.
             out = out.copy()
         return out
+
+    def decode_range(
+        self,
+        frames: _FetchedFrames,
+        decoder: aac.FrameDecoder,
+        frame_range: tuple[int, int, int],
+        header: ChunkHeader,
+        out: np.ndarray,
+    ) -> None:
+        """Decode frames [start, stop) of ``frame_range`` = (start, first, stop) and write the span's
+        samples of frames [first, stop) into their rows of ``out`` (the whole span's result, of the
+        array dtype); frames before ``first`` are pre-roll."""
+        start, first, stop = frame_range
+        scratch = _scratch_buffer((stop - start) * aac.FRAME_LENGTH, header.channels)
+        pcm = frames.decode_run(decoder, start, stop, scratch)
+        origin = start * aac.FRAME_LENGTH - header.skip
+        lo = max(self.start, first * aac.FRAME_LENGTH - header.skip)
+        hi = min(self.stop, stop * aac.FRAME_LENGTH - header.skip)
+        out[lo - self.start : hi - self.start] = aac.to_dtype(pcm[lo - origin : hi - origin], out.dtype, overwrite=True)
 
 
 @dataclass(frozen=True)
