@@ -4,6 +4,7 @@ PyAV directly), with the requests it makes counted on a RecordingStore."""
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.chunks import chunk_key, get_bytes, put_bytes
+from support.media import ffmpeg_aac, write_wav
 from support.selections import reference_decode
 from support.signals import tone_with_noise
 from support.stores import RecordingStore
@@ -203,3 +205,36 @@ def test_an_array_of_another_codec_is_refused():
     z = zarr.create_array(zarr.storage.MemoryStore(), shape=(100,), chunks=(10,), dtype="int16")
     with pytest.raises(UnsupportedAudioError, match="zarr_aac codec"):
         zarr_aac.read_clips(z, [0], 10)
+
+
+def _clips_in_child(z, starts, queue):
+    queue.put(zarr_aac.read_clips(z, starts, 3000))
+
+
+def test_a_forked_child_reads_clips_after_its_parent_did(arrays):
+    """The decode pool of the parent has no threads in a fork; the child must start its own."""
+    z, reference = arrays["stereo"]
+    starts = [0, CHUNK - 100, 2 * CHUNK + 7, 5000]
+    zarr_aac.read_clips(z, starts, 3000)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_clips_in_child, args=(z, starts, queue))
+    child.start()
+    try:
+        clips = queue.get(timeout=120)
+    finally:
+        child.join(timeout=10)
+        if child.is_alive():
+            child.kill()
+    np.testing.assert_array_equal(clips, expected_clips(reference, starts, 3000))
+
+
+def test_clips_of_a_file_with_pns_equal_the_reads_of_each_clip(ffmpeg, tmp_path):
+    """An .m4a of FFmpeg's encoder with PNS on, opened in place: its noise depends on every frame
+    decoded before, so each clip must be decoded as ``array[a:b]`` decodes it, not merged or split."""
+    pcm = tone_with_noise(RATE * 6, 2, RATE, seed=9)
+    m4a = ffmpeg_aac(ffmpeg, write_wav(tmp_path / "a.wav", pcm, RATE), tmp_path / "a.m4a", pns=True)
+    array = zarr_aac.open_aac_file(m4a, dtype="float32", chunk_length=RATE * 2, index_path=False)
+    starts = [100, 900, 1500, 30_000, 31_000, RATE * 2 - 700, RATE * 4 + 5]
+    expected = np.stack([array[s : s + 4000] for s in starts])
+    np.testing.assert_array_equal(zarr_aac.read_clips(array, starts, 4000), expected)

@@ -420,8 +420,8 @@ async def _decode_runs(
     dtype = chunk_spec.dtype.to_native_dtype()
     decoder = _decoder_for(prefix)
     n_frames = sum(stop - start for start, stop in runs)
-    ranges = len(runs) == 1 and min(os.cpu_count() or 1, n_frames // SPLIT_MIN_FRAMES)
-    if isinstance(samples, _SampleSpan) and ranges > 1:
+    ranges = min(os.cpu_count() or 1, n_frames // SPLIT_MIN_FRAMES)
+    if isinstance(samples, _SampleSpan) and ranges > 1 and _pns_off(header):
         out = np.empty((samples.stop - samples.start, header.channels), dtype=dtype)
         ((first, stop),) = runs
         bounds = [int(b) for b in np.linspace(first, stop, ranges + 1).round()]
@@ -636,12 +636,16 @@ def _scratch_buffer(samples: int, channels: int) -> np.ndarray | None:
 
 
 def _decoder_for(prefix: ChunkPrefix) -> aac.FrameDecoder:
+    """A decoder for the chunk's frames, reused where that gives a fresh one's samples (``_pns_off``)."""
+    return aac.FrameDecoder(prefix.asc, prefix.header.channels, reuse=_pns_off(prefix.header))
+
+
+def _pns_off(header: ChunkHeader) -> bool:
     """Chunks this codec encoded (the ones with checksums) have PNS off and skip at least the
-    first frame, so a reused decoder gives a fresh one's samples; frames taken from other
-    encoders' files may use PNS, and fresh decoders keep their reads repeatable."""
-    header = prefix.header
-    reuse = header.checksum_group > 0 and header.skip >= aac.FRAME_LENGTH
-    return aac.FrameDecoder(prefix.asc, header.channels, reuse=reuse)
+    first frame, so a reused decoder, or a run started one pre-roll frame early, gives the samples
+    of a sequential decode; frames taken from other encoders' files may use PNS, whose noise
+    depends on every frame before: they are decoded by fresh decoders, in one run per read."""
+    return header.checksum_group > 0 and header.skip >= aac.FRAME_LENGTH
 
 
 async def _get(

@@ -22,7 +22,15 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from zarr_aac.codec import aac
-from zarr_aac.codec.aac_codec import SPLIT_MIN_FRAMES, AACCodec, _decoder_for, _fetch_prefix, _FetchedFrames, _get
+from zarr_aac.codec.aac_codec import (
+    SPLIT_MIN_FRAMES,
+    AACCodec,
+    _decoder_for,
+    _fetch_prefix,
+    _FetchedFrames,
+    _get,
+    _pns_off,
+)
 from zarr_aac.codec.prefix_cache import location_of, prefixes
 from zarr_aac.codec.tolerant import CorruptChunkReport, _active_report
 from zarr_aac.errors import CorruptChunkError, UnsupportedAudioError
@@ -58,6 +66,7 @@ class _DecodeTask:
     pieces whose samples they hold."""
 
     chunk: _ChunkRead
+    frames: _FetchedFrames
     start: int
     keep_from: int
     stop: int
@@ -73,8 +82,8 @@ class _ChunkRead:
     columns: slice
     pieces: list[_Piece] = field(default_factory=list)
     prefix: ChunkPrefix | None = None
-    ranges: list[tuple[int, int, _FetchedFrames]] = field(default_factory=list)
-    """(first frame, stop frame, frames) of each fetched and verified run."""
+    ranges: list[tuple[int, int, _FetchedFrames, list[_Piece]]] = field(default_factory=list)
+    """(first frame, stop frame, frames, the pieces it serves) of each fetched and verified run."""
 
     @property
     def key(self) -> str:
@@ -197,21 +206,23 @@ def _plan(array: zarr.Array, starts: np.ndarray, length: int) -> list[_ChunkRead
     return chunks
 
 
-def _runs(chunk: _ChunkRead, prefix: ChunkPrefix) -> list[tuple[int, int]]:
-    """The [first, stop) frame runs holding the chunk's pieces, each with its pre-roll frame; runs
+def _runs(chunk: _ChunkRead, prefix: ChunkPrefix) -> list[tuple[int, int, list[_Piece]]]:
+    """The [first, stop) frame runs holding the chunk's pieces, each with its pre-roll frame and the
+    pieces it serves; runs
     that overlap, abut or leave one frame between them are merged (decoding that frame costs what a
-    new run's pre-roll would)."""
+    new run's pre-roll would), except in chunks of other encoders, which may use PNS: there each
+    piece is decoded as ``array[a:b]`` decodes it, so the samples are the same."""
     index, n_frames = prefix.index, prefix.header.n_frames
-    runs: list[tuple[int, int]] = []
+    runs: list[tuple[int, int, list[_Piece]]] = []
     for piece in sorted(chunk.pieces, key=lambda p: p.lo):
         last = index.frame_of(piece.hi - 1)
         if last >= n_frames:
             raise CorruptChunkError(chunk.key, f"sample {piece.hi - 1} lies beyond the chunk's {n_frames} frames")
         first = max(index.frame_of(piece.lo) - 1, 0)
-        if runs and first <= runs[-1][1] + 1:
-            runs[-1] = (runs[-1][0], max(runs[-1][1], last + 1))
+        if runs and first <= runs[-1][1] + 1 and _pns_off(prefix.header):
+            runs[-1] = (runs[-1][0], max(runs[-1][1], last + 1), [*runs[-1][2], piece])
         else:
-            runs.append((first, last + 1))
+            runs.append((first, last + 1, [piece]))
     return runs
 
 
@@ -268,7 +279,7 @@ async def _fetch_frames(chunk: _ChunkRead, prefix: ChunkPrefix, prototype: Buffe
     each run's groups verified."""
     header, offsets = prefix.header, prefix.index.byte_offsets
     runs = _runs(chunk, prefix)
-    groups = [prefix.frames_to_fetch(first, stop) for first, stop in runs]
+    groups = [prefix.frames_to_fetch(first, stop) for first, stop, _ in runs]
     requests: list[list[int]] = []
     for first, stop in groups:
         if requests and offsets[first] - offsets[requests[-1][1]] <= MAX_GAP_BYTES:
@@ -298,7 +309,7 @@ async def _fetch_frames(chunk: _ChunkRead, prefix: ChunkPrefix, prototype: Buffe
             )
         payloads.append((a, b, data))
     chunk.ranges = []
-    for (first, stop), (group_first, group_stop) in zip(runs, groups, strict=True):
+    for (first, stop, pieces), (group_first, group_stop) in zip(runs, groups, strict=True):
         a, b, data = next(p for p in payloads if p[0] <= group_first and group_stop <= p[1])
         # google_crc32c takes bytes, not a memoryview: slice (a copy) only when the request held more.
         groups_data = (
@@ -307,21 +318,23 @@ async def _fetch_frames(chunk: _ChunkRead, prefix: ChunkPrefix, prototype: Buffe
             else data[offsets[group_first] - offsets[a] : offsets[group_stop] - offsets[a]]
         )
         prefix.verify_frames(groups_data, group_first, group_stop, chunk.key)
-        chunk.ranges.append((first, stop, _FetchedFrames(memoryview(data), prefix.index, int(offsets[a]), chunk.key)))
+        frames = _FetchedFrames(memoryview(data), prefix.index, int(offsets[a]), chunk.key)
+        chunk.ranges.append((first, stop, frames, pieces))
 
 
 def _decode_tasks(chunk: _ChunkRead) -> list[_DecodeTask]:
     """The chunk's fetched runs cut into ranges of at most MAX_RANGE_FRAMES, with the pieces each holds."""
     assert chunk.prefix is not None
     tasks = []
-    for first, stop, _ in chunk.ranges:
-        for keep_from in range(first, stop, MAX_RANGE_FRAMES):
+    for first, stop, frames, run_pieces in chunk.ranges:
+        longest = MAX_RANGE_FRAMES if _pns_off(chunk.prefix.header) else stop - first
+        for keep_from in range(first, stop, longest):
             start = first if keep_from == first else keep_from - 1
-            end = min(keep_from + MAX_RANGE_FRAMES, stop)
+            end = min(keep_from + longest, stop)
             lo, hi = _sample_span(chunk.prefix, keep_from, end)
-            pieces = [p for p in chunk.pieces if p.lo < hi and p.hi > lo]
+            pieces = [p for p in run_pieces if p.lo < hi and p.hi > lo]
             if pieces:
-                tasks.append(_DecodeTask(chunk, start, keep_from, end, pieces))
+                tasks.append(_DecodeTask(chunk, frames, start, keep_from, end, pieces))
     return tasks
 
 
@@ -353,6 +366,11 @@ def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="zarr_aac_clips")
 
 
+# A forked child (a DataLoader worker, a multiprocessing pool) has none of the parent's threads:
+# it starts its own pool on first use instead of queueing work no thread will take.
+os.register_at_fork(after_in_child=_pool.cache_clear)
+
+
 def _decode_batch(
     tasks: list[_DecodeTask], out: np.ndarray, fill_value: Any, report: CorruptChunkReport | None
 ) -> None:
@@ -370,9 +388,7 @@ def _decode_batch(
 def _decode_task(task: _DecodeTask, out: np.ndarray) -> None:
     chunk = task.chunk
     assert chunk.prefix is not None
-    frames = next(f for first, stop, f in chunk.ranges if first <= task.start and task.stop <= stop)
-    decoder = _decoder_for(chunk.prefix)
-    pcm = frames.decode_run(decoder, task.start, task.stop)
+    pcm = task.frames.decode_run(_decoder_for(chunk.prefix), task.start, task.stop)
     origin, _ = _sample_span(chunk.prefix, task.start, task.stop)
     kept_lo, kept_hi = _sample_span(chunk.prefix, task.keep_from, task.stop)
     one_dim = out.ndim == 2
