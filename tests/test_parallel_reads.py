@@ -11,6 +11,7 @@ import pytest
 import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.chunks import chunk_key, get_bytes
 from support.selections import reference_decode
 from support.signals import tone_with_noise
 
@@ -78,10 +79,9 @@ def test_sparse_rows_decoded_in_a_thread_equal_the_sequential_decode(stored):
     np.testing.assert_array_equal(z.oindex[rows, :], reference[rows])
 
 
-def test_long_reads_decode_off_the_event_loop_and_split_over_threads(stored, cores, monkeypatch):
-    """A span of a few frames decodes on zarr's loop; a long one in worker threads, one range per core."""
-    cores(2)
-    z, _ = stored["int16"]
+@pytest.fixture
+def decode_threads(monkeypatch):
+    """The names of the threads FrameDecoder.decode runs on, in call order."""
     threads: list[str] = []
     decode = aac.FrameDecoder.decode
 
@@ -90,9 +90,44 @@ def test_long_reads_decode_off_the_event_loop_and_split_over_threads(stored, cor
         return decode(self, frames, out)
 
     monkeypatch.setattr(aac.FrameDecoder, "decode", recording_decode)
+    return threads
+
+
+def test_a_read_alone_decodes_on_the_loop_and_a_long_one_on_a_thread_per_core(stored, cores, decode_threads):
+    cores(2)
+    z, _ = stored["int16"]
     z[5000:5100]
-    (loop_thread,) = threads
-    threads.clear()
+    z[5000 : 5000 + RATE]
+    loop_thread, also_loop = decode_threads
+    assert loop_thread == also_loop
+    decode_threads.clear()
     z[5000 : 5000 + 300 * aac.FRAME_LENGTH]
-    assert len(threads) == 2
-    assert loop_thread not in threads
+    assert len(decode_threads) == 2
+    assert loop_thread not in decode_threads
+
+
+def test_chunks_of_one_read_decode_in_worker_threads(stored, decode_threads, tmp_path):
+    """Two chunks read at once from a LocalStore (whose gets suspend, so both chunk reads are in
+    flight together): each decode of 24 frames or more leaves the loop; a short one stays."""
+    source, reference = stored["int16"]
+    z = zarr.create_array(
+        zarr.storage.LocalStore(tmp_path / "a.zarr"),
+        shape=source.shape,
+        chunks=source.chunks,
+        dtype=source.dtype,
+        serializer=AACCodec(sample_rate=RATE),
+        compressors=None,
+    )
+    for coords in ((0, 0), (1, 0), (2, 0)):
+        key = z.metadata.encode_chunk_key(coords)
+        (tmp_path / "a.zarr" / key).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "a.zarr" / key).write_bytes(get_bytes(source, chunk_key(source, coords)))
+    z[5000:5100]
+    (loop_thread,) = decode_threads
+    decode_threads.clear()
+    np.testing.assert_array_equal(z[CHUNK - RATE : CHUNK + RATE], reference[CHUNK - RATE : CHUNK + RATE])
+    assert len(decode_threads) == 2
+    assert loop_thread not in decode_threads
+    decode_threads.clear()
+    z[CHUNK - 100 : CHUNK + 100]
+    assert decode_threads == [loop_thread, loop_thread]

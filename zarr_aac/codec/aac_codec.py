@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeAlias, TypeVar
 
@@ -56,10 +58,11 @@ samples, so the encoder never starts or stops on a discontinuity (see chunk_edge
 (LEAD_IN + LEAD_OUT) / 1024 frames per chunk."""
 SUPPORTED_DTYPES = (np.dtype("int16"), np.dtype("float32"))
 THREAD_MIN_FRAMES = 24
-"""Reads decoding at least this many frames (about half a second at 48 kHz) decode in a worker
-thread rather than on zarr's event loop, so that chunks, and concurrent readers, decode at once
-(PyAV releases the GIL while FFmpeg decodes); smaller reads stay on the loop, where the hand-off
-would cost more than it frees (docs/design-notes.md has the measurements)."""
+"""While other chunk reads are in flight (the other chunks of a read, other threads' reads), a
+chunk decoding at least this many frames (about half a second at 48 kHz) decodes in a worker
+thread rather than on zarr's event loop, so that they decode at once (PyAV releases the GIL while
+FFmpeg decodes). Smaller decodes, and a read alone, stay on the loop, where the hand-off would
+cost more than it frees (docs/design-notes.md has the measurements)."""
 SPLIT_MIN_FRAMES = 96
 """A run of frames is split into ranges of at least this many frames, decoded in parallel, one
 per core; each range starts with its own pre-roll frame, so the result is the sequential one."""
@@ -304,7 +307,8 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
 
     async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
         try:
-            return await _decode_whole_chunk(chunk_bytes.to_bytes(), (slice(None),), chunk_spec, None)
+            with _reads_in_flight.counting():
+                return await _decode_whole_chunk(chunk_bytes.to_bytes(), (slice(None),), chunk_spec, None)
         except CorruptChunkError as exc:
             return fill_or_raise(exc, slice(None), chunk_spec)
 
@@ -313,7 +317,8 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
     ) -> NDBuffer | None:
         """Decode ``selection`` of one chunk; a corrupt chunk raises unless tolerant reads are on."""
         try:
-            return await self._decode_selection(byte_getter, selection, chunk_spec)
+            with _reads_in_flight.counting():
+                return await self._decode_selection(byte_getter, selection, chunk_spec)
         except CorruptChunkError as exc:
             return fill_or_raise(exc, selection, chunk_spec)
 
@@ -440,10 +445,41 @@ async def _decode_runs(
 
 
 async def _maybe_in_thread(n_frames: int, function: Callable[..., _Result], *args: Any) -> _Result:
-    """``function(*args)`` in a worker thread if it handles ``THREAD_MIN_FRAMES`` frames or more, else here."""
-    if n_frames >= THREAD_MIN_FRAMES:
+    """``function(*args)`` in a worker thread if it handles ``THREAD_MIN_FRAMES`` frames or more
+    while other chunk reads are in flight, else here."""
+    if n_frames >= THREAD_MIN_FRAMES and _reads_in_flight.alongside_others():
         return await asyncio.to_thread(function, *args)
     return function(*args)
+
+
+class _InFlight:
+    """A count of chunk reads begun and not finished, in every thread and event loop."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+        self._began_alongside: ContextVar[bool] = ContextVar("zarr_aac_began_alongside", default=False)
+
+    @contextmanager
+    def counting(self) -> Iterator[None]:
+        """Count a chunk read (zarr runs each in its own task) while the block runs."""
+        with self._lock:
+            self.count += 1
+            others = self.count > 1
+        token = self._began_alongside.set(others)
+        try:
+            yield
+        finally:
+            self._began_alongside.reset(token)
+            with self._lock:
+                self.count -= 1
+
+    def alongside_others(self) -> bool:
+        """Whether this task's chunk read began while others were in flight, or others are now."""
+        return self._began_alongside.get() or self.count > 1
+
+
+_reads_in_flight = _InFlight()
 
 
 async def _fetch_frames(
