@@ -407,8 +407,9 @@ async def _decode_whole_chunk(
     await _maybe_in_thread(header.n_frames, verify_payload, data, prefix, key)
     frames = _FetchedFrames(memoryview(data)[header.prefix_nbytes :], prefix.index, 0, key)
     samples = _SampleSpan(0, shape[0], shape[0])
-    runs = samples.frame_runs(prefix.index, header.n_frames, key)
-    out = await _decode_runs(frames, prefix, samples, runs, chunk_spec)
+    samples.frame_runs(prefix.index, header.n_frames, key)
+    # Every frame, lead-in and flush included, as decode_chunk does: a malformed frame anywhere fails.
+    out = await _decode_runs(frames, prefix, samples, [(0, header.n_frames)], chunk_spec)
     return chunk_spec.prototype.nd_buffer.from_numpy_array(out[selection])
 
 
