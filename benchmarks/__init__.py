@@ -13,6 +13,14 @@ PyAV's ``AudioResampler`` (FFmpeg's swresample); the right channel is the left o
 half the recording, so the channels differ and a stereo coder cannot collapse them. The hour
 is that 10 s loop repeated; no chunk size used here (at most ~61 s) lines up with the loop in
 a way a codec could exploit beyond what real long recordings of a steady soundscape offer.
+
+That input favours AAC: a quiet soundscape with its 16-24 kHz band empty (upsampled from 32 kHz)
+and two channels without correlation. ``ctx.dense_wav`` is its opposite, of the same length: the
+repository's music fixture (``tests/data/music_lena_44k1.m4a``, 12.3 s at 44.1 kHz, MIT) resampled
+to 48 kHz and looped, loud and full-band. The fixture's two channels are identical, so the right
+channel is delayed by ``SPACED_PAIR_DELAY`` samples, as a pair of microphones 17 cm apart hears
+one source: the channels correlate strongly, as in a real stereo recording, and FLAC's
+inter-channel coding helps, without being handed two identical channels.
 """
 
 from __future__ import annotations
@@ -31,6 +39,10 @@ import numpy as np
 import soundfile as sf
 
 from zarr_aac.examples import example_recording
+
+MUSIC = Path(__file__).resolve().parents[1] / "tests" / "data" / "music_lena_44k1.m4a"
+SPACED_PAIR_DELAY = 24
+"""Samples (0.5 ms at 48 kHz) between the dense input's channels."""
 
 HOUR_RATE = 48_000
 HOUR_CHANNELS = 2
@@ -52,6 +64,15 @@ class Context:
         path = self.workdir / f"forest_birds_48k_stereo_{seconds}s.wav"
         if not _is_complete(path, seconds):
             build_looped_wav(path, seconds)
+        return path
+
+    @cached_property
+    def dense_wav(self) -> Path:
+        """The music fixture looped to ``hour_wav``'s length, stereo 48 kHz int16; built once."""
+        seconds = QUICK_SECONDS if self.quick else 3600
+        path = self.workdir / f"music_48k_stereo_{seconds}s.wav"
+        if not _is_complete(path, seconds):
+            build_looped_wav(path, seconds, music_stereo_48k())
         return path
 
 
@@ -79,10 +100,23 @@ def example_stereo_48k() -> np.ndarray:
     return np.stack([mono, np.roll(mono, mono.size // 2)], axis=1)
 
 
-def build_looped_wav(path: Path, seconds: int) -> None:
-    """Write ``seconds`` of the looped example to ``path`` (under a name of this process's, then
-    renamed, so concurrent runs never see or write a half-built file)."""
-    loop = example_stereo_48k()
+def music_stereo_48k() -> np.ndarray:
+    """The repository's music fixture at 48 kHz, int16 (n, 2); right = left delayed by SPACED_PAIR_DELAY."""
+    with av.open(str(MUSIC)) as container:
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=HOUR_RATE)
+        blocks = []
+        for frame in container.decode(audio=0):
+            blocks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(frame))
+        blocks.extend(f.to_ndarray().reshape(-1) for f in resampler.resample(None))
+    mono = np.concatenate(blocks)
+    return np.stack([mono, np.roll(mono, SPACED_PAIR_DELAY)], axis=1)
+
+
+def build_looped_wav(path: Path, seconds: int, loop: np.ndarray | None = None) -> None:
+    """Write ``seconds`` of ``loop`` (the example recording by default) repeated to ``path`` (under
+    a name of this process's, then renamed, so concurrent runs never see or write a half-built file)."""
+    if loop is None:
+        loop = example_stereo_48k()
     total = seconds * HOUR_RATE
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.wav")

@@ -11,6 +11,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from zarr_aac.codec import AACCodec, FrameIndex, tolerant_reads
+from zarr_aac.codec.clips import read_clips
 from zarr_aac.errors import AudioDecodeError, CorruptChunkError, UnsupportedAudioError, ZarrAACError
 from zarr_aac.examples import example_recording
 
@@ -39,6 +40,7 @@ __all__ = [
     "open_dataset",
     "open_legacy_archive",
     "open_recording",
+    "read_clips",
     "to_aac",
     "tolerant_reads",
     "verify",

@@ -10,9 +10,14 @@ of the same chunk is the second request alone. A read of the whole chunk is a si
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeAlias
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeAlias, TypeVar
 
 import numpy as np
 from zarr.abc.codec import ArrayBytesCodec, ArrayBytesCodecPartialDecodeMixin
@@ -54,6 +59,16 @@ LEAD_OUT = 2048
 samples, so the encoder never starts or stops on a discontinuity (see chunk_edges.py); they cost
 (LEAD_IN + LEAD_OUT) / 1024 frames per chunk."""
 SUPPORTED_DTYPES = (np.dtype("int16"), np.dtype("float32"))
+THREAD_MIN_FRAMES = 24
+"""While other chunk reads are in flight (the other chunks of a read, other threads' reads), a
+chunk decoding at least this many frames (about half a second at 48 kHz) decodes in a worker
+thread rather than on zarr's event loop, so that they decode at once (PyAV releases the GIL while
+FFmpeg decodes). Smaller decodes, and a read alone, stay on the loop, where the hand-off would
+cost more than it frees (docs/design-notes.md has the measurements)."""
+SPLIT_MIN_FRAMES = 96
+"""A run of frames is split into ranges of at least this many frames, decoded in parallel, one
+per core; each range starts with its own pre-roll frame, so the result is the sequential one."""
+_Result = TypeVar("_Result")
 MIN_BITRATE = 8_000
 MAX_BITRATE = 1_536_000
 DEFAULT_GAINS = {np.dtype("int16"): 0.25, np.dtype("float32"): 0.0625}
@@ -367,17 +382,20 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
     async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
         note_decoded(chunk_spec)
         try:
-            pcm = self.decode_chunk(chunk_bytes.to_bytes(), chunk_spec.shape, chunk_spec.dtype.to_native_dtype())
+            with _reads_in_flight.counting():
+                return await _decode_whole_chunk(
+                    chunk_bytes.to_bytes(), (slice(None),), chunk_spec, None, gain=self.gain
+                )
         except CorruptChunkError as exc:
             return fill_or_raise(exc, slice(None), chunk_spec)
-        return chunk_spec.prototype.nd_buffer.from_numpy_array(pcm)
 
     async def _decode_partial_single(
         self, byte_getter: ByteGetter, selection: SelectorTuple, chunk_spec: ArraySpec
     ) -> NDBuffer | None:
         """Decode ``selection`` of one chunk; a corrupt chunk raises unless tolerant reads are on."""
         try:
-            return await self._decode_selection(byte_getter, selection, chunk_spec)
+            with _reads_in_flight.counting():
+                return await self._decode_selection(byte_getter, selection, chunk_spec)
         except CorruptChunkError as exc:
             return fill_or_raise(exc, selection, chunk_spec)
 
@@ -397,8 +415,7 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
             whole = await _get(byte_getter, prototype, key)
             if whole is None:
                 return None
-            pcm = self.decode_chunk(whole.to_bytes(), shape, chunk_spec.dtype.to_native_dtype(), key)
-            return prototype.nd_buffer.from_numpy_array(pcm[selection])
+            return await _decode_whole_chunk(whole.to_bytes(), selection, chunk_spec, key, gain=self.gain)
 
         location = location_of(byte_getter)
         if location is not None and (cached := prefixes.get(location)) is not None:
@@ -534,11 +551,100 @@ async def _decode_from_prefix(
     frames = await _fetch_frames(byte_getter, prefix, runs[0][0], runs[-1][1], chunk_spec.prototype, key=key)
     if frames is None:
         return None
+    out = await _decode_runs(frames, prefix, samples, runs, chunk_spec, gain=gain)
+    return chunk_spec.prototype.nd_buffer.from_numpy_array(out[(samples.first_axis, *selection[1:])])
+
+
+async def _decode_whole_chunk(
+    data: bytes, selection: SelectorTuple, chunk_spec: ArraySpec, key: str | None, *, gain: float | None
+) -> NDBuffer:
+    """``selection`` of a whole chunk's bytes, all its checksums verified, decoded like a span of it."""
+    shape = chunk_spec.shape
+    header = parse_header(data, key)
+    check_chunk_geometry(header, shape, key)
+    prefix = parse_prefix(data, header, key)
+    await _maybe_in_thread(header.n_frames, verify_payload, data, prefix, key)
+    frames = _FetchedFrames(memoryview(data)[header.prefix_nbytes :], prefix.index, 0, key)
+    samples = _SampleSpan(0, shape[0], shape[0])
+    samples.frame_runs(prefix.index, header.n_frames, key)
+    # Every frame, lead-in and flush included, as decode_chunk does: a malformed frame anywhere fails.
+    out = await _decode_runs(frames, prefix, samples, [(0, header.n_frames)], chunk_spec, gain=gain)
+    return chunk_spec.prototype.nd_buffer.from_numpy_array(out[selection])
+
+
+async def _decode_runs(
+    frames: _FetchedFrames,
+    prefix: ChunkPrefix,
+    samples: _SampleSelection,
+    runs: list[tuple[int, int]],
+    chunk_spec: ArraySpec,
+    *,
+    gain: float | None,
+) -> np.ndarray:
+    """``samples`` as ``chunk_spec``'s dtype, of shape (samples, *chunk shape[1:]), from ``runs`` of the
+    fetched frames with ``gain`` undone (None: the dtype's default), decoded on the loop, in a thread,
+    or (a long span) in ranges on several threads."""
+    header, shape = prefix.header, chunk_spec.shape
     dtype = chunk_spec.dtype.to_native_dtype()
     gain = gain if gain is not None else DEFAULT_GAINS.get(dtype, LEGACY_GAIN)
-    out = samples.decode(frames, _decoder_for(prefix), runs, header, dtype, gain=gain)
-    out = out.reshape((out.shape[0], *shape[1:]))
-    return chunk_spec.prototype.nd_buffer.from_numpy_array(out[(samples.first_axis, *selection[1:])])
+    decoder = _decoder_for(prefix)
+    n_frames = sum(stop - start for start, stop in runs)
+    ranges = min(os.cpu_count() or 1, n_frames // SPLIT_MIN_FRAMES)
+    if isinstance(samples, _SampleSpan) and ranges > 1 and _pns_off(header):
+        out = np.empty((samples.stop - samples.start, header.channels), dtype=dtype)
+        ((first, stop),) = runs
+        bounds = [int(b) for b in np.linspace(first, stop, ranges + 1).round()]
+        # The first range begins with the run's own pre-roll frame; each later one decodes the
+        # frame before it as its pre-roll.
+        starts = [first, *(b - 1 for b in bounds[1:-1])]
+        await asyncio.gather(
+            *(
+                asyncio.to_thread(samples.decode_range, frames, decoder, (start, keep, end), header, out, gain=gain)
+                for start, keep, end in zip(starts, bounds[:-1], bounds[1:], strict=True)
+            )
+        )
+    else:
+        decode = functools.partial(samples.decode, gain=gain)
+        out = await _maybe_in_thread(n_frames, decode, frames, decoder, runs, header, dtype)
+    return out.reshape((out.shape[0], *shape[1:]))
+
+
+async def _maybe_in_thread(n_frames: int, function: Callable[..., _Result], *args: Any) -> _Result:
+    """``function(*args)`` in a worker thread if it handles ``THREAD_MIN_FRAMES`` frames or more
+    while other chunk reads are in flight, else here."""
+    if n_frames >= THREAD_MIN_FRAMES and _reads_in_flight.alongside_others():
+        return await asyncio.to_thread(function, *args)
+    return function(*args)
+
+
+class _InFlight:
+    """A count of chunk reads begun and not finished, in every thread and event loop."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+        self._began_alongside: ContextVar[bool] = ContextVar("zarr_aac_began_alongside", default=False)
+
+    @contextmanager
+    def counting(self) -> Iterator[None]:
+        """Count a chunk read (zarr runs each in its own task) while the block runs."""
+        with self._lock:
+            self.count += 1
+            others = self.count > 1
+        token = self._began_alongside.set(others)
+        try:
+            yield
+        finally:
+            self._began_alongside.reset(token)
+            with self._lock:
+                self.count -= 1
+
+    def alongside_others(self) -> bool:
+        """Whether this task's chunk read began while others were in flight, or others are now."""
+        return self._began_alongside.get() or self.count > 1
+
+
+_reads_in_flight = _InFlight()
 
 
 async def _fetch_frames(
@@ -628,6 +734,29 @@ class _SampleSpan:
             out = out.copy()
         return out
 
+    def decode_range(
+        self,
+        frames: _FetchedFrames,
+        decoder: aac.FrameDecoder,
+        frame_range: tuple[int, int, int],
+        header: ChunkHeader,
+        out: np.ndarray,
+        *,
+        gain: float,
+    ) -> None:
+        """Decode frames [start, stop) of ``frame_range`` = (start, first, stop) and write the span's
+        samples of frames [first, stop) into their rows of ``out`` (the whole span's result, of the
+        array dtype); frames before ``first`` are pre-roll."""
+        start, first, stop = frame_range
+        scratch = _scratch_buffer((stop - start) * aac.FRAME_LENGTH, header.channels)
+        pcm = frames.decode_run(decoder, start, stop, scratch)
+        origin = start * aac.FRAME_LENGTH - header.skip
+        lo = max(self.start, first * aac.FRAME_LENGTH - header.skip)
+        hi = min(self.stop, stop * aac.FRAME_LENGTH - header.skip)
+        out[lo - self.start : hi - self.start] = aac.to_dtype(
+            pcm[lo - origin : hi - origin], out.dtype, overwrite=True, gain=gain
+        )
+
 
 @dataclass(frozen=True)
 class _SampleRows:
@@ -716,12 +845,16 @@ def _scratch_buffer(samples: int, channels: int) -> np.ndarray | None:
 
 
 def _decoder_for(prefix: ChunkPrefix) -> aac.FrameDecoder:
+    """A decoder for the chunk's frames, reused where that gives a fresh one's samples (``_pns_off``)."""
+    return aac.FrameDecoder(prefix.asc, prefix.header.channels, reuse=_pns_off(prefix.header))
+
+
+def _pns_off(header: ChunkHeader) -> bool:
     """Chunks this codec encoded (the ones with checksums) have PNS off and skip at least the
-    first frame, so a reused decoder gives a fresh one's samples; frames taken from other
-    encoders' files may use PNS, and fresh decoders keep their reads repeatable."""
-    header = prefix.header
-    reuse = header.checksum_group > 0 and header.skip >= aac.FRAME_LENGTH
-    return aac.FrameDecoder(prefix.asc, header.channels, reuse=reuse)
+    first frame, so a reused decoder, or a run started one pre-roll frame early, gives the samples
+    of a sequential decode; frames taken from other encoders' files may use PNS, whose noise
+    depends on every frame before: they are decoded by fresh decoders, in one run per read."""
+    return header.checksum_group > 0 and header.skip >= aac.FRAME_LENGTH
 
 
 async def _get(

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from zarr_aac.dataset.backend import ZarrAACBackendEntrypoint, open_dataset
+    from zarr_aac.dataset.clips import read_clips
     from zarr_aac.dataset.convert import assign_time_index, concat_recordings, to_aac
     from zarr_aac.dataset.time_index import SampleTimeIndex
 
@@ -20,6 +21,7 @@ __all__ = [
     "assign_time_index",
     "concat_recordings",
     "open_dataset",
+    "read_clips",
     "to_aac",
 ]
 
@@ -29,6 +31,7 @@ _MODULE_OF = {
     "assign_time_index": "zarr_aac.dataset.convert",
     "concat_recordings": "zarr_aac.dataset.convert",
     "open_dataset": "zarr_aac.dataset.backend",
+    "read_clips": "zarr_aac.dataset.clips",
     "to_aac": "zarr_aac.dataset.convert",
 }
 
