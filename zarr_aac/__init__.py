@@ -11,11 +11,25 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from zarr_aac.codec import AACCodec, FrameIndex, tolerant_reads
-from zarr_aac.errors import AudioDecodeError, CorruptChunkError, UnsupportedAudioError, ZarrAACError
+from zarr_aac.errors import (
+    AudioDecodeError,
+    CorruptChunkError,
+    MissingChunkError,
+    UnsupportedAudioError,
+    ZarrAACError,
+)
 from zarr_aac.examples import example_recording
 
 if TYPE_CHECKING:
-    from zarr_aac.archive import catalogue, export, import_file, import_files, open_recording, verify
+    from zarr_aac.archive import (
+        catalogue,
+        export,
+        import_file,
+        import_files,
+        open_recording,
+        set_recording_attributes,
+        verify,
+    )
     from zarr_aac.dataset import assign_time_index, concat_recordings, open_dataset, to_aac
     from zarr_aac.files import AACFileStore, open_aac_file, open_legacy_archive
 
@@ -25,6 +39,7 @@ __all__ = [
     "AudioDecodeError",
     "CorruptChunkError",
     "FrameIndex",
+    "MissingChunkError",
     "UnsupportedAudioError",
     "ZarrAACError",
     "assign_time_index",
@@ -38,6 +53,7 @@ __all__ = [
     "open_dataset",
     "open_legacy_archive",
     "open_recording",
+    "set_recording_attributes",
     "to_aac",
     "tolerant_reads",
     "verify",
@@ -50,6 +66,7 @@ _LAZY = {
     "open_recording": "zarr_aac.archive",
     "export": "zarr_aac.archive",
     "verify": "zarr_aac.archive",
+    "set_recording_attributes": "zarr_aac.archive",
     "AACFileStore": "zarr_aac.files",
     "open_aac_file": "zarr_aac.files",
     "open_legacy_archive": "zarr_aac.files",

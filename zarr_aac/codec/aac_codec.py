@@ -35,7 +35,13 @@ from zarr_aac.codec.chunk_format import (
 )
 from zarr_aac.codec.prefix_cache import location_of, prefixes
 from zarr_aac.codec.tolerant import fill_or_raise
-from zarr_aac.errors import AudioDecodeError, ChunkReadError, CorruptChunkError, UnsupportedAudioError
+from zarr_aac.errors import (
+    AudioDecodeError,
+    ChunkReadError,
+    CorruptChunkError,
+    MissingChunkError,
+    UnsupportedAudioError,
+)
 from zarr_aac.validation import channels_of, parse_int_in_range, parse_positive_int
 
 if TYPE_CHECKING:
@@ -55,6 +61,13 @@ samples, so the encoder never starts or stops on a discontinuity (see chunk_edge
 SUPPORTED_DTYPES = (np.dtype("int16"), np.dtype("float32"))
 MIN_BITRATE = 8_000
 MAX_BITRATE = 1_536_000
+
+
+def parse_all_chunks_stored(value: Any) -> bool:
+    """``value`` if it is a bool; else ValueError."""
+    if not isinstance(value, bool):
+        raise ValueError(f"all_chunks_stored must be true or false, got {value!r}")
+    return value
 
 
 def parse_sample_rate(value: Any) -> int:
@@ -104,6 +117,11 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         The rate declared to the encoder, in Hz; defaults to ``sample_rate``. It must be given
         (any AAC rate) when the true rate is not one AAC allows, which stores the signal
         time-stretched: the array keeps the true rate.
+    all_chunks_stored : bool, optional
+        Every chunk inside the array's shape is stored, all-zero ones too (the importer writes
+        arrays so). A read that meets an absent chunk then raises ``MissingChunkError`` instead
+        of returning fill values, which could not be told from silence. Written to the array
+        metadata only when true.
 
     Raises
     ------
@@ -119,12 +137,21 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
     sample_rate: int
     aac_sample_rate: int
     bitrate: int | None
+    all_chunks_stored: bool
 
-    def __init__(self, *, sample_rate: int, bitrate: int | None = None, aac_sample_rate: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        sample_rate: int,
+        bitrate: int | None = None,
+        aac_sample_rate: int | None = None,
+        all_chunks_stored: bool = False,
+    ) -> None:
         rate = parse_sample_rate(sample_rate)
         object.__setattr__(self, "sample_rate", rate)
         object.__setattr__(self, "aac_sample_rate", parse_aac_sample_rate(aac_sample_rate, rate))
         object.__setattr__(self, "bitrate", parse_bitrate(bitrate))
+        object.__setattr__(self, "all_chunks_stored", parse_all_chunks_stored(all_chunks_stored))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
@@ -158,6 +185,8 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         configuration: dict[str, Any] = {"sample_rate": self.sample_rate, "aac_sample_rate": self.aac_sample_rate}
         if self.bitrate is not None:
             configuration["bitrate"] = self.bitrate
+        if self.all_chunks_stored:
+            configuration["all_chunks_stored"] = True
         return {"name": CODEC_NAME, "configuration": configuration}
 
     def validate(
@@ -301,9 +330,13 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
     async def _decode_partial_single(
         self, byte_getter: ByteGetter, selection: SelectorTuple, chunk_spec: ArraySpec
     ) -> NDBuffer | None:
-        """Decode ``selection`` of one chunk; a corrupt chunk raises unless tolerant reads are on."""
+        """Decode ``selection`` of one chunk; a corrupt chunk, or an absent one of an array whose
+        chunks are all stored, raises unless tolerant reads are on."""
         try:
-            return await self._decode_selection(byte_getter, selection, chunk_spec)
+            result = await self._decode_selection(byte_getter, selection, chunk_spec)
+            if result is None and self.all_chunks_stored:
+                raise MissingChunkError(_key_of(byte_getter, len(chunk_spec.shape)))
+            return result
         except CorruptChunkError as exc:
             return fill_or_raise(exc, selection, chunk_spec)
 
@@ -312,7 +345,7 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
     ) -> NDBuffer | None:
         """Decode ``selection`` of one chunk from the whole chunk, or from its kept or fetched prefix
         and the frames the selection needs; None if the chunk is not stored."""
-        key = _key_of(byte_getter)
+        key = _key_of(byte_getter, len(chunk_spec.shape))
         shape = chunk_spec.shape
         prototype = chunk_spec.prototype
         samples = _sample_selection(selection[0], shape[0])
@@ -572,9 +605,15 @@ async def _get(
         raise ChunkReadError(key, f"{byte_getter}: {type(exc).__name__}: {exc}") from exc
 
 
-def _key_of(byte_getter: Any) -> str | None:
+def _key_of(byte_getter: Any, ndim: int) -> str | None:
+    """The chunk's path in its store; with the store's location when the path is the chunk key
+    alone (an array opened by its own path), which would name no recording."""
     path = getattr(byte_getter, "path", None)
-    return path if isinstance(path, str) else None
+    if not isinstance(path, str):
+        return None
+    if len(path.split("/")) <= ndim + 1 and getattr(byte_getter, "store", None) is not None:
+        return str(byte_getter)
+    return path
 
 
 def _frame_payloads(payload: memoryview, index: FrameIndex, start: int, stop: int, base: int = 0) -> list[memoryview]:
