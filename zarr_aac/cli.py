@@ -154,7 +154,8 @@ def _cmd_set(args: argparse.Namespace) -> int:
         raise ZarrAACError("nothing to set: give --start-time, --meta KEY=VALUE or --clear-meta")
     metadata = None
     if args.meta or args.clear_meta:
-        metadata = {} if args.clear_meta else dict(open_recording(args.path).attrs.get("user") or {})
+        user: Any = open_recording(args.path).attrs.asdict().get("user") or {}
+        metadata = {} if args.clear_meta else dict(user)
         metadata.update(dict(args.meta))
     array = set_recording_attributes(args.path, start_time=args.start_time, metadata=metadata)
     print(f"{array.store_path}: start_time {array.attrs.get('start_time')}, user {json.dumps(array.attrs.get('user'))}")
@@ -364,8 +365,10 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _show_warning(message: Warning | str, *_: Any) -> None:
-    print(f"zarr-aac: warning: {message}", file=sys.stderr)
+def _format_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+) -> str:
+    return f"zarr-aac: warning: {message}\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -374,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         # SIGTERM (kill, a batch scheduler) stops as Ctrl-C does: temporaries deleted, nothing half-written
         signal.signal(signal.SIGTERM, _interrupt)
-    warnings.showwarning = _show_warning
+    warnings.formatwarning = _format_warning
     try:
         return args.run(args)
     except BrokenPipeError:

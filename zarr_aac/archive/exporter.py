@@ -254,14 +254,14 @@ def _check_writable_folder(target: Path) -> None:
 def _segment_start(segment: _Segment) -> datetime | None:
     """The clock time of the segment's first sample, if the recording has a start time."""
     started = segment.array.attrs.get("start_time")
-    if started is None:
+    if not isinstance(started, str):
         return None
     return parse_start_time(started) + timedelta(seconds=segment.first / segment.rate)
 
 
 def _tags(segment: _Segment) -> dict[str, str]:
     """Container tags: the source's name, the segment's start time, and where it came from."""
-    attrs = segment.array.attrs
+    attrs: dict[str, Any] = segment.array.attrs.asdict()
     tags = {"comment": f"zarr-aac export of {segment.array.path} samples {segment.first}-{segment.last}"}
     source = attrs.get("source") or {}
     if source.get("name"):
@@ -282,7 +282,7 @@ def _is_riff_wave(path: Path) -> bool:
 def _append_guano(path: Path, segment: _Segment) -> None:
     """Append a GUANO chunk to a finished WAV: the source's own GUANO fields, then the segment's
     timestamp, length and the source's name (bat software reads these, not container tags)."""
-    attrs = segment.array.attrs
+    attrs: dict[str, Any] = segment.array.attrs.asdict()
     # the stored fields are JSON (times as strings, positions as lists): read back as GUANO text,
     # so the library parses each into the type it serialises
     lines = [

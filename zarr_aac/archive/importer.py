@@ -348,7 +348,7 @@ def _write_source(
             user=options.start_time, guano_fields=riff.guano, tags=tags, filename=source.name
         )
         info = {**_source_info(source, container, audio, digest), "truncated": truncated}
-    attrs = {
+    attrs: dict[str, Any] = {
         "sample_rate": layout.sample_rate,
         "channels": layout.channels,
         "n_samples": written,

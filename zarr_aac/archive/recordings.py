@@ -64,7 +64,8 @@ def _check_local_archive_path(group: PathLike) -> None:
     path = Path(group)
     if path.is_file():
         raise ArchiveError(f"{path} is a file, not an archive; give a folder (a new one is created)")
-    if path.is_dir() and not (path / "zarr.json").exists() and any(path.iterdir()):
+    zarr_metadata = ("zarr.json", ".zgroup", ".zarray")
+    if path.is_dir() and not any((path / name).exists() for name in zarr_metadata) and any(path.iterdir()):
         raise ArchiveError(
             f"{path} is a folder of other files, not a Zarr group (it has no zarr.json); "
             "give a new or empty folder for the archive"
@@ -373,16 +374,23 @@ def set_recording_attributes(
     if metadata is not None:
         changes["user"] = parse_user_metadata(metadata)
     group, name = _archive_and_name(recording)
-    _check_recording(group[name])
+    _recording_in(group, name)
     with archive_lock(group):
         archive = reopen(group)
-        array = archive[name]
+        array = _recording_in(archive, name)
         array.attrs.update(changes)
-        entries = dict(archive.attrs.get(CATALOGUE_ATTR, {}))
+        entries = catalogue_entries(archive)
         if name in entries:
             entries[name] = {**entries[name], **changes}
             archive.attrs.update({CATALOGUE_ATTR: entries})
     return array
+
+
+def _recording_in(group: zarr.Group, name: str) -> zarr.Array:
+    node = group[name]
+    if not isinstance(node, zarr.Array):
+        raise ArchiveError(f"{node.store_path} is a group, not a recording")
+    return _check_recording(node)
 
 
 def _archive_and_name(recording: zarr.Array | PathLike) -> tuple[zarr.Group, str]:

@@ -112,7 +112,8 @@ async def _verify_array(array: zarr.Array, decode: bool, report_missing: bool, b
 
 
 def _missing_message(array: zarr.Array) -> str:
-    if array.serializer.all_chunks_stored:
+    codec = array.serializer
+    if isinstance(codec, AACCodec) and codec.all_chunks_stored:
         return "missing: not stored, though the array stores every chunk (lost data; reads raise MissingChunkError)"
     return "missing: not stored, reads as fill values (zarr leaves out chunks equal to the fill value)"
 

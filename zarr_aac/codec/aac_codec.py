@@ -172,7 +172,8 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
             If the name is not ``zarr_aac`` or the configuration is invalid (see the class).
         """
         _, configuration = parse_named_configuration(data, CODEC_NAME)
-        return cls(**configuration)
+        fields: dict[str, Any] = dict(configuration)  # each is checked by its parse_* helper
+        return cls(**fields)
 
     def to_dict(self) -> dict[str, Any]:
         """The codec's entry in array metadata; ``from_dict`` reads it back to an equal codec.
