@@ -24,6 +24,12 @@ def cold_prefix_cache():
     prefixes.clear()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_cache_folder(tmp_path_factory):
+    """Frame indexes of opened files go to a cache folder of the test run, not the user's."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture
 def data_dir() -> Path:
     return DATA

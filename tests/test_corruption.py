@@ -261,12 +261,16 @@ def test_verify_lists_each_bad_chunk(archive):
     assert {p["key"] for p in verify(site_a, progress=False, decode=True)} == {"site_a/c/1/0", "site_a/c/2/0"}
 
 
-def test_verify_reports_missing_chunks_on_request(archive):
+def test_verify_reports_missing_chunks_unless_told_not_to(archive):
     (archive / "site_a/c/3/0").unlink()
-    assert verify(archive, progress=False) == []
-    assert verify(archive, progress=False, report_missing=True) == [
-        {"array": "site_a", "key": "site_a/c/3/0", "error": "missing: not stored, reads as fill values"}
+    assert verify(archive, progress=False) == [
+        {
+            "array": "site_a",
+            "key": "site_a/c/3/0",
+            "error": "missing: not stored, reads as fill values (zarr leaves out chunks equal to the fill value)",
+        }
     ]
+    assert verify(archive, progress=False, report_missing=False) == []
 
 
 def test_the_top_level_verify_stays_the_function(archive):

@@ -19,7 +19,7 @@ ERROR_CLASSES = sorted(
     (
         cls
         for _, cls in inspect.getmembers(errors, inspect.isclass)
-        if issubclass(cls, BaseException) and cls.__module__ == errors.__name__
+        if issubclass(cls, BaseException) and not issubclass(cls, Warning) and cls.__module__ == errors.__name__
     ),
     key=lambda cls: cls.__name__,
 )

@@ -137,7 +137,7 @@ def test_bad_requests_leave_no_file(archive, tmp_path):
         zarr_aac.export(archive, tmp_path / "x.wav", progress=False)
     z = zarr.open_array(archive / "stereo")
     with pytest.raises(ValueError, match="outside the recording"):
-        zarr_aac.export(z, tmp_path / "x.wav", 2.5, 9, progress=False)
+        zarr_aac.export(z, tmp_path / "x.wav", z.shape[0], z.shape[0] + 10, unit="samples", progress=False)
     with pytest.raises(ValueError, match="empty"):
         zarr_aac.export(z, tmp_path / "x.wav", 1, 1, progress=False)
     with pytest.raises(UnsupportedAudioError, match="no container"):

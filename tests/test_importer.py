@@ -373,7 +373,7 @@ def test_bad_inputs_fail_clearly_and_leave_nothing(kind, tmp_path, ffmpeg):
         _video_with_audio(path, None)
     group = zarr.open_group(tmp_path / "a.zarr")
     expected = {
-        "empty": "FFmpeg cannot read it",
+        "empty": r"it is empty \(0 bytes\)",
         "text": "FFmpeg cannot read it|declares no sample rate",
         "truncated_mp3": "truncated",
         "video_without_audio": "no audio stream",

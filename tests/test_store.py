@@ -39,7 +39,7 @@ from zarr_aac.codec.chunk_format import (
 )
 from zarr_aac.errors import CorruptChunkError, CorruptSourceError, SourceNotFoundError
 from zarr_aac.files.legacy import legacy_store, open_legacy_archive
-from zarr_aac.files.store import INDEX_SUFFIX, AACFileStore, open_aac_file
+from zarr_aac.files.store import INDEX_SUFFIX, AACFileStore, index_cache_path, open_aac_file
 
 RATES = (16000, 44100, 48000)
 SECONDS = 2.5
@@ -199,12 +199,15 @@ def test_m4a_without_edit_list_presents_the_priming_like_ffmpeg(encoded, tmp_pat
 
 
 @pytest.mark.parametrize("container", ["aac", "m4a"])
-def test_second_open_uses_the_sidecar_index(encoded, tmp_path, monkeypatch, container):
-    path = tmp_path / f"rec.{container}"
+def test_second_open_uses_the_cached_index(encoded, tmp_path, monkeypatch, container):
+    """The index is cached in the user's cache folder, not beside the user's recording."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = tmp_path / "recordings" / f"rec.{container}"
+    path.parent.mkdir()
     path.write_bytes(encoded.get(container, 16000, 1, pns=False).read_bytes())
     first = open_aac_file(path, dtype="float32")
-    sidecar = Path(str(path) + INDEX_SUFFIX)
-    assert sidecar.is_file()
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+    assert [p.name for p in (tmp_path / "cache" / "zarr-aac" / "indexes").iterdir()] == [index_cache_path(path).name]
     built = first.store.index
     cached = AACFileStore.from_path(path, dtype="float32").index
     np.testing.assert_array_equal(cached.frame_offsets, built.frame_offsets)

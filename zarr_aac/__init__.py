@@ -12,11 +12,26 @@ from typing import TYPE_CHECKING, Any
 
 from zarr_aac.codec import AACCodec, FrameIndex, tolerant_reads
 from zarr_aac.codec.clips import read_clips
-from zarr_aac.errors import AudioDecodeError, CorruptChunkError, UnsupportedAudioError, ZarrAACError
+from zarr_aac.errors import (
+    AudioDecodeError,
+    CorruptChunkError,
+    MissingChunkError,
+    UnsupportedAudioError,
+    ZarrAACError,
+)
 from zarr_aac.examples import example_recording
 
 if TYPE_CHECKING:
-    from zarr_aac.archive import ImportOptions, catalogue, export, import_file, import_files, open_recording, verify
+    from zarr_aac.archive import (
+        ImportOptions,
+        catalogue,
+        export,
+        import_file,
+        import_files,
+        open_recording,
+        set_recording_attributes,
+        verify,
+    )
     from zarr_aac.dataset import assign_time_index, concat_recordings, open_dataset, to_aac
     from zarr_aac.files import AACFileStore, open_aac_file, open_legacy_archive
 
@@ -27,6 +42,7 @@ __all__ = [
     "CorruptChunkError",
     "FrameIndex",
     "ImportOptions",
+    "MissingChunkError",
     "UnsupportedAudioError",
     "ZarrAACError",
     "assign_time_index",
@@ -41,6 +57,7 @@ __all__ = [
     "open_legacy_archive",
     "open_recording",
     "read_clips",
+    "set_recording_attributes",
     "to_aac",
     "tolerant_reads",
     "verify",
@@ -54,6 +71,7 @@ _LAZY = {
     "open_recording": "zarr_aac.archive",
     "export": "zarr_aac.archive",
     "verify": "zarr_aac.archive",
+    "set_recording_attributes": "zarr_aac.archive",
     "AACFileStore": "zarr_aac.files",
     "open_aac_file": "zarr_aac.files",
     "open_legacy_archive": "zarr_aac.files",

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -51,6 +55,8 @@ def _sources(paths: Sequence[str]) -> list[Path]:
     found: list[Path] = []
     for name in paths:
         path = Path(name)
+        if not path.exists():
+            raise ZarrAACError(f"{name}: no such file or folder")
         if path.is_dir():
             found.extend(
                 sorted(
@@ -64,6 +70,23 @@ def _sources(paths: Sequence[str]) -> list[Path]:
         else:
             found.append(path)
     return found
+
+
+_BITRATE_SUFFIXES = {"k": 1000, "m": 1000_000}
+
+
+def _bitrate(text: str) -> int:
+    """Bits per second as FFmpeg takes them: ``130000``, ``130k`` or ``1.5M``."""
+    number, scale = text, 1
+    if text[-1:].lower() in _BITRATE_SUFFIXES:
+        number, scale = text[:-1], _BITRATE_SUFFIXES[text[-1].lower()]
+    try:
+        value = float(number) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected bits per second such as 130000 or 130k, got {text!r}") from None
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"expected a whole number of bits per second, got {text!r}")
+    return int(value)
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -91,14 +114,51 @@ def _cmd_import(args: argparse.Namespace) -> int:
     sources = _sources(args.sources)
     if not sources:
         raise ZarrAACError(f"no audio files found in {', '.join(args.sources)}")
+    if args.name is not None and len(sources) != 1:
+        raise ZarrAACError("--name needs exactly one source file")
+    if args.start_time is not None and len(sources) != 1:
+        raise ZarrAACError(
+            f"--start-time needs exactly one source file ({len(sources)} found): it would give them all one start, "
+            "overriding their own; set a start later with zarr-aac set ARCHIVE/NAME --start-time"
+        )
+    before = _recording_names(args.dest)
     if args.name is not None:
-        if len(sources) != 1:
-            raise ZarrAACError("--name needs exactly one source file")
         arrays = [import_file(sources[0], args.dest, args.name, options=options)]
     else:
         arrays = import_files(sources, args.dest, workers=args.workers, options=options)
     for source, array in zip(sources, arrays, strict=True):
-        print(f"{source} -> {array.store_path}")
+        if array.basename in before:
+            print(f"{source} = {array.store_path} (already imported, not imported again)")
+        else:
+            print(f"{source} -> {array.store_path}")
+    return 0
+
+
+def _recording_names(archive: str) -> set[str]:
+    """The catalogued recordings of ``archive``, none if it does not exist yet."""
+    from zarr_aac.archive.recordings import catalogue_entries, open_archive
+    from zarr_aac.errors import ArchiveError
+
+    if not Path(archive).exists() and "://" not in archive:
+        return set()
+    try:
+        return set(catalogue_entries(open_archive(archive, mode="r")))
+    except ArchiveError:
+        return set()
+
+
+def _cmd_set(args: argparse.Namespace) -> int:
+    from zarr_aac.archive.recordings import open_recording, set_recording_attributes
+
+    if args.start_time is None and not args.meta and not args.clear_meta:
+        raise ZarrAACError("nothing to set: give --start-time, --meta KEY=VALUE or --clear-meta")
+    metadata = None
+    if args.meta or args.clear_meta:
+        user: Any = open_recording(args.path).attrs.asdict().get("user") or {}
+        metadata = {} if args.clear_meta else dict(user)
+        metadata.update(dict(args.meta))
+    array = set_recording_attributes(args.path, start_time=args.start_time, metadata=metadata)
+    print(f"{array.store_path}: start_time {array.attrs.get('start_time')}, user {json.dumps(array.attrs.get('user'))}")
     return 0
 
 
@@ -118,9 +178,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
     n, channels = array.shape[0], channels_of(array.shape)
     stored = array.nbytes_stored()
     pcm = n * channels * 2
-    bitrate = stored * 8 / (n / rate) if n else 0.0
     declared = f" (AAC declared {codec.aac_sample_rate} Hz)" if codec.aac_sample_rate != rate else ""
-    size = f"{_format_bytes(stored)} ({bitrate / 1000:.1f} kbps of audio, {100 * stored / pcm:.1f} % of 16-bit PCM)"
+    if n:
+        bitrate = stored * 8 / (n / rate)
+        size = f"{_format_bytes(stored)} ({bitrate / 1000:.1f} kbps of audio, {100 * stored / pcm:.1f} % of 16-bit PCM)"
+    else:
+        size = f"{_format_bytes(stored)} (no samples)"
     lines = [
         ("array", str(array.store_path)),
         ("shape", f"{array.shape} {array.dtype}"),
@@ -199,7 +262,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         print(json.dumps(entries, indent=2, ensure_ascii=False))
         return 0
     rows: list[tuple[str, ...]] = [LS_COLUMNS]
-    for name, entry in entries.items():
+    for name, entry in sorted(entries.items()):
         flat = {"name": name, **entry, **{f"source.{k}": v for k, v in entry.get("source", {}).items()}}
         snr = entry.get("fidelity", {}).get("snr_db")
         flat["snr_db"] = f"{snr:.1f}" if snr is not None else None
@@ -238,13 +301,15 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         raise ZarrAACError(
             "verify is not available: this installation has no zarr_aac.archive.verification module"
         ) from exc
-    bad = verify(args.path, progress=not args.quiet)
+    bad = verify(args.path, progress=not args.quiet, report_missing=not args.ignore_missing)
     for problem in bad:
         print(f"{problem['array']}: chunk {problem['key']}: {problem['error']}")
     if bad:
-        print(f"{len(bad)} bad chunk(s)", file=sys.stderr)
+        print(f"{len(bad)} bad or missing chunk(s)", file=sys.stderr)
         return 1
-    print("all chunks verified", file=sys.stderr)
+    print(
+        "all chunks present and verified" if not args.ignore_missing else "all stored chunks verified", file=sys.stderr
+    )
     return 0
 
 
@@ -279,16 +344,26 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_import_command(commands, common)
+    _add_info_command(commands, common)
+    _add_export_command(commands, common)
+    _add_ls_command(commands, common)
+    _add_verify_command(commands, common)
+    _add_quality_command(commands, common)
+    _add_set_command(commands, common)
+    return parser
 
+
+def _add_import_command(commands: Any, common: argparse.ArgumentParser) -> None:
     imp = commands.add_parser("import", parents=[common], help="import audio or video files into an archive")
     imp.add_argument("sources", nargs="+", metavar="SRC", help="files, or directories searched for audio files")
     imp.add_argument("dest", metavar="DEST", help="the archive (a Zarr group, created if missing)")
     imp.add_argument("--name", help="array name (one source only; default: the file name)")
     imp.add_argument(
-        "--bitrate", type=int, help="AAC bits per second (default: 130k mono, 160k stereo, 80k a channel above)"
+        "--bitrate", type=_bitrate, help="AAC bits per second (default: 130k mono, 160k stereo, 80k a channel above)"
     )
     imp.add_argument("--aac-rate", type=int, help="AAC rate declared to the encoder (default: see docs/importing.md)")
-    imp.add_argument("--chunk-duration", type=float, default=60.0, help="seconds per chunk (default 60)")
+    imp.add_argument("--chunk-duration", type=float, default=60.0, help="seconds per chunk, at least 0.1 (default 60)")
     imp.add_argument("--start-time", help="ISO-8601 start time, overriding tags and file names")
     imp.add_argument("--stream", type=int, help="stream index when a file has several audio streams")
     imp.add_argument("--dtype", choices=("int16", "float32"), help="array dtype (default: from the source)")
@@ -297,10 +372,14 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--allow-truncated", action="store_true", help="import what a truncated file holds")
     imp.set_defaults(run=_cmd_import)
 
+
+def _add_info_command(commands: Any, common: argparse.ArgumentParser) -> None:
     info = commands.add_parser("info", parents=[common], help="shape, rates, size and metadata of a recording")
     info.add_argument("path", metavar="PATH", help="ARCHIVE/NAME, or an archive holding one recording")
     info.set_defaults(run=_cmd_info)
 
+
+def _add_export_command(commands: Any, common: argparse.ArgumentParser) -> None:
     exp = commands.add_parser(
         "export", parents=[common], help="write a segment to WAV, FLAC or any format FFmpeg writes"
     )
@@ -311,38 +390,83 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--samples", action="store_true", help="--start/--stop are sample numbers")
     exp.add_argument("--format", help="FFmpeg container name, when the extension does not say")
     exp.add_argument("--codec", help="FFmpeg encoder name (default: the container's)")
-    exp.add_argument("--bitrate", type=int, help="encoder bits per second, for lossy formats")
+    exp.add_argument("--bitrate", type=_bitrate, help="encoder bits per second, for lossy formats (e.g. 128k)")
     exp.set_defaults(run=_cmd_export)
 
+
+def _add_ls_command(commands: Any, common: argparse.ArgumentParser) -> None:
     ls = commands.add_parser("ls", parents=[common], help="the catalogue of an archive")
     ls.add_argument("group", metavar="GROUP")
     ls.add_argument("--json", action="store_true", help="every field, as JSON")
     ls.set_defaults(run=_cmd_ls)
 
+
+def _add_verify_command(commands: Any, common: argparse.ArgumentParser) -> None:
     ver = commands.add_parser("verify", parents=[common], help="check every chunk's checksum and structure")
     ver.add_argument("path", metavar="PATH", help="an archive or an array")
+    ver.add_argument(
+        "--ignore-missing",
+        action="store_true",
+        help="do not list absent chunks (arrays written by others may leave all-zero chunks out)",
+    )
     ver.set_defaults(run=_cmd_verify)
 
+
+def _add_quality_command(commands: Any, common: argparse.ArgumentParser) -> None:
     quality = commands.add_parser(
         "quality", parents=[common], help="what an import would lose at several bitrates (writes nothing)"
     )
     quality.add_argument("source", metavar="SOURCE", help="an audio or video file")
     quality.add_argument(
-        "--bitrates", type=int, nargs="+", default=[], metavar="BPS", help="bitrates to try besides the default"
+        "--bitrates",
+        type=_bitrate,
+        nargs="+",
+        default=[],
+        metavar="BPS",
+        help="bitrates to try besides the default (e.g. 96k)",
     )
     quality.add_argument("--seconds", type=float, default=60.0, help="seconds of the source measured (default 60)")
     quality.add_argument("--aac-rate", type=int, help="AAC rate declared to the encoder (default: as import)")
     quality.add_argument("--stream", type=int, help="stream index when a file has several audio streams")
     quality.add_argument("--dtype", choices=("int16", "float32"), help="array dtype (default: from the source)")
     quality.set_defaults(run=_cmd_quality)
-    return parser
+
+
+def _add_set_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    set_ = commands.add_parser("set", parents=[common], help="change a recording's start time or user metadata")
+    set_.add_argument("path", metavar="PATH", help="ARCHIVE/NAME")
+    set_.add_argument("--start-time", help="ISO-8601 start time")
+    set_.add_argument(
+        "--meta", type=_key_value, action="append", default=[], metavar="KEY=VALUE", help="set a user metadata field"
+    )
+    set_.add_argument("--clear-meta", action="store_true", help="remove the user metadata first")
+    set_.set_defaults(run=_cmd_set)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _format_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+) -> str:
+    return f"zarr-aac: warning: {message}\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (kill, a batch scheduler) stops as Ctrl-C does: temporaries deleted, nothing half-written
+        signal.signal(signal.SIGTERM, _interrupt)
+    warnings.formatwarning = _format_warning
     try:
         return args.run(args)
+    except BrokenPipeError:
+        # the reader went away (`zarr-aac info ... | head`): stop quietly, and keep Python from
+        # reporting the same broken pipe again when it flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("zarr-aac: interrupted", file=sys.stderr)
         return 130

@@ -31,6 +31,24 @@ class CorruptChunkError(ZarrAACError, ValueError):
         return type(self), (self.key, self.reason), vars(self)
 
 
+class MissingChunkError(CorruptChunkError):
+    """A chunk of an array whose chunks are all stored (every imported recording) is absent:
+    lost data, which zarr would otherwise return as fill values, indistinguishable from silence."""
+
+    def __init__(self, key: str | None, reason: str = "not stored, though this array stores every chunk") -> None:
+        super().__init__(key, reason)
+        self.args = (f"missing chunk {key!r}: {reason}",)
+
+
+class AlreadyImportedWarning(UserWarning):
+    """A source was already in the archive, so it was not imported again: options given for it
+    (name, start time, bitrate, metadata) were not applied."""
+
+
+class TruncatedSourceWarning(UserWarning):
+    """A truncated source was imported as far as it decodes (``allow_truncated=True``)."""
+
+
 class AudioDecodeError(ZarrAACError):
     """FFmpeg refused to decode the AAC frames of a chunk or file."""
 

@@ -3,7 +3,16 @@
 from zarr_aac.archive.exporter import export
 from zarr_aac.archive.import_options import ImportOptions
 from zarr_aac.archive.importer import import_file, import_files
-from zarr_aac.archive.recordings import catalogue, open_recording
+from zarr_aac.archive.recordings import catalogue, open_recording, set_recording_attributes
 from zarr_aac.archive.verification import verify
 
-__all__ = ["ImportOptions", "catalogue", "export", "import_file", "import_files", "open_recording", "verify"]
+__all__ = [
+    "ImportOptions",
+    "catalogue",
+    "export",
+    "import_file",
+    "import_files",
+    "open_recording",
+    "set_recording_attributes",
+    "verify",
+]

@@ -7,14 +7,17 @@ written to a temporary file beside the target that replaces it only when complet
 from __future__ import annotations
 
 import os
+import struct
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import av
+import guano
 import numpy as np
 import zarr
 from tqdm.auto import tqdm
@@ -38,7 +41,8 @@ _PREFERRED_FORMATS = {
 def sample_bounds(
     n_samples: int, rate: int, start: float | None, stop: float | None, unit: Literal["s", "samples"]
 ) -> tuple[int, int]:
-    """[first, last) sample numbers of a segment given in seconds or in samples."""
+    """[first, last) sample numbers of a segment given in seconds or in samples; a stop past the
+    end is clipped to it with a warning, as FFmpeg and soundfile clip."""
     if unit not in ("s", "samples"):
         raise ValueError(f"unit must be 's' or 'samples', got {unit!r}")
 
@@ -48,6 +52,13 @@ def sample_bounds(
         return int(value) if unit == "samples" else round(float(value) * rate)
 
     first, last = to_sample(start, 0), to_sample(stop, n_samples)
+    if 0 <= first < n_samples < last:
+        length = f"{n_samples} samples" if unit == "samples" else f"{n_samples / rate:g} s"
+        warnings.warn(
+            f"the segment's stop {stop} {unit} lies past the end of the recording ({length}); it ends there",
+            stacklevel=3,
+        )
+        last = n_samples
     if not 0 <= first < last <= n_samples:
         length = f"{n_samples} samples" if unit == "samples" else f"{n_samples / rate:g} s"
         raise ValueError(f"segment [{start}, {stop}) {unit} is empty or outside the recording (0 to {length})")
@@ -163,6 +174,10 @@ def export(
 ) -> Path:
     """Write samples [start, stop) of a recording to ``target`` at its true sample rate.
 
+    The file carries the source's name and the segment's start time as container tags; a WAV
+    also gets a GUANO chunk with the source's own GUANO fields, the segment's ``Timestamp``,
+    ``Length`` and ``Samplerate``. A ``stop`` past the end is clipped to it, with a warning.
+
     The file is written beside ``target`` under a hidden name and renamed over it only when
     complete, so an error or Ctrl-C leaves no partial file.
 
@@ -199,8 +214,10 @@ def export(
     ArchiveError
         If there is no recording at ``array_or_path``, or a clock-time bound is given for a
         recording without ``start_time``.
+    FileNotFoundError, PermissionError
+        If the target's folder does not exist or is not writable.
     ValueError
-        If the segment is empty or outside the recording, ``unit`` is unknown, or a clock time
+        If the segment is empty or starts outside the recording, ``unit`` is unknown, or a clock time
         has a UTC offset where the ``start_time`` has none (or the other way round).
     UnsupportedAudioError
         If FFmpeg has no such container or encoder, or the encoder cannot take the recording's
@@ -214,9 +231,13 @@ def export(
         raise ValueError(f"unit='samples' takes sample numbers, got start={start!r}, stop={stop!r}")
     first, last = sample_bounds(array.shape[0], rate, start, stop, unit)
     target = Path(target)
+    _check_writable_folder(target)
     partial = target.with_name(f".{target.stem}.{uuid.uuid4().hex[:8]}.partial{target.suffix}")
     try:
-        _write(_Segment(array, first, last), partial, target.name, _Encoding(format, codec, bitrate), progress)
+        segment = _Segment(array, first, last)
+        _write(segment, partial, target.name, _Encoding(format, codec, bitrate), progress)
+        if _is_riff_wave(partial):
+            _append_guano(partial, segment)
         os.replace(partial, target)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -224,9 +245,83 @@ def export(
     return target
 
 
+def _check_writable_folder(target: Path) -> None:
+    """Refuse a target whose folder is missing or read-only, before anything is read or encoded."""
+    folder = target.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot write {target}: the folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write {target}: the folder {folder} is not writable")
+
+
+def _segment_start(segment: _Segment) -> datetime | None:
+    """The clock time of the segment's first sample, if the recording has a start time."""
+    started = segment.array.attrs.get("start_time")
+    if not isinstance(started, str):
+        return None
+    return parse_start_time(started) + timedelta(seconds=segment.first / segment.rate)
+
+
+def _tags(segment: _Segment) -> dict[str, str]:
+    """Container tags: the source's name, the segment's start time, and where it came from."""
+    attrs: dict[str, Any] = segment.array.attrs.asdict()
+    tags = {"comment": f"zarr-aac export of {segment.array.path} samples {segment.first}-{segment.last}"}
+    source = attrs.get("source") or {}
+    if source.get("name"):
+        tags["title"] = str(source["name"])
+    began = _segment_start(segment)
+    if began is not None:
+        tags["date"] = began.isoformat()
+        tags["creation_time"] = began.isoformat()
+    return tags
+
+
+def _is_riff_wave(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(12)
+    return head[:4] == b"RIFF" and head[8:12] == b"WAVE"
+
+
+def _append_guano(path: Path, segment: _Segment) -> None:
+    """Append a GUANO chunk to a finished WAV: the source's own GUANO fields, then the segment's
+    timestamp, length and the source's name (bat software reads these, not container tags)."""
+    attrs: dict[str, Any] = segment.array.attrs.asdict()
+    # the stored fields are JSON (times as strings, positions as lists): read back as GUANO text,
+    # so the library parses each into the type it serialises
+    lines = [
+        f"{key}: {_guano_text(value)}"
+        for key, value in (attrs.get("guano") or {}).items()
+        if not key.startswith("GUANO|")
+    ]
+    metadata = guano.GuanoFile.from_string("\n".join(["GUANO|Version: 1.0", *lines]))
+    began = _segment_start(segment)
+    if began is not None:
+        metadata["Timestamp"] = began
+    metadata["Length"] = (segment.last - segment.first) / segment.rate
+    metadata["Samplerate"] = segment.rate
+    source = attrs.get("source") or {}
+    if source.get("name") and "Original Filename" not in metadata:
+        metadata["Original Filename"] = str(source["name"])
+    payload = metadata.serialize()
+    if len(payload) & 1:
+        payload += b"\0"  # RIFF chunks are padded to even length
+    with open(path, "r+b") as f:
+        f.seek(0, 2)
+        f.write(b"guan" + struct.pack("<I", len(payload)) + payload)
+        riff_size = f.tell() - 8
+        f.seek(4)
+        f.write(struct.pack("<I", riff_size))
+
+
+def _guano_text(value: Any) -> str:
+    text = " ".join(str(v) for v in value) if isinstance(value, list) else str(value)
+    return " ".join(text.splitlines())
+
+
 def _write(segment: _Segment, path: Path, label: str, encoding: _Encoding, progress: bool) -> None:
     """Encode ``segment`` into a new file at ``path``; ``label`` names it in messages."""
     with _open_output(path, label, encoding.format) as container:
+        container.metadata.update(_tags(segment))
         stream = _add_stream(container, segment, encoding)
         _encode(container, stream, segment, label, progress)
 
@@ -234,6 +329,8 @@ def _write(segment: _Segment, path: Path, label: str, encoding: _Encoding, progr
 def _open_output(path: Path, label: str, format: str | None) -> av.container.OutputContainer:
     try:
         return av.open(str(path), "w", format=format)
+    except OSError:  # a folder that went away or became read-only since it was checked
+        raise
     except (av.FFmpegError, ValueError) as exc:
         raise UnsupportedAudioError(f"cannot write {label}: FFmpeg knows no container for it ({exc})") from exc
 
@@ -279,6 +376,8 @@ def _encode(
                 bar.update(block.shape[0])
             container.mux(stream.encode(None))
         except av.FFmpegError as exc:
+            if isinstance(exc, OSError):  # the disk, not the encoder
+                raise OSError(exc.errno, f"writing {label} failed: {exc.strerror or exc}") from exc
             raise UnsupportedAudioError(
                 f"the {ctx.name} encoder failed writing {label} ({segment.channels} channels, {rate} Hz, {fmt}); "
                 f"it may not take that many channels or that rate, WAV does: {exc}"

@@ -287,7 +287,10 @@ def preview(
         importer._check_stream_declares_format(audio, path)
         layout = importer._RecordingLayout.of(audio, None, options)
         wanted = int(seconds * layout.sample_rate)
-        head, _ = importer._peek(importer._decoded_blocks(container, audio, path), wanted)
+        blocks = importer._decoded_blocks(
+            container, audio, path, importer._DecodeEnd(), salvage=options.allow_truncated
+        )
+        head, _ = importer._peek(blocks, wanted)
     if not head:
         raise SourceError(path, "it holds no audio samples")
     pcm = np.concatenate(head)[:wanted]

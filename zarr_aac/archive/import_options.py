@@ -15,14 +15,20 @@ from zarr_aac.codec.aac_codec import parse_bitrate
 from zarr_aac.start_time import parse_start_time
 
 DEFAULT_CHUNK_DURATION = 60.0
+MIN_CHUNK_DURATION = 0.1
+"""Seconds: each chunk also encodes 6 frames of lead-in and lead-out (about 0.13 s at 48 kHz), so
+shorter chunks store mostly padding (docs/importing.md)."""
 ARRAY_DTYPES = (np.dtype("int16"), np.dtype("float32"))
 """dtypes a recording can be stored as."""
 
 
 def parse_chunk_duration(value: Any) -> float:
-    """``value`` if it is a positive, finite number of seconds; else ValueError."""
-    if not value > 0 or not math.isfinite(value):
-        raise ValueError(f"chunk_duration must be a positive number of seconds, got {value!r}")
+    """``value`` if it is a finite number of seconds, at least MIN_CHUNK_DURATION; else ValueError."""
+    if not value >= MIN_CHUNK_DURATION or not math.isfinite(value):
+        raise ValueError(
+            f"chunk_duration must be a finite number of seconds, at least {MIN_CHUNK_DURATION} "
+            f"(shorter chunks store mostly encoder padding), got {value!r}"
+        )
     return value
 
 
@@ -62,11 +68,12 @@ class ImportOptions:
         :func:`~zarr_aac.archive.importer.aac_rate_for` pick it per source. The array always keeps
         the source's true rate.
     chunk_duration
-        Seconds per chunk, rounded to whole 1024-sample AAC frames.
+        Seconds per chunk, rounded to whole 1024-sample AAC frames; at least
+        :data:`MIN_CHUNK_DURATION` (0.1 s), below which chunks store mostly encoder padding.
     start_time
-        The recordings' start time, a datetime or an ISO-8601 string, overriding GUANO fields, tags
-        and file names. A time without a UTC offset is kept without one (see
-        :mod:`zarr_aac.start_time`).
+        The recording's start time, a datetime or an ISO-8601 string, overriding GUANO fields, tags
+        and file names; ``import_files`` takes it for a single source only. A time without a UTC
+        offset is kept without one (see :mod:`zarr_aac.start_time`).
     metadata
         JSON-serialisable user metadata, stored under each recording's ``user`` attribute.
     stream

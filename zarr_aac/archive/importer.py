@@ -14,7 +14,9 @@ import itertools
 import multiprocessing
 import os
 import re
+import signal
 import uuid
+import warnings
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
@@ -33,21 +35,31 @@ from zarr_aac.archive.chunk_writer import ChunkWriter
 from zarr_aac.archive.fidelity import FidelityReport, ReadBackComparison, clip_level_for
 from zarr_aac.archive.import_options import DEFAULT_CHUNK_DURATION, ImportOptions
 from zarr_aac.archive.recordings import (
+    IMPORTING_ATTR,
     TEMP_PREFIX,
     PathLike,
     catalogue_entries,
+    check_recording_name,
     child_names,
     commit_recording,
     delete_node,
     free_name,
+    importing_owner,
     name_taken,
     open_archive,
     recording_array,
     recording_with_hash,
+    remove_stale_imports,
 )
 from zarr_aac.codec import aac
 from zarr_aac.codec.aac_codec import DEFAULT_GAINS, AACCodec
-from zarr_aac.errors import ImportFailedError, SourceError, ZarrAACError
+from zarr_aac.errors import (
+    AlreadyImportedWarning,
+    ImportFailedError,
+    SourceError,
+    TruncatedSourceWarning,
+    ZarrAACError,
+)
 
 __all__ = [
     "DEFAULT_CHUNK_DURATION",
@@ -143,17 +155,49 @@ _FULL_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2.0**31, "s64": 2.0**63}
 """Integer sample formats and the value of full scale; u8 is offset by 128 as well."""
 
 
+@dataclass
+class _DecodeEnd:
+    """How decoding ended: ``error`` is FFmpeg's message when it stopped on undecodable data, with
+    ``samples`` decoded before it."""
+
+    samples: int = 0
+    error: str | None = None
+
+
 def _decoded_blocks(
-    container: av.container.InputContainer, stream: av.AudioStream, source: Path
+    container: av.container.InputContainer,
+    stream: av.AudioStream,
+    source: Path,
+    end: _DecodeEnd,
+    *,
+    salvage: bool,
 ) -> Iterator[np.ndarray]:
     """float32 (n, channels) blocks at the stream's own rate and channel order.
+
+    Undecodable data raises a SourceError, or with ``salvage`` ends the blocks there (as FFmpeg's
+    command line does with a file cut short), noted in ``end``.
 
     Converted here rather than by FFmpeg's resampler, which stops at 64 channels (microphone
     arrays have more); the scale is the resampler's, so 8/16-bit sources come back exactly.
     """
     ctx = stream.codec_context
     rate, channels = ctx.sample_rate, ctx.channels
-    for frame in container.decode(stream):
+    frames = container.decode(stream)
+    while True:
+        try:
+            frame = next(frames, None)
+        except av.FFmpegError as exc:
+            end.error = exc.strerror or str(exc)
+            if salvage:
+                return
+            raise SourceError(
+                source,
+                f"decoding failed after {end.samples} samples ({end.error}); "
+                f"{TRUNCATED_HINT.replace('import what is there', 'import what decodes')}",
+            ) from exc
+        if frame is None:
+            return
+        _stop_if_asked()
         if frame.sample_rate != rate or frame.layout.nb_channels != channels:
             raise SourceError(
                 source,
@@ -162,6 +206,7 @@ def _decoded_blocks(
             )
         data = frame.to_ndarray()
         samples = data.T if frame.format.is_planar else data.reshape(-1, channels)
+        end.samples += samples.shape[0]
         kind = frame.format.name.rstrip("p")
         if kind == "u8":
             yield (samples.astype(np.float32) - 128.0) / 128.0
@@ -239,19 +284,30 @@ class _RecordingLayout:
     def gain(self) -> float:
         return DEFAULT_GAINS[self.dtype]
 
-    def create_array(self, group: zarr.Group, name: str) -> zarr.Array:
-        """An empty array ``name`` of ``group`` with this layout, grown as samples arrive."""
+    def create_array(self, group: zarr.Group, name: str, owner: dict[str, Any]) -> zarr.Array:
+        """An empty array ``name`` of ``group`` with this layout, grown as samples arrive.
+
+        Every chunk is stored, all-zero ones too, and the codec says so: a chunk lost later then
+        raises on reading instead of reading as silence. ``owner`` names the importing process
+        until the recording is committed, so a later import can tell a dead one's leftovers.
+        """
         return group.create_array(
             name,
             shape=(0, self.channels),
             chunks=(self.chunk_length, self.chunk_channels),
             dtype=self.dtype,
             serializer=AACCodec(
-                sample_rate=self.sample_rate, aac_sample_rate=self.aac_sample_rate, bitrate=self.bitrate, gain=self.gain
+                sample_rate=self.sample_rate,
+                aac_sample_rate=self.aac_sample_rate,
+                bitrate=self.bitrate,
+                gain=self.gain,
+                all_chunks_stored=True,
             ),
             compressors=None,
             fill_value=0,
             dimension_names=("time", "channel"),
+            attributes={IMPORTING_ATTR: owner},
+            config={"write_empty_chunks": True},
         )
 
 
@@ -273,7 +329,7 @@ def _check_stream_declares_format(audio: av.AudioStream, source: Path) -> None:
 
 
 def _write_source(
-    source: Path, group: zarr.Group, temp_name: str, digest: str, options: ImportOptions
+    source: Path, group: zarr.Group, temp_name: str, digest: str, options: ImportOptions, *, owner: dict[str, Any]
 ) -> dict[str, Any]:
     """Decode ``source`` into a new array ``temp_name`` of ``group``; return its attributes."""
     with _open_source(source) as container:
@@ -282,25 +338,26 @@ def _write_source(
         riff = source_metadata.read_riff(source)
         declared = riff.declared_frames if riff.declared_frames is not None else _declared_samples(audio)
         layout = _RecordingLayout.of(audio, declared, options)
+        end = _DecodeEnd()
+        blocks = _decoded_blocks(container, audio, source, end, salvage=options.allow_truncated)
         try:
-            head, blocks = _peek(
-                _decoded_blocks(container, audio, source), NEAR_MONO_PROBE_SECONDS * layout.sample_rate
-            )
+            head, blocks = _peek(blocks, NEAR_MONO_PROBE_SECONDS * layout.sample_rate)
         except av.FFmpegError as exc:
             raise SourceError(source, f"decoding failed at its start ({exc.strerror or exc})") from exc
         layout = layout.for_content(np.concatenate(head) if head else np.zeros((0, layout.channels)), options)
-        array = layout.create_array(group, temp_name)
+        array = layout.create_array(group, temp_name, owner)
         report = FidelityReport(layout.sample_rate, layout.channels, clip_level_for(layout.dtype, layout.gain))
         disable_bar = None if options.progress else True
         with tqdm(total=declared, unit="sample", unit_scale=True, desc=source.name, disable=disable_bar) as bar:
             written = _write_samples(array, itertools.chain(head, blocks), source, layout, bar, report=report)
-        truncated = _is_truncated(written, declared, audio.codec_context.name)
+        truncated = end.error is not None or _is_truncated(written, declared, audio.codec_context.name)
         if truncated and not options.allow_truncated:
             raise SourceError(
                 source,
-                f"it is truncated: {written} samples decode, its header declares {declared} "
-                "(pass allow_truncated=True to import what is there)",
+                f"it is truncated: {written} samples decode, its header declares {declared} ({TRUNCATED_HINT})",
             )
+        if truncated:
+            _warn_truncated(source, written, declared, layout.sample_rate, end.error)
         tags = _tags(container, audio)
         started, started_from = source_metadata.start_time_from(
             user=options.start_time, guano_fields=riff.guano, tags=tags, filename=source.name
@@ -322,7 +379,7 @@ def _write_source(
         "guano": riff.guano,
         "user": options.metadata or {},
     }
-    array.attrs.update(attrs)
+    array.attrs.put(attrs)  # drops the owner's mark
     return attrs
 
 
@@ -370,6 +427,20 @@ def _write_samples(
     return written
 
 
+TRUNCATED_HINT = "import what is there with allow_truncated=True, or --allow-truncated on the command line"
+
+
+def _warn_truncated(source: Path, written: int, declared: int | None, rate: int, error: str | None) -> None:
+    """Say how much of a truncated source was imported."""
+    of = f" of the {declared} ({declared / rate:.2f} s) its header declares" if declared else ""
+    cause = f"; decoding stopped on undecodable data ({error})" if error else ""
+    warnings.warn(
+        f"{source.name} is truncated: imported {written} samples ({written / rate:.2f} s){of}{cause}",
+        TruncatedSourceWarning,
+        stacklevel=2,
+    )
+
+
 def _is_truncated(written: int, declared: int | None, codec_name: str) -> bool:
     if declared is None or declared <= 0:
         return False
@@ -379,12 +450,19 @@ def _is_truncated(written: int, declared: int | None, codec_name: str) -> bool:
 
 
 def _import_into_temp(
-    source: Path, store: Any, group_path: str, temp_name: str, *, digest: str, options: ImportOptions
+    source: Path,
+    store: Any,
+    group_path: str,
+    temp_name: str,
+    *,
+    digest: str,
+    options: ImportOptions,
+    owner: dict[str, Any],
 ) -> dict[str, Any]:
     """Worker entry point: write ``temp_name`` and return its attributes, or delete it and raise."""
     group = zarr.open_group(store=store, path=group_path, mode="r+")
     try:
-        return _write_source(source, group, temp_name, digest, options)
+        return _write_source(source, group, temp_name, digest, options, owner=owner)
     except BaseException:
         delete_node(group, temp_name)
         raise
@@ -403,6 +481,8 @@ def _prepare(source: PathLike) -> tuple[Path, str]:
     path = Path(source)
     if not path.is_file():
         raise SourceError(path, "no such file" if not path.exists() else "not a regular file")
+    if path.stat().st_size == 0:
+        raise SourceError(path, "it is empty (0 bytes)")
     return path, file_sha256(path)
 
 
@@ -475,18 +555,25 @@ def import_file(
         allow_truncated=allow_truncated,
         progress=progress,
     )
-    archive = open_archive(group)
+    if name is not None:
+        check_recording_name(name)
     path, digest = _prepare(source)
+    archive = open_archive(group)
+    remove_stale_imports(archive)
     entries = catalogue_entries(archive)
     existing = recording_with_hash(entries, digest)
     if existing is not None and existing in archive:
+        asked = _options_asked(options) + ([f"name={name!r}"] if name is not None and name != existing else [])
+        _warn_not_reimported([path], archive, [existing], asked)
         return recording_array(archive, existing)
     taken = set(entries) | set(archive.keys())
     if name is not None and name in taken:
         raise name_taken(archive, name)
     final = name if name is not None else free_name(_name_for(path), taken)
     temp = _temp_name()
-    attrs = _import_into_temp(path, archive.store, archive.path, temp, digest=digest, options=options)
+    attrs = _import_into_temp(
+        path, archive.store, archive.path, temp, digest=digest, options=options, owner=importing_owner()
+    )
     try:
         return commit_recording(archive, temp, final, attrs, exact=name is not None)
     except BaseException:
@@ -608,13 +695,50 @@ def import_files(
         allow_truncated=allow_truncated,
         progress=progress,
     )
-    archive = open_archive(group)
     paths = [Path(s) for s in sources]
+    if options.start_time is not None and len(paths) > 1:
+        raise ValueError(
+            f"start_time would give all {len(paths)} sources the same start, overriding their own; "
+            "import them one at a time, or set each start later with set_recording_attributes"
+        )
+    archive = open_archive(group)
+    remove_stale_imports(archive)
     batch = _Batch.hashed(paths, archive, options.progress)
+    skipped = [i for i in batch.digests if i not in batch.pending and batch.recording_of[batch.digests[i]]]
+    if skipped:
+        _warn_not_reimported(
+            [paths[i] for i in skipped],
+            archive,
+            [str(batch.recording_of[batch.digests[i]]) for i in skipped],
+            _options_asked(options),
+        )
     _import_and_commit(batch, archive, options, _worker_count(workers, archive, len(batch.pending)))
     if batch.failures:
         raise ImportFailedError(batch.failures)
     return batch.arrays(archive, len(paths))
+
+
+def _options_asked(options: ImportOptions) -> list[str]:
+    """The options that differ from the defaults, as ``name=value``: what re-importing cannot apply."""
+    default = ImportOptions()
+    return [
+        f"{name}={getattr(options, name)!r}"
+        for name in ("bitrate", "aac_sample_rate", "chunk_duration", "start_time", "metadata", "stream", "dtype")
+        if getattr(options, name) != getattr(default, name)
+    ]
+
+
+def _warn_not_reimported(paths: list[Path], archive: zarr.Group, names: list[str], asked: list[str]) -> None:
+    """Warn that sources already in the archive were skipped, if options were asked that this leaves unapplied."""
+    if not asked:  # skipping content already stored is the documented, expected re-run
+        return
+    listing = ", ".join(f"{path.name} (as {name})" for path, name in zip(paths, names, strict=True))
+    message = (
+        f"already imported, so not imported again and {', '.join(asked)} not applied: {listing}. "
+        "Change start_time or metadata with zarr_aac.set_recording_attributes (zarr-aac set); "
+        "to re-encode, delete the recording and import again"
+    )
+    warnings.warn(message, AlreadyImportedWarning, stacklevel=3)
 
 
 def _worker_count(workers: int | None, archive: zarr.Group, n_pending: int) -> int:
@@ -650,11 +774,18 @@ def _run(
     pending: dict[int, _PendingImport], archive: zarr.Group, options: ImportOptions, n_workers: int
 ) -> Iterator[tuple[int, dict[str, Any] | BaseException]]:
     """Yield (source number, attributes or the error) as imports finish."""
+    owner = importing_owner()
     if n_workers <= 1:
         for i, job in pending.items():
             try:
                 attrs = _import_into_temp(
-                    job.path, archive.store, archive.path, job.temp_name, digest=job.digest, options=options
+                    job.path,
+                    archive.store,
+                    archive.path,
+                    job.temp_name,
+                    digest=job.digest,
+                    options=options,
+                    owner=owner,
                 )
                 yield i, attrs
             except Exception as exc:  # noqa: BLE001 -- one file's failure, whatever raised it; an interrupt stops all
@@ -664,7 +795,10 @@ def _run(
     # process is unsafe; the server imports the importer once, so workers start in milliseconds.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["zarr_aac.archive.importer"])
-    with ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
+    stop = context.Event()
+    with ProcessPoolExecutor(
+        max_workers=n_workers, mp_context=context, initializer=_init_worker, initargs=(stop,)
+    ) as pool:
         futures = {
             pool.submit(
                 _import_into_temp,
@@ -674,6 +808,7 @@ def _run(
                 job.temp_name,
                 digest=job.digest,
                 options=options,
+                owner=owner,
             ): i
             for i, job in pending.items()
         }
@@ -687,8 +822,31 @@ def _run(
                 else:
                     raise error
         except BaseException:
+            # stop the files under way too, rather than wait for work that is thrown away
+            stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
             raise
+
+
+_stop_events: list[Any] = []
+"""In worker processes: the parent's multiprocessing Event asking them to stop."""
+
+
+class _StopRequested(Exception):
+    """The parent asked this worker to stop (it was interrupted): the file is abandoned."""
+
+
+def _stop_if_asked() -> None:
+    if _stop_events and _stop_events[0].is_set():
+        raise _StopRequested
+
+
+def _init_worker(stop: Any) -> None:
+    """Worker start-up: take the parent's stop event and leave Ctrl-C to the parent, which
+    stops every worker through the event (a worker interrupted on its own could die between
+    tasks and break the pool)."""
+    _stop_events[:] = [stop]
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _per_file_error(source: Path, error: BaseException) -> BaseException:

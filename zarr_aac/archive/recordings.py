@@ -9,8 +9,11 @@ never in the catalogue.
 from __future__ import annotations
 
 import os
+import socket
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +23,7 @@ from zarr.storage import LocalStore
 from zarr_aac.archive.pending_writes import delete_tree
 from zarr_aac.codec.aac_codec import AACCodec
 from zarr_aac.errors import ArchiveError, ZarrAACError
+from zarr_aac.start_time import parse_start_time
 
 try:
     import fcntl
@@ -35,6 +39,8 @@ if TYPE_CHECKING:
 CATALOGUE_ATTR = "catalogue"
 TEMP_PREFIX = ".importing-"
 """Arrays being written carry this prefix; they never appear in the catalogue."""
+IMPORTING_ATTR = "importing"
+"""Attribute of an array being written: the host and process id of the import that will commit it."""
 
 PathLike = str | os.PathLike
 
@@ -46,10 +52,38 @@ def open_archive(group: zarr.Group | PathLike, mode: AccessModeLiteral = "a") ->
     """The archive group at ``group`` (a group passes through); an ArchiveError if there is none."""
     if isinstance(group, zarr.Group):
         return group
+    _check_local_archive_path(group)
     try:
         return zarr.open_group(group, mode=mode)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.ContainsArrayError) as exc:
         raise ArchiveError(f"{group} is not a zarr-aac archive (a Zarr group): {exc}") from exc
+
+
+def _check_local_archive_path(group: PathLike) -> None:
+    """Refuse a local path that is a file, or a folder of other files: zarr would fail with a bare
+    OSError, or write ``zarr.json`` among the user's files."""
+    if "://" in os.fspath(group):
+        return
+    path = Path(group)
+    if path.is_file():
+        raise ArchiveError(f"{path} is a file, not an archive; give a folder (a new one is created)")
+    zarr_metadata = ("zarr.json", ".zgroup", ".zarray")
+    if path.is_dir() and not any((path / name).exists() for name in zarr_metadata) and any(path.iterdir()):
+        raise ArchiveError(
+            f"{path} is a folder of other files, not a Zarr group (it has no zarr.json); "
+            "give a new or empty folder for the archive"
+        )
+
+
+def check_recording_name(name: str) -> str:
+    """``name`` if it can name a recording: one path segment, not starting with '.' or '__'."""
+    if not isinstance(name, str) or not name or "/" in name or "\\" in name:
+        raise ValueError(f"a recording name is one non-empty path segment without '/' or '\\', got {name!r}")
+    if name.startswith(".") or name.startswith("__"):
+        raise ValueError(
+            f"a recording name cannot start with '.' or '__' (reserved by zarr-aac and zarr), got {name!r}"
+        )
+    return name
 
 
 def reopen(group: zarr.Group, mode: AccessModeLiteral = "r+") -> zarr.Group:
@@ -97,6 +131,46 @@ def recording_names(group: zarr.Group) -> list[str]:
 def unfinished_imports(group: zarr.Group) -> list[str]:
     """Sorted names of temporary arrays: imports under way, or left by a killed process."""
     return sorted(name for name in group.array_keys() if name.startswith(TEMP_PREFIX))
+
+
+def importing_owner() -> dict[str, Any]:
+    """This process, as the owner of the temporary arrays it will commit."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_imports(group: zarr.Group) -> list[str]:
+    """Delete the temporary arrays of imports whose process has died on this host; return their names.
+
+    An import marks its temporary array with its host and process id (:data:`IMPORTING_ATTR`);
+    one whose process no longer runs will never be committed. Arrays of other hosts, of live
+    processes, or without the mark (older versions) are left alone, and ``zarr-aac ls`` lists them.
+    """
+    host, removed = socket.gethostname(), []
+    # from the store's listing: array_keys() would warn about other writers' zarr.<id>.partial files
+    for name in sorted(n for n in child_names(group) if n.startswith(TEMP_PREFIX)):
+        try:
+            owner = zarr.open_array(store=group.store, path=child_path(group, name), mode="r").attrs.get(IMPORTING_ATTR)
+        except (FileNotFoundError, KeyError, ValueError):  # committed or deleted meanwhile
+            continue
+        if isinstance(owner, dict) and owner.get("host") == host and not _process_alive(int(owner["pid"])):
+            delete_node(group, name)
+            removed.append(name)
+    if removed:
+        warnings.warn(
+            f"removed {len(removed)} unfinished import(s) left by a process that died: {', '.join(removed)}",
+            stacklevel=3,
+        )
+    return removed
 
 
 def child_names(group: zarr.Group) -> set[str]:
@@ -287,3 +361,77 @@ def _open_node(path: PathLike) -> zarr.Array | zarr.Group:
         return zarr.open(path, mode="r")
     except FileNotFoundError as exc:
         raise ArchiveError(f"{path}: no Zarr array or group there") from exc
+
+
+def set_recording_attributes(
+    recording: zarr.Array | PathLike,
+    *,
+    start_time: datetime | date | str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> zarr.Array:
+    """Change a recording's start time or user metadata, in its attributes and the catalogue,
+    without re-encoding it.
+
+    Parameters
+    ----------
+    recording
+        The recording: an array of an archive, or its path such as ``archive.zarr/NAME``.
+    start_time
+        The new start time, a datetime or ISO-8601 string (see :mod:`zarr_aac.start_time`);
+        its ``start_time_source`` becomes ``"user"``. None leaves it as it is.
+    metadata
+        The new user metadata (JSON-serialisable), replacing the ``user`` attribute whole. None
+        leaves it as it is.
+
+    Returns
+    -------
+    zarr.Array
+        The recording, with its new attributes.
+
+    Raises
+    ------
+    ArchiveError
+        If there is no zarr_aac recording there.
+    ValueError
+        If ``start_time`` cannot be read or ``metadata`` is not JSON-serialisable.
+    """
+    from zarr_aac.archive.import_options import parse_user_metadata
+
+    changes: dict[str, Any] = {}
+    if start_time is not None:
+        changes["start_time"] = parse_start_time(start_time).isoformat()
+        changes["start_time_source"] = "user"
+    if metadata is not None:
+        changes["user"] = parse_user_metadata(metadata)
+    group, name = _archive_and_name(recording)
+    _recording_in(group, name)
+    with archive_lock(group):
+        archive = reopen(group)
+        array = _recording_in(archive, name)
+        array.attrs.update(changes)
+        entries = catalogue_entries(archive)
+        if name in entries:
+            entries[name] = {**entries[name], **changes}
+            archive.attrs.update({CATALOGUE_ATTR: entries})
+    return array
+
+
+def _recording_in(group: zarr.Group, name: str) -> zarr.Array:
+    node = group[name]
+    if not isinstance(node, zarr.Array):
+        raise ArchiveError(f"{node.store_path} is a group, not a recording")
+    return _check_recording(node)
+
+
+def _archive_and_name(recording: zarr.Array | PathLike) -> tuple[zarr.Group, str]:
+    """The writable group holding a recording, and its name in it."""
+    if isinstance(recording, zarr.Array):
+        parent, _, name = recording.path.rpartition("/")
+        return zarr.open_group(store=recording.store, path=parent, mode="r+"), name
+    parent, _, name = os.fspath(recording).rstrip("/").rpartition("/")
+    if not parent or not name:
+        raise ArchiveError(f"{recording}: give the recording as ARCHIVE/NAME")
+    group = open_archive(parent, mode="r+")
+    if name not in group:
+        raise ArchiveError(f"{parent} has no recording {name!r}")
+    return group, name

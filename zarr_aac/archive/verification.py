@@ -34,11 +34,12 @@ def verify(
     *,
     progress: bool = True,
     decode: bool = False,
-    report_missing: bool = False,
+    report_missing: bool = True,
 ) -> list[dict[str, str]]:
     """Check every chunk of every ``zarr_aac`` array in ``source``.
 
-    A stored chunk is bad when it fails its header, index or payload checks. Reads check only
+    A stored chunk is bad when it fails its header, index or payload checks; an absent one is
+    reported as missing. Reads check only
     what they fetch; this reads every chunk whole, so damage in frames nobody has read yet is
     found before it is needed.
 
@@ -52,14 +53,14 @@ def verify(
         Also decode every chunk, which catches frames FFmpeg rejects despite a matching
         checksum; much slower (docs/importing.md, "Verifying").
     report_missing
-        Also list absent chunks. zarr does not store chunks that equal the fill value unless
-        the array was written with ``write_empty_chunks=True``; in such archives an absent
-        chunk is lost data that would otherwise read as silence.
+        List absent chunks too. The importer stores every chunk, so there an absent chunk is
+        lost data; pass False for arrays written by zarr's default, which leaves out chunks
+        equal to the fill value.
 
     Returns
     -------
     list of dict
-        One ``{"array", "key", "error"}`` dict per bad chunk; empty when all are sound.
+        One ``{"array", "key", "error"}`` dict per bad or missing chunk; empty when all are sound.
 
     Raises
     ------
@@ -100,7 +101,7 @@ async def _verify_array(array: zarr.Array, decode: bool, report_missing: bool, b
             buf = await store.get(key, default_buffer_prototype())
         try:
             if buf is None:
-                return _problem(array, key, "missing: not stored, reads as fill values") if report_missing else None
+                return _problem(array, key, _missing_message(array)) if report_missing else None
             try:
                 _check_chunk(array, await _without_compressors(array, buf, key), key, decode)
             except CorruptChunkError as exc:
@@ -136,6 +137,13 @@ async def _without_compressors(array: zarr.Array, stored: Buffer, key: str) -> b
             raise CorruptChunkError(key, f"{compressor} decompressed it to nothing")
         stored = decoded
     return stored.to_bytes()
+
+
+def _missing_message(array: zarr.Array) -> str:
+    codec = array.serializer
+    if isinstance(codec, AACCodec) and codec.all_chunks_stored:
+        return "missing: not stored, though the array stores every chunk (lost data; reads raise MissingChunkError)"
+    return "missing: not stored, reads as fill values (zarr leaves out chunks equal to the fill value)"
 
 
 def _check_chunk(array: zarr.Array, data: bytes, key: str, decode: bool) -> None:

@@ -41,7 +41,13 @@ from zarr_aac.codec.chunk_format import (
 from zarr_aac.codec.generation_loss import note_decoded, warn_if_reencoded
 from zarr_aac.codec.prefix_cache import location_of, prefixes
 from zarr_aac.codec.tolerant import fill_or_raise
-from zarr_aac.errors import AudioDecodeError, ChunkReadError, CorruptChunkError, UnsupportedAudioError
+from zarr_aac.errors import (
+    AudioDecodeError,
+    ChunkReadError,
+    CorruptChunkError,
+    MissingChunkError,
+    UnsupportedAudioError,
+)
 from zarr_aac.validation import channels_of, parse_int_in_range, parse_positive_int
 
 if TYPE_CHECKING:
@@ -78,6 +84,13 @@ worse above (about 25 dB worse at full scale): int16 full scale, and float32 sam
 LEGACY_GAIN = 1.0
 """The gain of a configuration without one: arrays written by zarr-aac 0.2."""
 MIN_GAIN_EXPONENT = -16
+
+
+def parse_all_chunks_stored(value: Any) -> bool:
+    """``value`` if it is a bool; else ValueError."""
+    if not isinstance(value, bool):
+        raise ValueError(f"all_chunks_stored must be true or false, got {value!r}")
+    return value
 
 
 def parse_sample_rate(value: Any) -> int:
@@ -160,6 +173,11 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
     cutoff : int, optional
         The encoder's low-pass, in Hz at ``aac_sample_rate``, at most its Nyquist frequency (the
         default: the whole band). An encoding choice only; readers ignore it.
+    all_chunks_stored : bool, optional
+        Every chunk inside the array's shape is stored, all-zero ones too (the importer writes
+        arrays so). A read that meets an absent chunk then raises ``MissingChunkError`` instead
+        of returning fill values, which could not be told from silence. Written to the array
+        metadata only when true.
 
     Raises
     ------
@@ -177,6 +195,7 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
     bitrate: int | None
     gain: float | None
     cutoff: int | None
+    all_chunks_stored: bool
 
     def __init__(
         self,
@@ -186,6 +205,7 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         aac_sample_rate: int | None = None,
         gain: float | None = None,
         cutoff: int | None = None,
+        all_chunks_stored: bool = False,
     ) -> None:
         rate = parse_sample_rate(sample_rate)
         object.__setattr__(self, "sample_rate", rate)
@@ -193,6 +213,7 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         object.__setattr__(self, "bitrate", parse_bitrate(bitrate))
         object.__setattr__(self, "gain", parse_gain(gain))
         object.__setattr__(self, "cutoff", parse_cutoff(cutoff, self.aac_sample_rate))
+        object.__setattr__(self, "all_chunks_stored", parse_all_chunks_stored(all_chunks_stored))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
@@ -237,6 +258,8 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
             configuration["bitrate"] = self.bitrate
         if self.cutoff is not None:
             configuration["cutoff"] = self.cutoff
+        if self.all_chunks_stored:
+            configuration["all_chunks_stored"] = True
         return {"name": CODEC_NAME, "configuration": configuration}
 
     def compute_encoded_size(self, input_byte_length: int, chunk_spec: ArraySpec) -> int:
@@ -392,10 +415,14 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
     async def _decode_partial_single(
         self, byte_getter: ByteGetter, selection: SelectorTuple, chunk_spec: ArraySpec
     ) -> NDBuffer | None:
-        """Decode ``selection`` of one chunk; a corrupt chunk raises unless tolerant reads are on."""
+        """Decode ``selection`` of one chunk; a corrupt chunk, or an absent one of an array whose
+        chunks are all stored, raises unless tolerant reads are on."""
         try:
             with _reads_in_flight.counting():
-                return await self._decode_selection(byte_getter, selection, chunk_spec)
+                result = await self._decode_selection(byte_getter, selection, chunk_spec)
+            if result is None and self.all_chunks_stored:
+                raise MissingChunkError(_key_of(byte_getter, len(chunk_spec.shape)))
+            return result
         except CorruptChunkError as exc:
             return fill_or_raise(exc, selection, chunk_spec)
 
@@ -407,7 +434,7 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         if not isinstance(selection, tuple):
             # zarr's indexers give a tuple per chunk (np.ix_ included); its annotation allows more.
             raise TypeError(f"zarr_aac reads chunk selections given as tuples, zarr gave {type(selection).__name__}")
-        key = _key_of(byte_getter)
+        key = _key_of(byte_getter, len(chunk_spec.shape))
         shape = chunk_spec.shape
         prototype = chunk_spec.prototype
         samples = _sample_selection(selection[0], shape[0])
@@ -867,9 +894,15 @@ async def _get(
         raise ChunkReadError(key, f"{byte_getter}: {type(exc).__name__}: {exc}") from exc
 
 
-def _key_of(byte_getter: Any) -> str | None:
+def _key_of(byte_getter: Any, ndim: int) -> str | None:
+    """The chunk's path in its store; with the store's location when the path is the chunk key
+    alone (an array opened by its own path), which would name no recording."""
     path = getattr(byte_getter, "path", None)
-    return path if isinstance(path, str) else None
+    if not isinstance(path, str):
+        return None
+    if len(path.split("/")) <= ndim + 1 and getattr(byte_getter, "store", None) is not None:
+        return str(byte_getter)
+    return path
 
 
 def _frame_payloads(payload: memoryview, index: FrameIndex, start: int, stop: int, base: int = 0) -> list[memoryview]:

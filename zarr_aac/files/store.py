@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import platformdirs
 import zarr
 from zarr.abc.store import ByteRequest, OffsetByteRequest, RangeByteRequest, Store, SuffixByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
@@ -176,10 +177,19 @@ def load_index(path: Path, identity: dict[str, Any], track: int | None) -> Strea
         return None
 
 
+def index_cache_path(path: str | os.PathLike) -> Path:
+    """Where the frame index of the local file ``path`` is cached unless asked otherwise: in the
+    user's cache folder (platformdirs), named by a hash of the file's absolute path, so nothing is
+    written beside the user's recordings."""
+    name = hashlib.sha256(os.fsencode(Path(path).resolve())).hexdigest()[:32]
+    return Path(platformdirs.user_cache_dir("zarr-aac")) / "indexes" / f"{name}{INDEX_SUFFIX}"
+
+
 def _default_index_path(source: StoreByteSource) -> Path | None:
-    """Beside a local file; nowhere for other stores, where a sidecar may not be writable or wanted."""
+    """In the cache folder for a local file; nowhere for other stores, whose files the cache
+    could not tell apart cheaply."""
     if isinstance(source.store, LocalStore):
-        return Path(source.name + INDEX_SUFFIX)
+        return index_cache_path(source.name)
     return None
 
 
@@ -197,6 +207,8 @@ async def _open_index(
     if index is None:
         index = await index_stream(source, track)
         try:
+            if index_path is None:
+                path.parent.mkdir(parents=True, exist_ok=True)
             save_index(path, index, identity, track)
         except OSError as exc:
             if index_path is not None:
@@ -307,7 +319,8 @@ class AACFileStore(Store):
     ) -> AACFileStore:
         """Open a local ``.aac`` (ADTS) or ``.m4a``/``.mp4`` file.
 
-        The frame index is built once and cached beside the file in ``<file>.zaac-index.npz``.
+        The frame index is built once and cached in the user's cache folder (see
+        :func:`index_cache_path`).
 
         Parameters
         ----------
@@ -320,8 +333,8 @@ class AACFileStore(Store):
         track : int, optional
             Which of an MP4 file's audio tracks (0, the default, is the first).
         index_path : str, os.PathLike or bool, optional
-            Where to cache the frame index instead (a write failure then raises rather than
-            warns); ``False`` for no cache.
+            Where to cache the frame index instead, e.g. beside the file (a write failure then
+            raises rather than warns); ``False`` for no cache.
 
         Returns
         -------
@@ -652,8 +665,8 @@ def open_aac_file(
     """An ``.m4a``/``.mp4``/``.aac`` file as a read-only PCM zarr array, decoded from its own frames.
 
     Array sample ``i`` is the ``i``-th sample a standard decoder (FFmpeg) presents: an MP4 edit
-    list's priming is dropped, ADTS has none. The frame index is built once and cached in
-    ``<file>.zaac-index.npz`` beside a local file.
+    list's priming is dropped, ADTS has none. The frame index of a local file is built once and
+    cached in the user's cache folder (:func:`~zarr_aac.files.store.index_cache_path`).
 
     Parameters
     ----------
@@ -666,8 +679,8 @@ def open_aac_file(
     track : int, optional
         Which of an MP4 file's audio tracks (0, the default, is the first).
     index_path : str, os.PathLike or bool, optional
-        Where to cache the frame index instead of beside the file (URLs and stores get no cache
-        unless given one); ``False`` for no cache.
+        Where to cache the frame index instead of the cache folder, e.g. beside the file (URLs
+        and stores get no cache unless given one); ``False`` for no cache.
     storage_options : dict, optional
         Passed to fsspec when ``source`` is a URL.
 
