@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -68,6 +69,9 @@ class FidelityReport:
         self.channels = channels
         self.clip_level = clip_level
         self.samples = 0
+        """Samples compared with what was stored."""
+        self.samples_seen = 0
+        """Samples of the source accounted for, compared or not (peaks and clipped samples)."""
         self.source_energy = 0.0
         self.error_energy = 0.0
         self.source_peak = 0.0
@@ -88,10 +92,9 @@ class FidelityReport:
         self.samples += source.shape[0]
         self.source_energy += float(np.dot(source_flat, source_flat))
         self.error_energy += float(np.dot(error, error))
-        if source.size:
-            self.source_peak = max(self.source_peak, float(source.max()), -float(source.min()))
+        self.note_source(source)
+        if stored.size:
             self.stored_peak = max(self.stored_peak, float(stored.max()), -float(stored.min()))
-            self.clipped += int(np.count_nonzero((source > self.clip_level) | (source < -self.clip_level)))
         whole = source.shape[0] // BLOCK_LENGTH * BLOCK_LENGTH
         if not whole:
             return
@@ -107,6 +110,13 @@ class FidelityReport:
             (self.error_spectrum, stored_spectrum - source_spectrum),
         ):
             np.add(total, _power(spectrum).sum(axis=0), out=total)
+
+    def note_source(self, source: np.ndarray) -> None:
+        """Account for source samples in the peak and clipped counts only (not compared)."""
+        self.samples_seen += source.shape[0]
+        if source.size:
+            self.source_peak = max(self.source_peak, float(source.max()), -float(source.min()))
+            self.clipped += int(np.count_nonzero((source > self.clip_level) | (source < -self.clip_level)))
 
     def _blocks(self, pcm: np.ndarray) -> np.ndarray:
         """Hann-windowed (blocks x channels, BLOCK_LENGTH) float32 copy of every SPECTRUM_EVERY-th block of ``pcm``."""
@@ -178,6 +188,7 @@ class FidelityReport:
             "input_peak_dbfs": _db(self.source_peak**2),
             "output_peak_dbfs": _db(self.stored_peak**2),
             "clipped_samples": self.clipped,
+            "compared_fraction": round(self.samples / self.samples_seen, 3) if self.samples_seen else None,
             "size_pct_pcm16": round(100 * stored_nbytes / pcm16_nbytes, 1) if pcm16_nbytes else None,
         }
 
@@ -364,64 +375,64 @@ def clip_level_for(dtype: np.dtype, gain: float) -> float:
     return 1.0 if dtype == np.int16 else 1 / gain
 
 
-COMPARED_BYTES = 64 * 2**20
-"""Source samples held for comparison with what the array reads back, in bytes, at most."""
+COMPARED_BYTES_PER_CHUNK = 8 * 2**20
+"""Source samples of each chunk compared with what the array reads back, in bytes of float32, at most."""
+STRETCH_SAMPLES = 16 * BLOCK_LENGTH
+"""Samples read back and compared at a time."""
 
 
 class ReadBackComparison:
     """Feeds a :class:`FidelityReport` while a recording is written chunk by chunk.
 
-    The importer hands over each decoded block with its position; once the array has grown over
-    a held stretch (its chunks are stored), the stretch is read back and compared. At most
-    ``COMPARED_BYTES`` of source samples are held: when the encoders run further behind, blocks
-    are left out of the report (``FidelityReport.samples`` counts those compared), so memory
-    stays bounded whatever the chunk size.
+    The importer hands over each decoded block with its position. The first
+    ``COMPARED_BYTES_PER_CHUNK`` of every chunk (all of a chunk of 60 s of stereo at 48 kHz or
+    less) are kept until the array has grown over them, then read back and compared in
+    stretches; the rest of the chunk counts towards the peaks and clipped samples only. What is
+    held is bounded whatever the chunk size, and which samples are compared depends only on
+    their position, so the report does not depend on timing.
 
     Parameters
     ----------
     array : zarr.Array
-        The recording being written.
+        The recording being written, of shape (samples, channels).
     report : FidelityReport
-        The report to add the compared stretches to.
+        The report to add the samples to.
     """
 
     def __init__(self, array: zarr.Array, report: FidelityReport) -> None:
         self._array = array
         self._report = report
-        self._held: list[np.ndarray] = []
-        self._held_start = 0
-        self._held_bytes = 0
+        self._chunk_length = array.chunks[0]
+        frame_bytes = 4 * report.channels
+        self._compared_per_chunk = min(self._chunk_length, max(BLOCK_LENGTH, COMPARED_BYTES_PER_CHUNK // frame_bytes))
+        self._held: deque[tuple[int, np.ndarray]] = deque()
 
     def hold(self, block: np.ndarray, start: int) -> None:
-        """Keep float32 ``block``, written at row ``start``, for comparison (if there is room)."""
-        if self._held and start != self._held_start + sum(b.shape[0] for b in self._held):
-            self._compare_held()
-        if self._held_bytes + block.nbytes > COMPARED_BYTES:
-            return
-        if not self._held:
-            self._held_start = start
-        self._held.append(block)
-        self._held_bytes += block.nbytes
+        """Take float32 ``block``, written at row ``start``: keep what is to be compared."""
+        position, end = start, start + block.shape[0]
+        while position < end:
+            chunk_start = position - position % self._chunk_length
+            compared_end = chunk_start + self._compared_per_chunk
+            stop = min(end, compared_end if position < compared_end else chunk_start + self._chunk_length)
+            piece = block[position - start : stop - start]
+            if position < compared_end:
+                self._held.append((position, piece))
+            else:
+                self._report.note_source(piece)
+            position = stop
 
     def compare_stored(self) -> None:
-        """Compare the held samples the array now reads back, in one stretch."""
+        """Read back and compare the held samples the array now holds, in contiguous stretches."""
         stored = self._array.shape[0]
-        if not self._held or self._held_start >= stored:
-            return
-        lengths = np.cumsum([b.shape[0] for b in self._held])
-        ready = int(np.searchsorted(lengths, stored - self._held_start, side="right"))
-        if ready:
-            self._compare(ready)
-
-    def _compare_held(self) -> None:
-        """The held samples were all written but the next block does not follow them: compare
-        them once stored (the array grows over them before the next chunk is started)."""
-        self.compare_stored()
-        self._held, self._held_bytes = [], 0
-
-    def _compare(self, count: int) -> None:
-        stretch = np.concatenate(self._held[:count]) if count > 1 else self._held[0]
-        self._report.add_stored(stretch, self._array, self._held_start)
-        self._held = self._held[count:]
-        self._held_start += stretch.shape[0]
-        self._held_bytes -= stretch.nbytes
+        while self._held and self._held[0][0] + self._held[0][1].shape[0] <= stored:
+            start, first = self._held.popleft()
+            pieces, length = [first], first.shape[0]
+            while (
+                self._held
+                and length < STRETCH_SAMPLES
+                and self._held[0][0] == start + length
+                and self._held[0][0] + self._held[0][1].shape[0] <= stored
+            ):
+                pieces.append(self._held.popleft()[1])
+                length += pieces[-1].shape[0]
+            self._report.add_stored(np.concatenate(pieces) if len(pieces) > 1 else first, self._array, start)
