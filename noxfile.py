@@ -82,6 +82,6 @@ def mutate(session: nox.Session) -> None:
     """Mutation testing with mutmut over the read path, chunk format, time index and importer commit
     ([tool.mutmut] in pyproject.toml); `nox -s mutate -- zarr_aac.codec.chunk_format*` limits it to
     the mutants whose names match. Kill rates and the surviving mutants: docs/claims.md."""
-    session.install("-e", ".[test]", "mutmut>=3.3")
+    session.install("-e", ".[test]")
     session.run("mutmut", "run", "--max-children", str(os.cpu_count() or 1), *session.posargs)
     session.run("mutmut", "results")
