@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 import types
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import IN_CI
+from support.media import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,12 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def metaflac() -> str:
     """metaflac (the flac package), which gives the benchmark's FLAC its seek table; required in CI."""
-    path = shutil.which("metaflac")
-    if path is None:
-        if IN_CI:
-            pytest.fail("metaflac is not installed; .ci/run must install the flac package")
-        pytest.skip("metaflac not installed (apt-get install flac)")
-    return path
+    return require_tool("metaflac")
 
 
 @pytest.fixture

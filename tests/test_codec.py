@@ -8,6 +8,7 @@ import pytest
 import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.chunks import Chunk
 from support.selections import assert_selections_match, reference_decode
 from support.signals import tone_with_noise
 from support.stores import RecordingStore
@@ -182,7 +183,11 @@ class TestPartialDecode:
         header = zarr_aac.codec.chunk_format.parse_header(data, "c/1/0")
         index = zarr_aac.codec.chunk_format.parse_prefix(data, header, "c/1/0").index
         assert index.table.shape == (header.n_frames, 3)
-        np.testing.assert_array_equal(index.table[1:, 0], np.cumsum(index.frame_sizes)[:-1])
+        stored = Chunk.parse(data)  # the spec's layout, parsed without the package
+        sizes = stored.sizes.astype(np.int64)
+        np.testing.assert_array_equal(index.table[:, 0], np.concatenate([[0], np.cumsum(sizes)[:-1]]))
+        np.testing.assert_array_equal(index.table[:, 1], sizes)
+        np.testing.assert_array_equal(index.table[:, 2], np.arange(sizes.size) * 1024 - stored.fields["skip"])
         assert header.n_frames == aac.frames_for_samples(96_000 + LEAD_IN + LEAD_OUT)
         assert 2 * header.n_frames / len(data) < 0.01
 

@@ -4,7 +4,6 @@ cannot be served exactly."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import av
 import numpy as np
 import pytest
 import soundfile
-from support.media import ffmpeg_aac, two_track_aac
+from support.media import ffmpeg_aac, require_tool, two_track_aac
 from zarr.core.sync import sync
 
 from zarr_aac.errors import CorruptSourceError, SourceNotFoundError, UnsupportedAudioError
@@ -27,9 +26,7 @@ def _index(path, track=None):
 
 def _ffprobe_packets(path: Path, stream: int = 0) -> np.ndarray:
     """(pos, size) of every packet of audio stream ``stream`` as ffprobe lists them."""
-    ffprobe = shutil.which("ffprobe")
-    if ffprobe is None:
-        pytest.skip("ffprobe not installed")
+    ffprobe = require_tool("ffprobe")
     out = subprocess.run(
         [
             ffprobe,

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import zarr
+from support.media import require_tool
 
 from zarr_aac import import_file
 from zarr_aac.archive.recordings import CATALOGUE_ATTR, TEMP_PREFIX
@@ -30,11 +31,7 @@ def crow() -> np.ndarray:
 @pytest.fixture(scope="module")
 def encoded(tmp_path_factory, crow) -> dict[str, Path]:
     """The crow clip as MP3, FLAC and M4A made by the ffmpeg command line."""
-    import shutil
-
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        pytest.skip("ffmpeg command line not installed")
+    ffmpeg = require_tool("ffmpeg")
     out = tmp_path_factory.mktemp("encoded")
     wav = out / "crow.wav"
     sf.write(wav, crow, 44100, subtype="PCM_16")
@@ -53,11 +50,9 @@ def encoded(tmp_path_factory, crow) -> dict[str, Path]:
 def cli_decode(path: Path) -> np.ndarray | None:
     """Samples of ``path`` as the ffmpeg command line decodes them: float32 (n, channels), or
     None where ffprobe finds no audio stream in it."""
-    import shutil
-
     probe = subprocess.run(
         [
-            shutil.which("ffprobe") or "ffprobe",
+            require_tool("ffprobe"),
             "-v",
             "error",
             "-select_streams",
@@ -76,7 +71,7 @@ def cli_decode(path: Path) -> np.ndarray | None:
         return None
     channels = int(probe.stdout.strip().splitlines()[0])
     raw = subprocess.run(
-        [shutil.which("ffmpeg"), "-v", "quiet", "-i", str(path), "-f", "f32le", "-"], capture_output=True, check=False
+        [require_tool("ffmpeg"), "-v", "quiet", "-i", str(path), "-f", "f32le", "-"], capture_output=True, check=False
     ).stdout
     return np.frombuffer(raw, dtype="<f4").reshape(-1, channels)
 
@@ -145,26 +140,44 @@ def test_paths_that_are_not_files_are_refused(tmp_path):
     assert isinstance(import_or_refuse(tmp_path / "folder.flac", root), SourceError)
 
 
+TAIL_DECODE_ERROR = pytest.mark.xfail(
+    strict=True,
+    reason="the importer gives up on a decode error at the cut, even with allow_truncated, where the "
+    "ffmpeg command line keeps the samples before it (docs/claims.md, open findings)",
+)
+
+
 @pytest.mark.parametrize(
     ("ext", "keep"),
-    [(e, k) for e in ("mp3", "flac", "m4a") for k in (0.02, 0.5, 0.97)],
+    [
+        pytest.param(e, k, marks=TAIL_DECODE_ERROR if (e, k) in {("flac", 0.97), ("m4a", 0.5), ("m4a", 0.97)} else ())
+        for e in ("mp3", "flac", "m4a")
+        for k in (0.02, 0.5, 0.97)
+    ],
 )
 def test_truncated_files_are_refused_or_imported_as_far_as_they_decode(tmp_path, encoded, ext, keep):
-    """A cut file either fails with SourceError (no array left) or imports what the ffmpeg
-    command line decodes from it; allow_truncated imports what is there."""
+    """A cut file from which the ffmpeg command line decodes nothing fails with SourceError (no
+    array left); one it decodes samples from imports them with allow_truncated, and without it
+    either imports whole (the cut lost no samples) or fails naming allow_truncated."""
     data = encoded[ext].read_bytes()
     source = tmp_path / f"cut.{ext}"
     source.write_bytes(data[: int(len(data) * keep)])
-    root = tmp_path / "archive.zarr"
-    outcome = import_or_refuse(source, root)
-    if isinstance(outcome, SourceError):
-        outcome = import_or_refuse(source, root, allow_truncated=True)
-    if isinstance(outcome, SourceError):
-        return
     reference = cli_decode(source)
-    assert outcome.shape[0] == pytest.approx(reference.shape[0], abs=2048)
-    n = min(outcome.shape[0], reference.shape[0])
-    assert snr_db(reference[:n], as_float(outcome[:n])) > 12
+    declared = len(sf.read(encoded["flac"], dtype="int16")[0])
+    default = import_or_refuse(source, tmp_path / "default.zarr")
+    allowed = import_or_refuse(source, tmp_path / "allowed.zarr", allow_truncated=True)
+    if reference is None or reference.shape[0] == 0:
+        assert isinstance(default, SourceError) and isinstance(allowed, SourceError)
+        return
+    assert not isinstance(allowed, SourceError), allowed
+    assert allowed.shape[0] == pytest.approx(reference.shape[0], abs=2048)
+    n = min(allowed.shape[0], reference.shape[0])
+    assert snr_db(reference[:n], as_float(allowed[:n])) > 12
+    if isinstance(default, SourceError):
+        assert "allow_truncated" in str(default)
+    else:
+        assert default.shape[0] == pytest.approx(declared, abs=2048)
+        np.testing.assert_array_equal(default[:], allowed[:])
 
 
 @pytest.mark.parametrize("ext", ["mp3", "flac", "m4a"])

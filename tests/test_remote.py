@@ -7,7 +7,6 @@ bounded number of range requests, never a download of the file.
 from __future__ import annotations
 
 import re
-import shutil
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support.media import ffmpeg_aac, pyav_decode, write_wav
+from support.media import ffmpeg_aac, pyav_decode, require_tool, write_wav
 
 pytest.importorskip("aiohttp")
 from zarr_aac.files.store import open_aac_file
@@ -84,9 +83,7 @@ def served(tmp_path_factory):
 @pytest.fixture(scope="module")
 def recordings(served):
     """An M4A and an ADTS file of 20 s stereo, made by the ffmpeg command line, in the served directory."""
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        pytest.skip("ffmpeg command line not installed")
+    ffmpeg = require_tool("ffmpeg")
     _, _, root = served
     rng = np.random.default_rng(3)
     t = np.arange(20 * RATE) / RATE

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import pickle
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 from support.chunks import Chunk
-from support.media import ffmpeg_aac, write_wav
+from support.media import ffmpeg_aac, require_tool, write_wav
 from support.signals import tones
 from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.core.buffer import Buffer, cpu, default_buffer_prototype
@@ -39,9 +38,7 @@ UNLISTED = ["c/0", "foo/c/0.0", "foo/0/0", "c/00/0", "c/01/0", "c/²/0", "c/٣/0
 
 @pytest.fixture(scope="module")
 def adts_file(tmp_path_factory) -> Path:
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        pytest.skip("ffmpeg command line not installed")
+    ffmpeg = require_tool("ffmpeg")
     root = tmp_path_factory.mktemp("conformance")
     wav = write_wav(root / "tone.wav", tones(N_CHUNKS * CHUNK_LENGTH - 3000, RATE, (440.0,)), RATE)
     return ffmpeg_aac(ffmpeg, wav, root / "tone.aac")

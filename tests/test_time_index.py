@@ -250,3 +250,41 @@ def test_reversed_isel_of_a_huge_axis_allocates_only_the_selection():
 def test_empty_axis_refuses_point_selection():
     with pytest.raises(TimeLabelError, match="empty"):
         dataset(0, 8000).sel(time=START, method="nearest")
+
+
+def test_edges_ties_aliases_and_tolerance_as_documented():
+    """docs/xarray.md "Selection semantics" at the cases random labels rarely hit: the first and
+    last instants exactly, a label halfway between two samples (ties go to the earlier), the
+    method aliases, a tolerance equal to the distance, and errors naming the label, the remedy
+    and the axis' span."""
+    rate = 8000  # 125 000 ns a sample: exact halves
+    ds = dataset(10, rate)
+    labels = reference_labels(10, rate)
+    first, last = np.datetime64(int(labels[0]), "ns"), np.datetime64(int(labels[-1]), "ns")
+    assert positions_of(ds, time=first) == 0
+    assert positions_of(ds, time=last) == 9
+    halfway = np.datetime64(int(labels[3] + labels[4]) // 2, "ns")
+    assert positions_of(ds, time=halfway, method="nearest") == 3
+    assert positions_of(ds, time=halfway, method="ffill") == positions_of(ds, time=halfway, method="pad") == 3
+    assert positions_of(ds, time=halfway, method="backfill") == positions_of(ds, time=halfway, method="bfill") == 4
+    assert positions_of(ds, time=halfway, method="nearest", tolerance="62500ns") == 3
+    with pytest.raises(TimeLabelError, match=r"has no sample within '62499ns'") as info:
+        ds.sel(time=halfway, method="nearest", tolerance="62499ns")
+    span = "runs from 2026-06-10T05:00:00.000000000 to 2026-06-10T05:00:00.001125000 at 8000 Hz"
+    assert repr(halfway) in str(info.value) and span in str(info.value)
+    with pytest.raises(TimeLabelError, match=r"is not the instant of a sample; pass method='nearest' or 'pad'") as info:
+        ds.sel(time=halfway)
+    assert repr(halfway) in str(info.value) and span in str(info.value)
+    before, after = first - np.timedelta64(1, "ns"), last + np.timedelta64(1, "ns")
+    for label, method, problem in [(before, "ffill", "lies before"), (after, "backfill", "lies after")]:
+        with pytest.raises(TimeLabelError, match=f"{problem} the recording") as info:
+            ds.sel(time=label, method=method)
+        assert repr(label) in str(info.value) and span in str(info.value)
+    sliced = ds.isel(time=slice(3, None, 2))
+    for k, t in enumerate(labels[3::2].tolist()):
+        assert positions_of(sliced, time=np.datetime64(t, "ns"), method="pad") == k
+        if k:
+            assert positions_of(sliced, time=np.datetime64(t - 1, "ns"), method="pad") == k - 1
+    later = dataset(10, rate, start="2026-06-10T06:00:00Z")
+    assert ds.xindexes["time"].equals(dataset(10, rate).xindexes["time"])
+    assert not ds.xindexes["time"].equals(later.xindexes["time"])

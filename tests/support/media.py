@@ -3,12 +3,23 @@ samples FFmpeg itself decodes from a file: the references the file adapter and i
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 import soundfile
+
+
+def require_tool(name: str) -> str:
+    """The path of command-line tool ``name`` (ffmpeg, ffprobe); the test skips without it, which
+    under CI=true fails (tests/conftest.py), as CI installs it (`.ci/run`)."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"requires the {name} command line (not installed)")
+    return path
 
 
 def write_wav(path: Path, pcm: np.ndarray, rate: int) -> Path:

@@ -36,3 +36,9 @@ def click_train(n: int, channels: int, positions: Sequence[int], amplitude: floa
 def as_int16(pcm: np.ndarray) -> np.ndarray:
     """float PCM in [-1, 1] scaled to int16 full scale (32767, so 1.0 does not wrap)."""
     return (pcm * 32767).astype(np.int16)
+
+
+def int16_reference(pcm: np.ndarray) -> np.ndarray:
+    """docs/spec.md's int16 output for decoded float PCM, computed in float64 here:
+    ``clip(round(x * 32768), -32768, 32767)``."""
+    return np.clip(np.round(pcm.astype(np.float64) * 32768), -32768, 32767).astype(np.int16)
