@@ -236,7 +236,7 @@ def _write_archive(wav, archive, rate: int) -> None:
         for start, stop in bounds
     ]
     pcm = xr.DataArray(dask.array.concatenate(blocks), dims=("time", "channel"))
-    to_aac(pcm, str(archive), sample_rate=rate, start_time=START, chunk_samples=block)
+    to_aac(pcm, str(archive), sample_rate=rate, start_time=START, chunk_length=block)
 
 
 def _minute_rms(ds: xr.Dataset) -> xr.DataArray:

@@ -192,7 +192,7 @@ def test_to_aac_writes_samples_and_attributes_but_no_time_coordinate(recording, 
     path, _, reference = recording
     clip = zarr_aac.open_dataset(path).audio.sel(time=slice("2026-06-10T05:00:01.0001", "2026-06-10T05:00:07"))
     out = tmp_path / "clip.zarr"
-    stored = to_aac(clip, str(out), chunk_samples=RATE * 2)
+    stored = to_aac(clip, str(out), chunk_length=RATE * 2)
     assert sorted(p.name for p in out.iterdir()) == ["c", "zarr.json"]
     meta = json.loads((out / "zarr.json").read_text())
     assert meta["dimension_names"] == ["time", "channel"]
@@ -238,7 +238,7 @@ def test_to_aac_from_plain_arrays_and_its_refusals(tmp_path):
     group = zarr.open_group(str(tmp_path / "archive.zarr"), mode="w")
     broken = da.copy(data=np.where(np.arange(pcm.size) == RATE + 5, np.nan, pcm))
     with pytest.raises(ValueError, match="NaN"):
-        to_aac(broken, group.store, name="broken", chunk_samples=RATE // 2)
+        to_aac(broken, group.store, name="broken", chunk_length=RATE // 2)
     assert "broken" not in zarr.open_group(str(tmp_path / "archive.zarr"), mode="r")
     assert not (tmp_path / "archive.zarr" / "broken").exists()
 

@@ -44,7 +44,7 @@ class CodecCase:
     channels: int
     sample_rate: int
     n_samples: int
-    chunk_samples: int
+    chunk_length: int
     aac_sample_rate: int | None = None
     bitrate: int | None = None
     chunk_channels: int | None = None
@@ -62,8 +62,8 @@ class CodecCase:
     @property
     def chunks(self) -> tuple[int, ...]:
         if self.one_dim:
-            return (self.chunk_samples,)
-        return (self.chunk_samples, self.chunk_channels or self.channels)
+            return (self.chunk_length,)
+        return (self.chunk_length, self.chunk_channels or self.channels)
 
     def signal(self) -> np.ndarray:
         """The PCM stored, in the case's dtype and shape."""

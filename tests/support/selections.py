@@ -27,18 +27,18 @@ def stored_gain(array: zarr.Array) -> float:
 def reference_decode(array: zarr.Array) -> np.ndarray:
     """The whole array as a full sequential decode of every stored chunk would give it."""
     out = np.full(array.shape, array.fill_value, dtype=array.dtype)
-    chunk_samples = array.chunks[0]
+    chunk_length = array.chunks[0]
     chunk_channels = array.chunks[1] if array.ndim == 2 else 1
     channel_chunks = -(-array.shape[1] // chunk_channels) if array.ndim == 2 else 1
     gain = stored_gain(array)
-    for i in range(-(-array.shape[0] // chunk_samples)):
+    for i in range(-(-array.shape[0] // chunk_length)):
         for j in range(channel_chunks):
             data = get_bytes(array, chunk_key(array, (i, j) if array.ndim == 2 else (i,)))
             if data is None:
                 continue
             pcm = decode_chunk_sequentially(data)
             pcm = to_int16(pcm, gain) if array.dtype == np.int16 else (pcm / np.float32(gain)).astype(np.float32)
-            rows = slice(i * chunk_samples, min((i + 1) * chunk_samples, array.shape[0]))
+            rows = slice(i * chunk_length, min((i + 1) * chunk_length, array.shape[0]))
             n = rows.stop - rows.start
             if array.ndim == 2:
                 cols = slice(j * chunk_channels, min((j + 1) * chunk_channels, array.shape[1]))

@@ -111,7 +111,7 @@ def to_aac(
     name: str | None = None,
     sample_rate: int | None = None,
     start_time: Any = None,
-    chunk_samples: int | None = None,
+    chunk_length: int | None = None,
     bitrate: int | None = None,
     aac_sample_rate: int | None = None,
     overwrite: bool = False,
@@ -138,7 +138,7 @@ def to_aac(
     start_time : str, datetime-like or epoch nanoseconds, optional
         Instant of the first sample; by default the lazy index's (a slice keeps the exact instant
         of its first sample), else the ``start_time`` attribute, else none (a timedelta axis).
-    chunk_samples : int, optional
+    chunk_length : int, optional
         Samples per stored chunk; default 60 s.
     bitrate, aac_sample_rate : int, optional
         Passed to :class:`zarr_aac.AACCodec`.
@@ -171,14 +171,14 @@ def to_aac(
         raise UnsupportedAudioError(f"to_aac stores (time,) or (time, channel) arrays, not dims {data.dims}")
     data = data.transpose(time_dim, ...)
     dtype = np.dtype("float32") if data.dtype == np.float64 else data.dtype
-    chunk_samples = int(chunk_samples or DEFAULT_CHUNK_SECONDS * rate)
+    chunk_length = int(chunk_length or DEFAULT_CHUNK_SECONDS * rate)
     attributes = _recording_attributes(data, rate, start)
     try:
         array = zarr.create_array(
             store,
             name=name,
             shape=data.shape,
-            chunks=(chunk_samples, *data.shape[1:]),
+            chunks=(chunk_length, *data.shape[1:]),
             dtype=dtype,
             serializer=AACCodec(sample_rate=rate, bitrate=bitrate, aac_sample_rate=aac_sample_rate),
             compressors=None,
