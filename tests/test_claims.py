@@ -5,6 +5,7 @@ import is deleted only after zarr's in-flight chunk writes have landed (docs/cla
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import numpy as np
@@ -18,6 +19,7 @@ from zarr.storage import MemoryStore, WrapperStore
 
 import zarr_aac
 from zarr_aac.codec import aac
+from zarr_aac.codec.aac_codec import SPLIT_MIN_FRAMES
 from zarr_aac.errors import ImportFailedError
 
 RATE = 48000
@@ -97,10 +99,15 @@ def test_a_read_over_two_chunks_decodes_the_frames_of_each_part(decoded_frames):
     assert sum(decoded_frames) == expected
 
 
-def test_a_whole_chunk_read_decodes_each_frame_once(long_chunk, decoded_frames):
+def test_a_whole_chunk_read_decodes_each_frame_once_and_a_pre_roll_per_range(long_chunk, decoded_frames):
+    """A long span is decoded in ranges, one per core (docs/reading.md): every frame once, plus
+    the frame before each later range as its pre-roll."""
     array, chunk, reference = long_chunk
     np.testing.assert_array_equal(array[:], reference)
-    assert decoded_frames == [chunk.fields["n_frames"]]
+    n_frames = chunk.fields["n_frames"]
+    ranges = max(1, min(os.cpu_count() or 1, n_frames // SPLIT_MIN_FRAMES))
+    assert len(decoded_frames) == ranges
+    assert sum(decoded_frames) == n_frames + ranges - 1
 
 
 @pytest.fixture(scope="module")

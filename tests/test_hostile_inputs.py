@@ -140,20 +140,9 @@ def test_paths_that_are_not_files_are_refused(tmp_path):
     assert isinstance(import_or_refuse(tmp_path / "folder.flac", root), SourceError)
 
 
-TAIL_DECODE_ERROR = pytest.mark.xfail(
-    strict=True,
-    reason="the importer gives up on a decode error at the cut, even with allow_truncated, where the "
-    "ffmpeg command line keeps the samples before it (docs/claims.md, open findings)",
-)
-
-
 @pytest.mark.parametrize(
     ("ext", "keep"),
-    [
-        pytest.param(e, k, marks=TAIL_DECODE_ERROR if (e, k) in {("flac", 0.97), ("m4a", 0.5), ("m4a", 0.97)} else ())
-        for e in ("mp3", "flac", "m4a")
-        for k in (0.02, 0.5, 0.97)
-    ],
+    [(e, k) for e in ("mp3", "flac", "m4a") for k in (0.02, 0.5, 0.97)],
 )
 def test_truncated_files_are_refused_or_imported_as_far_as_they_decode(tmp_path, encoded, ext, keep):
     """A cut file from which the ffmpeg command line decodes nothing fails with SourceError (no

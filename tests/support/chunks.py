@@ -138,15 +138,21 @@ def put_bytes(array: zarr.Array, key: str, data: bytes) -> None:
     prefixes.clear()
 
 
-def single_chunk_array(pcm: np.ndarray, sample_rate: int, bitrate: int | None = None) -> tuple[zarr.Array, str]:
-    """An in-memory array of one chunk holding ``pcm`` on a RecordingStore, and the key of that chunk."""
+def single_chunk_array(
+    pcm: np.ndarray, sample_rate: int, bitrate: int | None = None, gain: float = 1.0
+) -> tuple[zarr.Array, str]:
+    """An in-memory array of one chunk holding ``pcm`` on a RecordingStore, and the key of that chunk.
+
+    ``gain`` 1 (as zarr-aac 0.2 stored samples) makes the chunk's decoded floats the array's own
+    values, so ``decode_chunk_sequentially`` is the reference as it is; the conformance check
+    covers the default gains."""
     store = RecordingStore(MemoryStore())
     array = zarr.create_array(
         store,
         shape=pcm.shape,
         chunks=pcm.shape,
         dtype=pcm.dtype,
-        serializer=AACCodec(sample_rate=sample_rate, bitrate=bitrate),
+        serializer=AACCodec(sample_rate=sample_rate, bitrate=bitrate, gain=gain),
         compressors=None,
     )
     array[:] = pcm
