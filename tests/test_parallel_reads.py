@@ -41,6 +41,13 @@ def stored():
     return arrays
 
 
+@pytest.fixture(autouse=True)
+def threaded_decoding(monkeypatch):
+    """Decoding in threads is off by default (docs/reading.md); these tests turn it on as a user would."""
+    monkeypatch.setattr(aac_codec, "THREAD_MIN_FRAMES", 24)
+    monkeypatch.setattr(aac_codec, "SPLIT_MIN_FRAMES", 96)
+
+
 @pytest.fixture
 def cores(monkeypatch):
     """Set the core count the read path splits long runs over."""

@@ -65,15 +65,16 @@ LEAD_OUT = 2048
 samples, so the encoder never starts or stops on a discontinuity (see chunk_edges.py); they cost
 (LEAD_IN + LEAD_OUT) / 1024 frames per chunk."""
 SUPPORTED_DTYPES = (np.dtype("int16"), np.dtype("float32"))
-THREAD_MIN_FRAMES = 24
+THREAD_MIN_FRAMES = 2**62
 """While other chunk reads are in flight (the other chunks of a read, other threads' reads), a
-chunk decoding at least this many frames (about half a second at 48 kHz) decodes in a worker
-thread rather than on zarr's event loop, so that they decode at once (PyAV releases the GIL while
-FFmpeg decodes). Smaller decodes, and a read alone, stay on the loop, where the hand-off would
-cost more than it frees (docs/design-notes.md has the measurements)."""
-SPLIT_MIN_FRAMES = 96
+chunk decoding at least this many frames decodes in a worker thread rather than on zarr's event
+loop. Off by default (a count no chunk reaches): on this project's 2-core machines the hand-off
+and the decode threads' contention for the GIL cost more than they gave (docs/reading.md has the
+figures). 24 (about half a second at 48 kHz) turns it on."""
+SPLIT_MIN_FRAMES = 2**62
 """A run of frames is split into ranges of at least this many frames, decoded in parallel, one
-per core; each range starts with its own pre-roll frame, so the result is the sequential one."""
+per core; each range starts with its own pre-roll frame, so the result is the sequential one.
+Off by default for the same reason as THREAD_MIN_FRAMES; 96 turns it on."""
 _Result = TypeVar("_Result")
 MIN_BITRATE = 8_000
 MAX_BITRATE = 1_536_000

@@ -23,7 +23,6 @@ from zarr.core.sync import sync
 
 from zarr_aac.codec import aac
 from zarr_aac.codec.aac_codec import (
-    SPLIT_MIN_FRAMES,
     AACCodec,
     _decoder_for,
     _fetch_prefix,
@@ -45,7 +44,7 @@ MAX_GAP_BYTES = 64 << 10
 """Two byte ranges of a chunk closer than this are fetched as one request: reading the gap costs
 less than a request on a local disk (about 3 s of stereo audio at 160 kbps) and far less on an
 object store."""
-MAX_RANGE_FRAMES = 4 * SPLIT_MIN_FRAMES
+MAX_RANGE_FRAMES = 384
 """Longer runs of frames (clips that overlap or abut) are decoded in ranges of at most this many
 frames, each with its own pre-roll frame, so that the threads share the work evenly."""
 
