@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 import zarr
 from scipy import signal
+from support.media import ffmpeg_decode, probe_channels, require_tool
 
 import zarr_aac
 from zarr_aac.archive import fidelity
@@ -348,30 +349,9 @@ def test_indices_kept_on_shared_recordings(name, shared_audio, tmp_path):
 
 def decoded_source(path: Path) -> np.ndarray:
     """The source as float32 (n, channels), decoded by FFmpeg's command-line tool."""
-    probe = subprocess.run(
-        [
-            "ffprobe",
-            "-v",
-            "error",
-            "-select_streams",
-            "a:0",
-            "-show_entries",
-            "stream=channels",
-            "-of",
-            "csv=p=0",
-            path,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    channels = int(probe.stdout.strip())
-    raw = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(path), "-f", "f32le", "-acodec", "pcm_f32le", "-"],
-        check=True,
-        capture_output=True,
-    ).stdout
-    return np.frombuffer(raw, np.float32).reshape(-1, channels)
+    channels = probe_channels(path)
+    assert channels is not None, f"ffprobe finds no audio stream in {path}"
+    return ffmpeg_decode(require_tool("ffmpeg"), path, channels)
 
 
 # 5. Size --------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import zarr
-from support.media import require_tool
+from support.media import probe_channels, require_tool
 
 from zarr_aac import import_file
 from zarr_aac.archive.recordings import CATALOGUE_ATTR, TEMP_PREFIX
@@ -50,26 +50,9 @@ def encoded(tmp_path_factory, crow) -> dict[str, Path]:
 def cli_decode(path: Path) -> np.ndarray | None:
     """Samples of ``path`` as the ffmpeg command line decodes them: float32 (n, channels), or
     None where ffprobe finds no audio stream in it."""
-    probe = subprocess.run(
-        [
-            require_tool("ffprobe"),
-            "-v",
-            "error",
-            "-select_streams",
-            "a:0",
-            "-show_entries",
-            "stream=channels",
-            "-of",
-            "csv=p=0",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if probe.returncode != 0 or not probe.stdout.strip():
+    channels = probe_channels(path)
+    if channels is None:
         return None
-    channels = int(probe.stdout.strip().splitlines()[0])
     raw = subprocess.run(
         [require_tool("ffmpeg"), "-v", "quiet", "-i", str(path), "-f", "f32le", "-"], capture_output=True, check=False
     ).stdout

@@ -58,6 +58,30 @@ def pyav_decode(path: Path, stream: int = 0) -> np.ndarray:
         return np.concatenate([frame.to_ndarray().T for frame in frames])
 
 
+def probe_channels(path: Path) -> int | None:
+    """Channels of the first audio stream of ``path`` as ffprobe reads them; None where it finds none."""
+    probe = subprocess.run(
+        [
+            require_tool("ffprobe"),
+            "-v",
+            "error",
+            "-select_streams",
+            "a:0",
+            "-show_entries",
+            "stream=channels",
+            "-of",
+            "csv=p=0",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.returncode != 0 or not probe.stdout.strip():
+        return None
+    return int(probe.stdout.strip().splitlines()[0])
+
+
 def ffmpeg_decode(ffmpeg: str, path: Path, channels: int) -> np.ndarray:
     """float32 (n, channels): the first audio stream of ``path`` as the ffmpeg command line decodes it."""
     raw = subprocess.run(
