@@ -19,6 +19,7 @@ from zarr_aac.archive import fidelity
 from zarr_aac.archive.fidelity import FidelityReport, preview
 from zarr_aac.cli import main
 from zarr_aac.codec import aac
+from zarr_aac.codec.aac_codec import gain_for_peak
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 """scikit-maad divides by zero in log10 on silent spectrogram cells."""
@@ -198,6 +199,41 @@ def test_float32_overs_up_to_12_dbfs_keep_peak_and_snr():
         assert snr >= reference_snr - 1.0, (peak, snr, reference_snr)
     peak_error, snr = float_peak_and_snr(4.0, gain=1.0)
     assert snr < reference_snr - 10
+
+
+def test_gain_for_peak():
+    assert [gain_for_peak(p) for p in (0.0, 0.01, 0.25, 0.26, 0.5, 0.99, 1.0, 1.96, 4.0, 1e9)] == [
+        1.0,
+        1.0,
+        1.0,
+        0.5,
+        0.5,
+        0.25,
+        0.25,
+        0.125,
+        0.0625,
+        2.0**-16,
+    ]
+
+
+@pytest.mark.parametrize(("amplitude", "gain"), [(0.1, 1.0), (0.5, 0.5), (1.0, 0.25)])
+def test_import_gain_follows_the_source_peak(amplitude, gain, tmp_path):
+    """A quiet recording reaches the encoder at the level a full-scale one does: a 0.1 FS tone
+    codes at 56.6 dB with gain 1, 46.9 dB with the fixed int16 gain of 0.25."""
+    x = np.round(sine(amplitude) * 32767).astype(np.int16)
+    z = import_signal(tmp_path, x, 48000, bitrate=128_000)
+    assert z.metadata.codecs[0].gain == gain
+    assert snr_db(x, z[:]) >= 55.0
+
+
+@pytest.mark.parametrize(("peak", "gain"), [(0.2, 1.0), (1.96, 0.125), (4.0, 0.0625), (8.0, 0.03125)])
+def test_import_gain_keeps_float_overs(peak, gain, tmp_path):
+    x = tonal(peak)
+    z = import_signal(tmp_path, x, 48000, subtype="FLOAT", bitrate=128_000)
+    assert z.metadata.codecs[0].gain == gain
+    y = z[:]
+    assert abs(20 * np.log10(np.abs(y).max() / peak)) <= 0.5
+    assert snr_db(x, y) >= 50.0
 
 
 def test_gain_configuration():

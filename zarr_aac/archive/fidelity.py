@@ -296,7 +296,7 @@ def preview(
     with importer._open_source(path) as container:
         audio = importer._pick_stream(container, options.stream, path)
         importer._check_stream_declares_format(audio, path)
-        layout = importer._RecordingLayout.of(audio, None, options)
+        layout = importer._RecordingLayout.of(audio, None, options, importer.source_peak(path, audio.index))
         wanted = int(seconds * layout.sample_rate)
         blocks = importer._decoded_blocks(
             container, audio, path, importer._DecodeEnd(), salvage=options.allow_truncated

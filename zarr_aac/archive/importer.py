@@ -52,7 +52,7 @@ from zarr_aac.archive.recordings import (
     remove_stale_imports,
 )
 from zarr_aac.codec import aac
-from zarr_aac.codec.aac_codec import DEFAULT_GAINS, AACCodec
+from zarr_aac.codec.aac_codec import AACCodec, gain_for_peak
 from zarr_aac.errors import (
     AlreadyImportedWarning,
     ImportFailedError,
@@ -216,6 +216,23 @@ def _decoded_blocks(
             yield samples.astype(np.float32)
 
 
+def source_peak(source: Path, stream: int) -> float:
+    """The largest absolute sample of ``source``'s audio stream ``stream`` (full scale 1), from a
+    decode of its own before the import's, which picks the gain (``gain_for_peak``).
+
+    Decoding stops at undecodable data with the peak so far: the import's own decode then stops
+    or raises there, so nothing past it is stored.
+    """
+    peak = 0.0
+    with _open_source(source) as container:
+        audio = container.streams[stream]
+        assert isinstance(audio, av.AudioStream)
+        for block in _decoded_blocks(container, audio, source, _DecodeEnd(), salvage=True):
+            if block.size:
+                peak = max(peak, float(block.max()), -float(block.min()))
+    return peak
+
+
 def _source_info(
     source: Path, container: av.container.InputContainer, stream: av.AudioStream, digest: str
 ) -> dict[str, Any]:
@@ -243,7 +260,7 @@ def _tags(container: av.container.InputContainer, stream: av.AudioStream) -> dic
 @dataclass(frozen=True)
 class _RecordingLayout:
     """How one source is stored: its true rate and channel count, the array's dtype and chunk
-    shape, and the rate and bitrate declared to the encoder."""
+    shape, the rate and bitrate declared to the encoder, and the gain before it."""
 
     sample_rate: int
     channels: int
@@ -252,9 +269,11 @@ class _RecordingLayout:
     chunk_channels: int
     aac_sample_rate: int
     bitrate: int
+    gain: float
 
     @classmethod
-    def of(cls, audio: av.AudioStream, declared: int | None, options: ImportOptions) -> _RecordingLayout:
+    def of(cls, audio: av.AudioStream, declared: int | None, options: ImportOptions, peak: float) -> _RecordingLayout:
+        """The layout of ``audio``, whose samples peak at ``peak`` (full scale 1, see ``source_peak``)."""
         ctx = audio.codec_context
         rate, channels = ctx.sample_rate, ctx.channels
         aac_rate = options.aac_sample_rate or aac_rate_for(rate)
@@ -264,14 +283,17 @@ class _RecordingLayout:
             # zarr encodes an edge chunk at full length: a recording shorter than one chunk gets
             # a chunk of its own length (in whole frames), not seconds of encoded padding.
             chunk_length = min(chunk_length, -(-declared // aac.FRAME_LENGTH) * aac.FRAME_LENGTH)
+        dtype = options.dtype or np.dtype("int16" if ctx.format.name in _INT16_SAMPLE_FORMATS else "float32")
         return cls(
             sample_rate=rate,
             channels=channels,
-            dtype=options.dtype or np.dtype("int16" if ctx.format.name in _INT16_SAMPLE_FORMATS else "float32"),
+            dtype=dtype,
             chunk_length=chunk_length,
             chunk_channels=chunk_channels,
             aac_sample_rate=aac_rate,
             bitrate=options.bitrate or aac.default_bitrate(chunk_channels, aac_rate, rate),
+            # int16 stores nothing above full scale, so no gain makes room for it
+            gain=gain_for_peak(min(peak, 1.0) if dtype == np.int16 else peak),
         )
 
     def for_content(self, head: np.ndarray, options: ImportOptions) -> _RecordingLayout:
@@ -279,10 +301,6 @@ class _RecordingLayout:
         if options.bitrate is None and self.channels == 2 and is_near_mono(head):
             return replace(self, bitrate=min(self.bitrate, NEAR_MONO_STEREO_BITRATE))
         return self
-
-    @property
-    def gain(self) -> float:
-        return DEFAULT_GAINS[self.dtype]
 
     def create_array(self, group: zarr.Group, name: str, owner: dict[str, Any]) -> zarr.Array:
         """An empty array ``name`` of ``group`` with this layout, grown as samples arrive.
@@ -337,7 +355,7 @@ def _write_source(
         _check_stream_declares_format(audio, source)
         riff = source_metadata.read_riff(source)
         declared = riff.declared_frames if riff.declared_frames is not None else _declared_samples(audio)
-        layout = _RecordingLayout.of(audio, declared, options)
+        layout = _RecordingLayout.of(audio, declared, options, source_peak(source, audio.index))
         end = _DecodeEnd()
         blocks = _decoded_blocks(container, audio, source, end, salvage=options.allow_truncated)
         try:

@@ -85,6 +85,20 @@ worse above (about 25 dB worse at full scale): int16 full scale, and float32 sam
 LEGACY_GAIN = 1.0
 """The gain of a configuration without one: arrays written by zarr-aac 0.2."""
 MIN_GAIN_EXPONENT = -16
+ENCODER_PEAK = 0.25
+"""The highest input peak :func:`gain_for_peak` lets the encoder see. A 1 kHz int16 tone codes at
+58-62 dB SNR with its encoder input peaking between 0.125 and 0.25, 50-52 dB at 0.4-0.5 and 23 dB
+at 1.0; music peaking at 0.44 gained 1 dB over the fixed int16 gain (docs/fidelity.md)."""
+
+
+def gain_for_peak(peak: float) -> float:
+    """The largest gain this codec stores (a power of two, at most 1) that brings a signal peaking
+    at ``peak`` (full scale 1) to at most ENCODER_PEAK at the encoder: the fixed DEFAULT_GAINS keep
+    headroom for the loudest signal a dtype holds, which a quieter recording pays for in SNR."""
+    if not peak > ENCODER_PEAK:
+        return 1.0
+    exponent = int(np.ceil(np.log2(peak / ENCODER_PEAK)))
+    return float(2.0 ** -min(exponent, -MIN_GAIN_EXPONENT))
 
 
 def parse_all_chunks_stored(value: Any) -> bool:
