@@ -366,9 +366,9 @@ INDEX_FILES = {
     "forest_birds_soundscape_32k.wav": {},
     "bengalese_finch_song_32k.wav": {},
     "bat_audiomoth_250k.wav": {},
-    "frogs_pond_storm_44k1_stereo.ogg": {"ACI": 9},
-    "bat_192k.wav": {"BI": 7},
-    "fruitfly_song_10k_3ch.wav": {"AEI": 9},
+    "frogs_pond_storm_44k1_stereo.ogg": {},
+    "bat_192k.wav": {},
+    "fruitfly_song_10k_3ch.wav": {"AEI": 13},
     "monkeys_8k.wav": {"BI": 14},
 }
 
