@@ -20,6 +20,7 @@ from zarr_aac.archive.fidelity import FidelityReport, preview
 from zarr_aac.cli import main
 from zarr_aac.codec import aac
 from zarr_aac.codec.aac_codec import gain_for_peak
+from zarr_aac.errors import SourceError
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 """scikit-maad divides by zero in log10 on silent spectrogram cells."""
@@ -202,7 +203,7 @@ def test_float32_overs_up_to_12_dbfs_keep_peak_and_snr():
 
 
 def test_gain_for_peak():
-    assert [gain_for_peak(p) for p in (0.0, 0.01, 0.25, 0.26, 0.5, 0.99, 1.0, 1.96, 4.0, 1e9)] == [
+    assert [gain_for_peak(p) for p in (0.0, 0.01, 0.25, 0.26, 0.5, 0.99, 1.0, 1.96, 4.0, 1e9, np.inf)] == [
         1.0,
         1.0,
         1.0,
@@ -212,6 +213,7 @@ def test_gain_for_peak():
         0.25,
         0.125,
         0.0625,
+        2.0**-16,
         2.0**-16,
     ]
 
@@ -234,6 +236,15 @@ def test_import_gain_keeps_float_overs(peak, gain, tmp_path):
     y = z[:]
     assert abs(20 * np.log10(np.abs(y).max() / peak)) <= 0.5
     assert snr_db(x, y) >= 50.0
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_import_refuses_non_finite_samples_after_the_peak_scan(bad, tmp_path):
+    """The scan for the peak meets them first and must leave the refusal to the import."""
+    x = tonal(0.5)
+    x[30000, 0] = bad
+    with pytest.raises(SourceError, match="NaN or infinite samples near sample 2"):
+        import_signal(tmp_path, x, 48000, subtype="FLOAT")
 
 
 def test_gain_configuration():

@@ -95,8 +95,10 @@ def gain_for_peak(peak: float) -> float:
     """The largest gain this codec stores (a power of two, at most 1) that brings a signal peaking
     at ``peak`` (full scale 1) to at most ENCODER_PEAK at the encoder: the fixed DEFAULT_GAINS keep
     headroom for the loudest signal a dtype holds, which a quieter recording pays for in SNR."""
-    if not peak > ENCODER_PEAK:
+    if not peak > ENCODER_PEAK:  # NaN too: the importer refuses such samples when it meets them
         return 1.0
+    if not np.isfinite(peak):
+        return 2.0**MIN_GAIN_EXPONENT
     exponent = int(np.ceil(np.log2(peak / ENCODER_PEAK)))
     return float(2.0 ** -min(exponent, -MIN_GAIN_EXPONENT))
 
