@@ -276,6 +276,7 @@ def preview(
 ) -> tuple[dict[str, Any], list[QualityPreview]]:
     """Encode and decode the first ``seconds`` of ``source`` as an import with ``options`` would, at
     each of ``bitrates`` (None: the import's default), and report what each loses; nothing is written.
+    The gain is the import's, picked from the peak of the whole source (one decode of it all).
 
     Returns
     -------
