@@ -241,8 +241,10 @@ function moveCursor() {
 
 async function decodePlayerAudio() {
   // the samples the browser decodes from what the player holds (for tests and scripts)
+  // at the WAV's own rate: decodeAudioData resamples to its context's rate
   const response = await fetch($("player").currentSrc || $("player").src);
-  const context = new OfflineAudioContext(1, 1, 44100);
+  const rate = state.current.sample_rate / (state.playing ? state.playing.expansion : 1);
+  const context = new OfflineAudioContext(1, 1, rate);
   const buffer = await context.decodeAudioData(await response.arrayBuffer());
   const channels = [];
   for (let c = 0; c < buffer.numberOfChannels; c++) channels.push(Array.from(buffer.getChannelData(c)));
@@ -307,6 +309,19 @@ function pan(fraction) {
   redraw();
 }
 
+function followHash() {
+  // #name=NAME&start=SECONDS&length=SECONDS opens that window (links, the back button)
+  const wanted = new URLSearchParams(location.hash.slice(1));
+  const name = wanted.get("name") || (state.recordings[0] && state.recordings[0].name);
+  const start = Number(wanted.get("start")) || 0;
+  const length = Number(wanted.get("length")) || 0;
+  const current = state.current;
+  if (!name || (current && current.name === name && state.windowStart === start && state.windowLength === length)) {
+    return state.drawn;
+  }
+  return openRecording(name, start, length);
+}
+
 async function main() {
   wire();
   try {
@@ -314,9 +329,8 @@ async function main() {
     $("archive-label").textContent = catalogue.archive;
     state.recordings = catalogue.recordings;
     drawCatalogue();
-    const wanted = new URLSearchParams(location.hash.slice(1));
-    const name = wanted.get("name") || (state.recordings[0] && state.recordings[0].name);
-    if (name) await openRecording(name, Number(wanted.get("start")) || 0, Number(wanted.get("length")) || 0);
+    await followHash();
+    window.addEventListener("hashchange", followHash);
     document.body.dataset.ready = "true";
   } catch (error) {
     status(error.message);
