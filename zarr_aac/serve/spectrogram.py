@@ -49,6 +49,11 @@ _COLOUR_STOPS = np.array(
     dtype=np.float64,
 )
 """An inferno-like colour ramp whose luminance rises monotonically: brighter is louder."""
+_RAMP = np.stack(
+    [np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, len(_COLOUR_STOPS)), _COLOUR_STOPS[:, i]) for i in range(3)],
+    axis=-1,
+).round().astype(np.uint8)
+"""The ramp at 256 levels, indexed by level."""
 
 
 @dataclass(frozen=True)
@@ -90,20 +95,21 @@ class Spectrogram:
         from PIL import Image
 
         top = float(np.max(self.power_db)) if self.power_db.size else 0.0
-        level = np.clip((self.power_db - (top - dynamic_range_db)) / dynamic_range_db, 0.0, 1.0)
-        image = Image.fromarray(colourise(level[::-1]), mode="RGB")
-        if height is not None and height != image.height:
-            image = image.resize((image.width, height), Image.Resampling.BILINEAR)
+        level = np.clip((self.power_db[::-1] - (top - dynamic_range_db)) / dynamic_range_db, 0.0, 1.0)
+        if height is not None and height != level.shape[0]:
+            resized = Image.fromarray(level.astype(np.float32), mode="F").resize(
+                (level.shape[1], height), Image.Resampling.BILINEAR
+            )
+            level = np.clip(np.asarray(resized), 0.0, 1.0)
+        image = Image.fromarray(colourise(level), mode="RGB")
         out = io.BytesIO()
-        image.save(out, format="PNG")
+        image.save(out, format="PNG", compress_level=1)  # level 6 took 0.5 s for 1000 x 320 noise
         return out.getvalue()
 
 
 def colourise(level: np.ndarray) -> np.ndarray:
-    """uint8 RGB of levels in [0, 1] on the colour ramp."""
-    positions = np.linspace(0.0, 1.0, len(_COLOUR_STOPS))
-    rgb = np.stack([np.interp(level, positions, _COLOUR_STOPS[:, i]) for i in range(3)], axis=-1)
-    return np.ascontiguousarray(np.rint(rgb).astype(np.uint8))
+    """uint8 RGB of levels in [0, 1] on the colour ramp (256 steps)."""
+    return _RAMP[np.rint(level * 255).astype(np.intp)]
 
 
 def parse_nfft(value: int) -> int:
