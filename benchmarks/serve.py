@@ -93,9 +93,14 @@ def run(ctx: Context) -> dict:
             if failures:
                 notes.append(f"{server} {endpoint}: {len(failures)} failed, first: {failures[0]}")
     notes += [
-        f"{clients} concurrent clients for {seconds:g} s per server on loopback, one uvicorn worker each; "
-        f"input {duration:g} s stereo 48 kHz (ctx.hour_wav), {BITRATE // 1000} kbps in both stores",
-        "segments: 10 s at seeded random starts, the same for both servers (AAC passthrough's kept inside a 60 s chunk)",
+        (
+            f"{clients} concurrent clients for {seconds:g} s per server on loopback, one uvicorn worker each; "
+            f"input {duration:g} s stereo 48 kHz (ctx.hour_wav), {BITRATE // 1000} kbps in both stores"
+        ),
+        (
+            "segments: 10 s at seeded random starts, the same for both servers "
+            "(AAC passthrough's kept inside a 60 s chunk)"
+        ),
         f"spectrograms: 10 s at 1000 columns x 320 rows (full read), {long_window:g} s window (reduced path)",
         f"{os.cpu_count()} cores shared with other work; latencies include the client's own asyncio overhead",
     ]

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import av
 import numpy as np
@@ -22,10 +21,10 @@ from support.served import BAT_TONE_HZ, CHUNK_SECONDS, STEREO_TONES_HZ, TONE_HZ,
 
 pytest.importorskip("starlette")
 pytest.importorskip("httpx2")
-from starlette.testclient import TestClient  # noqa: E402
+from starlette.testclient import TestClient
 
-from zarr_aac.cli import main as cli_main  # noqa: E402
-from zarr_aac.serve import create_app  # noqa: E402
+from zarr_aac.cli import main as cli_main
+from zarr_aac.serve import create_app
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +184,7 @@ def test_reduced_spectrogram_of_a_long_window_reads_a_fraction_of_it(served):
     assert not full.reduced and full.samples_read == array.shape[0]
     assert sparse.reduced and sparse.samples_read == 20 * 2 * 256  # a clip of two FFT lengths a column
     # a steady tone: the sparse columns agree with the full ones at the tone's bin
-    tone_bin = int(round(TONE_HZ / full.frequencies_hz[1]))
+    tone_bin = round(TONE_HZ / full.frequencies_hz[1])
     assert abs(np.median(sparse.power_db[tone_bin]) - np.median(full.power_db[tone_bin])) < 1.5
 
 
@@ -330,9 +329,7 @@ def test_serve_command_binds_localhost_by_default(served):
         assert [row["name"] for row in response.json()["recordings"]] == ["birds", "stereo", "bat"]
         import psutil
 
-        listening = [
-            c.laddr for c in psutil.Process(process.pid).net_connections() if c.status == psutil.CONN_LISTEN
-        ]
+        listening = [c.laddr for c in psutil.Process(process.pid).net_connections() if c.status == psutil.CONN_LISTEN]
         assert listening and all(address.ip == "127.0.0.1" for address in listening)
     finally:
         process.terminate()

@@ -137,9 +137,9 @@ def drag_select(browser, from_fraction: float, to_fraction: float) -> tuple[floa
     canvas = browser.find_element(By.ID, "spectrogram")
     width = canvas.size["width"]
     left = -width / 2
-    ActionChains(browser).move_to_element_with_offset(canvas, int(left + from_fraction * width), 0).click_and_hold().move_by_offset(
-        int((to_fraction - from_fraction) * width), 0
-    ).release().perform()
+    ActionChains(browser).move_to_element_with_offset(
+        canvas, int(left + from_fraction * width), 0
+    ).click_and_hold().move_by_offset(int((to_fraction - from_fraction) * width), 0).release().perform()
     return tuple(browser.execute_script("return window.zarrAac.state.selection"))
 
 
@@ -148,10 +148,14 @@ def test_playing_a_selection_gives_the_archives_samples(browser, base_url, serve
     start, stop = drag_select(browser, 0.25, 0.75)  # about 3 s to 5 s, across the chunk boundary at 4 s
     assert 2.9 < start < 3.1 and 4.9 < stop < 5.1
     browser.find_element(By.ID, "play-selection").click()
-    WebDriverWait(browser, 60).until(lambda d: d.execute_script("return document.getElementById('player').readyState") >= 1)
+    WebDriverWait(browser, 60).until(
+        lambda d: d.execute_script("return document.getElementById('player').readyState") >= 1
+    )
     duration = browser.execute_script("return document.getElementById('player').duration")
     assert duration == pytest.approx(stop - start, abs=1e-3)
-    WebDriverWait(browser, 60).until(lambda d: d.execute_script("return document.getElementById('player').currentTime") > 0)
+    WebDriverWait(browser, 60).until(
+        lambda d: d.execute_script("return document.getElementById('player').currentTime") > 0
+    )
     decoded = browser.execute_async_script("window.zarrAac.decodePlayerAudio().then(arguments[0])")
     assert decoded["sampleRate"] == 32000
     samples = np.asarray(decoded["channels"][0], dtype=np.float64)
@@ -171,7 +175,9 @@ def test_time_expansion_plays_slower(browser, base_url):
     assert browser.find_element(By.ID, "expansion").get_attribute("value") == "10"  # ultrasonic: 10x by default
     assert browser.execute_script("return window.zarrAac.state.spectrogram.maxHz") == 125000
     browser.find_element(By.ID, "play-visible").click()
-    WebDriverWait(browser, 60).until(lambda d: d.execute_script("return document.getElementById('player').readyState") >= 1)
+    WebDriverWait(browser, 60).until(
+        lambda d: d.execute_script("return document.getElementById('player').readyState") >= 1
+    )
     assert browser.execute_script("return document.getElementById('player').duration") == pytest.approx(10.0, abs=1e-3)
 
 
@@ -187,5 +193,10 @@ def test_download_link_gives_the_same_wav_as_zarr_aac_export(browser, base_url, 
     first, last = (int(n) for n in found[0].stem.removeprefix("birds_").split("-"))
     assert (first, last) == (round(start * 32000), round(stop * 32000)), href
     out = tmp_path / "export.wav"
-    assert cli_main(["export", "-q", f"{served.path}/birds", str(out), "--samples", "--start", str(first), "--stop", str(last)]) == 0
+    assert (
+        cli_main(
+            ["export", "-q", f"{served.path}/birds", str(out), "--samples", "--start", str(first), "--stop", str(last)]
+        )
+        == 0
+    )
     assert found[0].read_bytes() == out.read_bytes()

@@ -15,9 +15,9 @@ import zarr
 from support.served import BAT_TONE_HZ, TONE_HZ, make_archive
 
 pytest.importorskip("PIL")
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-import zarr_aac  # noqa: E402
+import zarr_aac
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_show_a_selection_of_a_recording(served):
 def test_a_long_selection_is_reduced_and_says_so(served):
     array = zarr.open_array(served.path / "birds", mode="r")
     view = zarr_aac.show(array, max_audio_seconds=2.5, width=20, nfft=256)
-    image, samples, _, html = parts(view)
+    _, samples, _, html = parts(view)
     assert view.spectrogram.reduced and view.spectrogram.samples_read < array.shape[0] / 10
     assert len(samples) == 80000  # 2.5 s of 12
     np.testing.assert_array_equal(samples, array[:80000, 0])

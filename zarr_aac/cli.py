@@ -345,7 +345,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
         from zarr_aac.serve import create_app
     except ModuleNotFoundError as exc:
-        raise ZarrAACError(f"serve needs the serve extra ({exc.name} is missing): pip install 'zarr-aac[serve]'") from exc
+        raise ZarrAACError(
+            f"serve needs the serve extra ({exc.name} is missing): pip install 'zarr-aac[serve]'"
+        ) from exc
     app = create_app(args.archive)
     url = f"http://{args.host}:{args.port}/"
     print(f"serving {args.archive} read-only at {url} (Ctrl-C stops)", file=sys.stderr)

@@ -40,6 +40,18 @@ DEFAULT_EXPANSION = 10
 
 
 @dataclass(frozen=True)
+class _Drawing:
+    """What ``show`` was asked to draw and play."""
+
+    channel: int
+    max_audio_seconds: float
+    expansion: int | None
+    width: int
+    height: int
+    nfft: int
+
+
+@dataclass(frozen=True)
 class RecordingView:
     """What a notebook shows for a selection: a spectrogram PNG, a WAV, and notes on what was reduced."""
 
@@ -115,47 +127,34 @@ def show(
     RecordingMetadataError
         If a DataArray has no ``sample_rate`` attribute.
     """
+    drawing = _Drawing(channel, max_audio_seconds, expansion, width, height, nfft)
     if isinstance(recording, zarr.Array):
-        return _show_array(recording, start, stop, channel, max_audio_seconds, expansion, width, height, nfft)
+        return _show_array(recording, start, stop, drawing)
     if start is not None or stop is not None:
         raise ValueError("select a DataArray with .sel or .isel before show(); start and stop are for arrays")
-    return _show_data_array(recording, channel, max_audio_seconds, expansion, width, height, nfft)
+    return _show_data_array(recording, drawing)
 
 
-def _show_array(
-    array: zarr.Array,
-    start: Any,
-    stop: Any,
-    channel: int,
-    max_audio_seconds: float,
-    expansion: int | None,
-    width: int,
-    height: int,
-    nfft: int,
-) -> RecordingView:
+def _show_array(array: zarr.Array, start: Any, stop: Any, drawing: _Drawing) -> RecordingView:
     rate = codec_of(array).sample_rate
     first, last = sample_bounds(array.shape[0], rate, seconds_into(array, start), seconds_into(array, stop), "s")
-    image = compute_spectrogram(array, first, last, channel=channel, columns=width, nfft=nfft)
+    width = drawing.width
+    image = compute_spectrogram(array, first, last, channel=drawing.channel, columns=width, nfft=drawing.nfft)
     notes = []
     if image.reduced:
         notes.append(
             f"spectrogram reduced: each of its {width} columns is the spectrum of {image.samples_read // width} "
             "samples at its centre; the rest of the selection was not read"
         )
-    audio_last = min(last, first + round(max_audio_seconds * rate))
+    audio_last = min(last, first + round(drawing.max_audio_seconds * rate))
     pcm = np.asarray(array[first:audio_last])
-    return _view(str(array.path or array.name), image, pcm, channel, rate, last - first, expansion, height, notes)
+    pcm = pcm[:, drawing.channel] if pcm.ndim == 2 else pcm
+    title = str(array.path or array.name)
+    return _view(title, image, pcm, rate=rate, selected=last - first, drawing=drawing, notes=notes)
 
 
-def _show_data_array(
-    data: xr.DataArray,
-    channel: int,
-    max_audio_seconds: float,
-    expansion: int | None,
-    width: int,
-    height: int,
-    nfft: int,
-) -> RecordingView:
+def _show_data_array(data: xr.DataArray, drawing: _Drawing) -> RecordingView:
+    channel = drawing.channel
     rate = data.attrs.get("sample_rate")
     if not isinstance(rate, int | np.integer) or rate <= 0:
         raise RecordingMetadataError(
@@ -177,26 +176,28 @@ def _show_data_array(
         notes.append(f"spectrogram of the first {drawn / rate:g} s of {total / rate:g} s only")
     pcm = np.asarray(data.isel({time_dim: slice(0, drawn)}).values)
     full_scale = 32768.0 if pcm.dtype == np.int16 else 1.0
-    image = spectrogram_of_samples(pcm.astype(np.float32) / full_scale, rate, channel=channel, columns=width, nfft=nfft)
-    audio = pcm[: round(max_audio_seconds * rate)]
-    return _view(str(data.name), image, audio, 0, rate, total, expansion, height, notes)
+    image = spectrogram_of_samples(
+        pcm.astype(np.float32) / full_scale, rate, channel=channel, columns=drawing.width, nfft=drawing.nfft
+    )
+    audio = pcm[: round(drawing.max_audio_seconds * rate)]
+    return _view(str(data.name), image, audio, rate=rate, selected=total, drawing=drawing, notes=notes)
 
 
 def _view(
     title: str,
     image: Spectrogram,
-    pcm: np.ndarray,
-    channel: int,
+    samples: np.ndarray,
+    *,
     rate: int,
     selected: int,
-    expansion: int | None,
-    height: int,
+    drawing: _Drawing,
     notes: list[str],
 ) -> RecordingView:
+    """The view of one channel's ``samples`` (the selection's first ones; ``selected`` in all)."""
+    expansion = drawing.expansion
     expansion = expansion if expansion is not None else (DEFAULT_EXPANSION if rate > ULTRASONIC_RATE else 1)
     if expansion < 1:
         raise ValueError(f"expansion must be a whole number of at least 1, got {expansion}")
-    samples = pcm[:, channel] if pcm.ndim == 2 else pcm
     if len(samples) < selected:
         notes.append(f"audio: the first {len(samples) / rate:g} s of {selected / rate:g} s")
     if expansion != 1:
@@ -206,7 +207,7 @@ def _view(
     return RecordingView(
         title=title,
         spectrogram=image,
-        png=image.to_png(height=height),
+        png=image.to_png(height=drawing.height),
         wav=wav_bytes(samples, rate // expansion),
         audio_seconds=len(samples) / rate,
         expansion=expansion,

@@ -76,7 +76,7 @@ class ServedArchive:
         frame = catalogue(self.group)
         rows = []
         for name, row in frame.iterrows():
-            values = {key: _plain(value) for key, value in row.items()}
+            values = {str(key): _plain(value) for key, value in row.items()}
             rows.append(_entry(str(name), values))
         with self._lock:
             self._names = frozenset(row["name"] for row in rows)

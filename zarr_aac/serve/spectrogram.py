@@ -49,10 +49,17 @@ _COLOUR_STOPS = np.array(
     dtype=np.float64,
 )
 """An inferno-like colour ramp whose luminance rises monotonically: brighter is louder."""
-_RAMP = np.stack(
-    [np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, len(_COLOUR_STOPS)), _COLOUR_STOPS[:, i]) for i in range(3)],
-    axis=-1,
-).round().astype(np.uint8)
+_RAMP = (
+    np.stack(
+        [
+            np.interp(np.linspace(0, 1, 256), np.linspace(0, 1, len(_COLOUR_STOPS)), _COLOUR_STOPS[:, i])
+            for i in range(3)
+        ],
+        axis=-1,
+    )
+    .round()
+    .astype(np.uint8)
+)
 """The ramp at 256 levels, indexed by level."""
 
 
