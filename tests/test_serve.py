@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -347,3 +348,28 @@ def test_describe_recording_gives_layout_and_attributes(client, served):
     assert body["chunk_samples"] == recording(served, "bat").chunks[0]
     assert body["n_samples"] == 500_000
     assert json.dumps(body["attributes"])  # plain JSON
+
+
+def test_a_catalogued_recording_whose_array_is_gone_is_a_500_naming_it(tmp_path):
+    served = make_archive(tmp_path)
+    shutil.rmtree(served.path / "stereo")
+    with TestClient(create_app(str(served.path)), raise_server_exceptions=False) as client:
+        check_error(client.get("/api/recordings/stereo/audio?start=0&stop=1"), 500, "in the catalogue", "verify")
+        assert client.get("/api/recordings/birds/audio?start=0&stop=1").status_code == 200
+
+
+def test_an_archive_behind_an_fsspec_url_is_served(served, tmp_path):
+    fsspec = pytest.importorskip("fsspec")
+    memory = fsspec.filesystem("memory")
+    memory.put(str(served.path), "/served-archive.zarr", recursive=True)
+    try:
+        with TestClient(create_app("memory://served-archive.zarr"), raise_server_exceptions=False) as client:
+            names = [row["name"] for row in client.get("/api/recordings").json()["recordings"]]
+            assert names == ["birds", "stereo", "bat"]
+            response = client.get("/api/recordings/birds/audio?start=1&stop=2")
+            samples, _ = soundfile.read(io.BytesIO(response.content), dtype="int16", always_2d=True)
+            np.testing.assert_array_equal(samples, recording(served, "birds")[32000:64000])
+            aac = client.get("/api/recordings/birds/audio?start=1&stop=2&format=aac")
+            assert aac.status_code == 200 and aac.headers["content-type"] == "audio/aac"
+    finally:
+        memory.rm("/served-archive.zarr", recursive=True)

@@ -96,7 +96,14 @@ class ServedArchive:
         if not known:
             raise ApiError(404, f"no recording named {name!r} in the catalogue of {self.label}")
         # by its own URL, as `zarr-aac export ARCHIVE/NAME` opens it, so exports are the same bytes
-        array = open_recording(zarr.open_array(f"{self.label}/{name}", mode="r", storage_options=self.storage_options))
+        try:
+            node = zarr.open_array(f"{self.label}/{name}", mode="r", storage_options=self.storage_options)
+        except (FileNotFoundError, zarr.errors.ArrayNotFoundError, zarr.errors.NodeTypeValidationError) as exc:
+            raise ApiError(
+                500, f"{name} is in the catalogue of {self.label} but no array of that name opens ({exc}); "
+                "run zarr-aac ls and zarr-aac verify on the archive"
+            ) from exc
+        array = open_recording(node)
         with self._lock:
             self._arrays[name] = array
         return array

@@ -18,6 +18,7 @@ range across a chunk boundary cannot be passed through as one stream; it is refu
 
 from __future__ import annotations
 
+import os
 import struct
 import tempfile
 from dataclasses import dataclass
@@ -48,8 +49,14 @@ def exported_file(
     array: zarr.Array, first: int, last: int, folder: Path, *, suffix: Literal[".wav", ".flac"] = ".wav"
 ) -> Path:
     """Samples [first, last) of ``array`` written by the exporter into a new file in ``folder``."""
-    target = Path(tempfile.mkstemp(suffix=suffix, dir=folder)[1])
-    return export(array, target, first, last, unit="samples", progress=False)
+    descriptor, name = tempfile.mkstemp(suffix=suffix, dir=folder)
+    os.close(descriptor)
+    target = Path(name)
+    try:
+        return export(array, target, first, last, unit="samples", progress=False)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
 
 
 def expand_wav_rate(path: Path, factor: int) -> None:
