@@ -100,8 +100,9 @@ class ServedArchive:
             node = zarr.open_array(f"{self.label}/{name}", mode="r", storage_options=self.storage_options)
         except (FileNotFoundError, zarr.errors.ArrayNotFoundError, zarr.errors.NodeTypeValidationError) as exc:
             raise ApiError(
-                500, f"{name} is in the catalogue of {self.label} but no array of that name opens ({exc}); "
-                "run zarr-aac ls and zarr-aac verify on the archive"
+                500,
+                f"{name} is in the catalogue of {self.label} but no array of that name opens ({exc}); "
+                "run zarr-aac ls and zarr-aac verify on the archive",
             ) from exc
         array = open_recording(node)
         with self._lock:
