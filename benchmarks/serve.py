@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import zarr
 
 from benchmarks import Context
 
@@ -54,21 +55,24 @@ def run(ctx: Context) -> dict:
     if ffmpeg is None:
         raise RuntimeError("the serve benchmark needs the ffmpeg command line for its peer")
     work = ctx.workdir / "serve"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    archive = work / "archive.zarr"
-    import_file(ctx.hour_wav, archive, "hour", bitrate=BITRATE, chunk_duration=CHUNK_SECONDS, progress=False)
-    m4a = work / "hour.m4a"
-    subprocess.run(
-        [ffmpeg, "-v", "error", "-y", "-i", str(ctx.hour_wav), "-c:a", "aac", "-b:a", str(BITRATE), str(m4a)],
-        check=True,
-    )
+    archive, m4a = work / "archive.zarr", work / "hour.m4a"
+    stamp = f"{ctx.hour_wav.name} {ctx.hour_wav.stat().st_size} {ctx.hour_wav.stat().st_mtime_ns} {BITRATE}"
+    if not (work / "built").exists() or (work / "built").read_text() != stamp:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        import_file(ctx.hour_wav, archive, "hour", bitrate=BITRATE, chunk_duration=CHUNK_SECONDS, progress=False)
+        subprocess.run(
+            [ffmpeg, "-v", "error", "-y", "-i", str(ctx.hour_wav), "-c:a", "aac", "-b:a", str(BITRATE), str(m4a)],
+            check=True,
+        )
+        (work / "built").write_text(stamp)  # both inputs complete: later runs reuse them
+    chunk_seconds = zarr.open_array(archive / "hour", mode="r").chunks[0] / sf.info(str(ctx.hour_wav)).samplerate
     duration = sf.info(str(ctx.hour_wav)).duration
     clients, seconds = (QUICK_CLIENTS, QUICK_SECONDS) if ctx.quick else (CLIENTS, SECONDS)
     long_window = min(LONG_WINDOW_SECONDS, duration / 2)
     rows, notes = [], []
     phases = {
-        "zarr-aac serve": (f"create_app({str(archive)!r})", _ours(duration, long_window)),
+        "zarr-aac serve": (f"create_app({str(archive)!r})", _ours(duration, long_window, chunk_seconds)),
         "ffmpeg cut of .m4a": (f"peer_app({str(m4a)!r}, {ffmpeg!r})", _peer(duration)),
     }
     for server, (factory, requests) in phases.items():
@@ -104,21 +108,23 @@ def run(ctx: Context) -> dict:
         f"spectrograms: 10 s at 1000 columns x 320 rows (full read), {long_window:g} s window (reduced path)",
         f"{os.cpu_count()} cores shared with other work; latencies include the client's own asyncio overhead",
     ]
+    result = {"title": "serve: HTTP latency under concurrent clients", "rows": rows, "notes": notes}
     failed = sum(row["failed"] for row in rows)
-    if failed:
-        raise RuntimeError(f"{failed} requests failed under load: {notes}")
-    return {"title": "serve: HTTP latency under concurrent clients", "rows": rows, "notes": notes}
+    if failed:  # the numbers stay in the report, and the run fails
+        result["error"] = f"{failed} requests failed under load (see the notes)"
+    return result
 
 
-def _ours(duration: float, long_window: float):
-    """(endpoint, url) of a random request to ``zarr-aac serve``, drawn from ``rng``."""
+def _ours(duration: float, long_window: float, chunk_seconds: float):
+    """(endpoint, url) of a random request to ``zarr-aac serve``, drawn from ``rng``; AAC
+    passthrough ranges are kept inside one chunk of ``chunk_seconds``."""
 
     def request(rng: random.Random) -> tuple[str, str]:
         kind = rng.choice(("audio wav", "audio aac", "spectrogram 10 s", "spectrogram long"))
         start = rng.uniform(0, duration - SEGMENT_SECONDS)
         if kind == "audio aac":  # inside one chunk
-            chunk = int(start // CHUNK_SECONDS)
-            start = chunk * CHUNK_SECONDS + min(start % CHUNK_SECONDS, CHUNK_SECONDS - SEGMENT_SECONDS - 0.1)
+            chunk = int(start // chunk_seconds)
+            start = chunk * chunk_seconds + min(start % chunk_seconds, chunk_seconds - SEGMENT_SECONDS - 0.1)
         stop = start + SEGMENT_SECONDS
         base = "/api/recordings/hour"
         if kind == "audio wav":
