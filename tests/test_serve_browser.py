@@ -200,3 +200,34 @@ def test_download_link_gives_the_same_wav_as_zarr_aac_export(browser, base_url, 
         == 0
     )
     assert found[0].read_bytes() == out.read_bytes()
+
+
+def test_zoom_pan_and_the_playback_cursor(browser, base_url):
+    open_page(browser, base_url + "/#name=birds&start=2&length=4")
+
+    def window() -> tuple[float, float]:
+        browser.execute_async_script("window.zarrAac.state.drawn.then(arguments[0], arguments[0])")
+        return tuple(
+            browser.execute_script("return [window.zarrAac.state.windowStart, window.zarrAac.state.windowLength]")
+        )
+
+    browser.find_element(By.ID, "zoom-in").click()
+    assert window() == pytest.approx((3.0, 2.0))
+    browser.find_element(By.ID, "pan-right").click()
+    assert window() == pytest.approx((4.0, 2.0))
+    browser.find_element(By.ID, "zoom-out").click()
+    assert window() == pytest.approx((3.0, 4.0))
+    browser.find_element(By.ID, "pan-left").click()
+    assert window() == pytest.approx((1.0, 4.0))
+    assert "start=1" in browser.current_url and "length=4" in browser.current_url
+    browser.find_element(By.ID, "play-visible").click()
+    WebDriverWait(browser, 60).until(
+        lambda d: d.execute_script("return document.getElementById('player').currentTime") > 0.2
+    )
+    cursor = browser.execute_script(
+        "const c = document.getElementById('cursor'); return [c.hidden, parseFloat(c.style.left)];"
+    )
+    played = browser.execute_script("return document.getElementById('player').currentTime")
+    assert cursor[0] is False
+    assert 0 < cursor[1] <= 1000 * played / 4 + 50  # the cursor has moved with the player, not past it
+    browser.execute_script("document.getElementById('player').pause()")
