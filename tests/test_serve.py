@@ -303,14 +303,16 @@ def test_an_unexpected_failure_is_a_500_json_error_without_traceback(client, mon
     assert body["kind"] == "RuntimeError"
 
 
-def test_serve_command_binds_localhost_by_default(served):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_command_binds_localhost_by_default(served, workers):
     from zarr_aac.cli import build_parser
 
     assert build_parser().parse_args(["serve", "a.zarr"]).host == "127.0.0.1"
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "zarr_aac.cli", "serve", str(served.path), "--port", str(port)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "zarr_aac.cli", "serve", str(served.path), "--port", str(port)],
+        [*command, "--workers", str(workers)],
         env=env,
         stderr=subprocess.PIPE,
         text=True,
@@ -332,14 +334,25 @@ def test_serve_command_binds_localhost_by_default(served):
 
         listening = [c.laddr for c in psutil.Process(process.pid).net_connections() if c.status == psutil.CONN_LISTEN]
         assert listening and all(address.ip == "127.0.0.1" for address in listening)
+        if workers > 1:  # uvicorn's worker processes, each with its own app
+            assert len(psutil.Process(process.pid).children(recursive=True)) >= workers
+        for _ in range(4):  # every request answered, whichever worker takes it
+            assert httpx.get(f"http://127.0.0.1:{port}/api/recordings/birds/audio?start=0&stop=1").status_code == 200
     finally:
         process.terminate()
         process.wait(timeout=30)
 
 
-def test_serve_command_refuses_a_path_without_an_archive(tmp_path, capsys):
-    assert cli_main(["serve", str(tmp_path / "missing.zarr")]) == 1
-    assert "not a zarr-aac archive" in capsys.readouterr().err
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_command_refuses_a_path_without_an_archive(tmp_path, capsys, workers):
+    assert cli_main(["serve", str(tmp_path / "missing.zarr"), "--workers", workers]) == 1
+    assert "is not a zarr-aac archive" in capsys.readouterr().err
+
+
+def test_serve_command_refuses_zero_workers(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["serve", "a.zarr", "--workers", "0"])
+    assert "expected at least 1" in capsys.readouterr().err
 
 
 def test_describe_recording_gives_layout_and_attributes(client, served):

@@ -89,6 +89,16 @@ def _bitrate(text: str) -> int:
     return int(value)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
 def _key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -348,14 +358,26 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise ZarrAACError(
             f"serve needs the serve extra ({exc.name} is missing): pip install 'zarr-aac[serve]'"
         ) from exc
-    app = create_app(args.archive)
+    if args.workers == 1:
+        app = create_app(args.archive)
+    else:  # each worker builds its own app; reading the catalogue here makes a bad archive fail clearly
+        from zarr_aac.archive.recordings import catalogue
+
+        catalogue(args.archive)
     url = f"http://{args.host}:{args.port}/"
     print(f"serving {args.archive} read-only at {url} (Ctrl-C stops)", file=sys.stderr)
     if args.open:
         import webbrowser
 
         threading.Timer(1.0, webbrowser.open, (url,)).start()
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    if args.workers == 1:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        return 0
+    from zarr_aac.serve.app import ARCHIVE_VARIABLE
+
+    os.environ[ARCHIVE_VARIABLE] = args.archive
+    factory = "zarr_aac.serve.app:app_from_environment"
+    uvicorn.run(factory, factory=True, workers=args.workers, host=args.host, port=args.port, log_level="warning")
     return 0
 
 
@@ -470,6 +492,9 @@ def _add_serve_command(commands: Any, common: argparse.ArgumentParser) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument("--open", action="store_true", help="open the page in the default browser")
+    serve.add_argument(
+        "--workers", type=_positive_int, default=1, help="server processes, e.g. one per core (default 1)"
+    )
     serve.set_defaults(run=_cmd_serve)
 
 

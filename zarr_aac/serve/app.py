@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,9 @@ from starlette.staticfiles import StaticFiles
 from zarr_aac.serve import api
 
 STATIC = Path(__file__).parent / "static"
+ARCHIVE_VARIABLE = "ZARR_AAC_SERVE_ARCHIVE"
+"""The archive of :func:`app_from_environment`: how ``zarr-aac serve --workers`` tells each
+uvicorn worker process what to serve."""
 
 
 def create_app(archive_url: str, storage_options: dict[str, Any] | None = None) -> Starlette:
@@ -59,3 +63,12 @@ def create_app(archive_url: str, storage_options: dict[str, Any] | None = None) 
     app = Starlette(routes=routes, exception_handlers=api.EXCEPTION_HANDLERS, lifespan=lifespan)
     app.state.archive = archive
     return app
+
+
+def app_from_environment() -> Starlette:
+    """``create_app`` of the archive named by the ``ZARR_AAC_SERVE_ARCHIVE`` environment variable
+    (a factory for ``uvicorn --factory``, as each of several worker processes builds its own app)."""
+    archive = os.environ.get(ARCHIVE_VARIABLE)
+    if not archive:
+        raise RuntimeError(f"set {ARCHIVE_VARIABLE} to the archive to serve")
+    return create_app(archive)
