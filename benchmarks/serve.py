@@ -1,13 +1,14 @@
 """``zarr-aac serve`` under load: concurrent clients on loopback, against cutting segments with ffmpeg.
 
 The hour (``ctx.hour_wav``) is imported into an archive (60 s chunks) and encoded to an .m4a by
-the ffmpeg command line at the same bitrate. Three phases, each a server in its own process on
-127.0.0.1 with one uvicorn worker:
+the ffmpeg command line at the same bitrate. Four phases, each a server in its own process on
+127.0.0.1 with one uvicorn worker unless said:
 
 - ``zarr-aac serve`` on the archive; clients ask at random for a 10 s WAV, the same 10 s as AAC
   frames passed through (ranges kept inside one chunk, which passthrough needs), the page's
   spectrogram PNG of a 10 s window (1000 columns), and a PNG of a long window (10 min, or half
   the input in a quick run) that takes the reduced path.
+- the same with ``zarr-aac serve --workers 2``, one process per core.
 - ``zarr-aac serve`` asked for the 10 s WAV only, the peer's own request, for a like-for-like figure.
 - the way web tools serving long recordings do it: a starlette endpoint that runs
   ``ffmpeg -ss START -t 10 -i hour.m4a -f wav -`` for each request.
@@ -79,6 +80,10 @@ def run(ctx: Context) -> dict:
     rows, notes = [], []
     phases = {
         "zarr-aac serve": (f"create_app({str(archive)!r})", _ours(duration, long_window, chunk_seconds, KINDS)),
+        "zarr-aac serve, 2 workers": (
+            f"workers:2:{archive}",
+            _ours(duration, long_window, chunk_seconds, KINDS),
+        ),
         "zarr-aac serve, 10 s WAV only": (
             f"create_app({str(archive)!r})",
             _ours(duration, long_window, chunk_seconds, ("audio wav",)),
@@ -108,7 +113,8 @@ def run(ctx: Context) -> dict:
                 notes.append(f"{server} {endpoint}: {len(failures)} failed, first: {failures[0]}")
     notes += [
         (
-            f"{clients} concurrent clients for {seconds:g} s per server on loopback, one uvicorn worker each; "
+            f"{clients} concurrent clients for {seconds:g} s per server on loopback, one uvicorn worker "
+            "unless said; "
             f"input {duration:g} s stereo 48 kHz (ctx.hour_wav), {BITRATE // 1000} kbps in both stores"
         ),
         (
@@ -201,13 +207,19 @@ class _server:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        code = (
-            "import uvicorn\n"
-            "from benchmarks.serve import peer_app\n"
-            "from zarr_aac.serve import create_app\n"
-            f"uvicorn.run({self.factory}, host='127.0.0.1', port={port}, log_level='warning', backlog=512)\n"
-        )
-        self.process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+        if self.factory.startswith("workers:"):  # `zarr-aac serve --workers N ARCHIVE`
+            _, workers, archive = self.factory.split(":", 2)
+            command = [sys.executable, "-m", "zarr_aac.cli", "serve", archive, "--workers", workers]
+            command += ["--port", str(port)]
+        else:
+            code = (
+                "import uvicorn\n"
+                "from benchmarks.serve import peer_app\n"
+                "from zarr_aac.serve import create_app\n"
+                f"uvicorn.run({self.factory}, host='127.0.0.1', port={port}, log_level='warning', backlog=512)\n"
+            )
+            command = [sys.executable, "-c", code]
+        self.process = subprocess.Popen(command, cwd=ROOT)
         base = f"http://127.0.0.1:{port}"
         import httpx2
 
