@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         verify,
     )
     from zarr_aac.dataset import assign_time_index, concat_recordings, open_dataset, to_aac
+    from zarr_aac.display import show
     from zarr_aac.files import AACFileStore, open_aac_file, open_legacy_archive
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "open_recording",
     "read_clips",
     "set_recording_attributes",
+    "show",
     "to_aac",
     "tolerant_reads",
     "verify",
@@ -79,6 +81,7 @@ _LAZY = {
     "to_aac": "zarr_aac.dataset",
     "assign_time_index": "zarr_aac.dataset",
     "concat_recordings": "zarr_aac.dataset",
+    "show": "zarr_aac.display",
 }
 """Public names whose modules pull in heavier dependencies (pandas, xarray, fsspec), by module."""
 

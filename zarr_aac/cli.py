@@ -1,4 +1,4 @@
-"""The ``zarr-aac`` command: import, info, export, ls, verify and quality.
+"""The ``zarr-aac`` command: import, info, export, ls, verify, quality, set and serve.
 
 Exit status: 0 on success, 1 when the work failed (a message on stderr names the file and the
 cause), 2 for a usage error, 130 when interrupted.
@@ -87,6 +87,16 @@ def _bitrate(text: str) -> int:
     if not value.is_integer():
         raise argparse.ArgumentTypeError(f"expected a whole number of bits per second, got {text!r}")
     return int(value)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -339,6 +349,38 @@ def _cmd_quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from zarr_aac.serve import create_app
+    except ModuleNotFoundError as exc:
+        raise ZarrAACError(
+            f"serve needs the serve extra ({exc.name} is missing): pip install 'zarr-aac[serve]'"
+        ) from exc
+    if args.workers == 1:
+        app = create_app(args.archive)
+    else:  # each worker builds its own app; reading the catalogue here makes a bad archive fail clearly
+        from zarr_aac.archive.recordings import catalogue
+
+        catalogue(args.archive)
+    url = f"http://{args.host}:{args.port}/"
+    print(f"serving {args.archive} read-only at {url} (Ctrl-C stops)", file=sys.stderr)
+    if args.open:
+        import webbrowser
+
+        threading.Timer(1.0, webbrowser.open, (url,)).start()
+    if args.workers == 1:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        return 0
+    from zarr_aac.serve.app import ARCHIVE_VARIABLE
+
+    os.environ[ARCHIVE_VARIABLE] = args.archive
+    factory = "zarr_aac.serve.app:app_from_environment"
+    uvicorn.run(factory, factory=True, workers=args.workers, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zarr-aac", description="AAC-backed Zarr audio archives.")
     common = argparse.ArgumentParser(add_help=False)
@@ -351,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verify_command(commands, common)
     _add_quality_command(commands, common)
     _add_set_command(commands, common)
+    _add_serve_command(commands, common)
     return parser
 
 
@@ -441,6 +484,18 @@ def _add_set_command(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     set_.add_argument("--clear-meta", action="store_true", help="remove the user metadata first")
     set_.set_defaults(run=_cmd_set)
+
+
+def _add_serve_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    serve = commands.add_parser("serve", parents=[common], help="look at and listen to an archive in the browser")
+    serve.add_argument("archive", metavar="ARCHIVE", help="the archive: a local path or an fsspec URL (s3://...)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--open", action="store_true", help="open the page in the default browser")
+    serve.add_argument(
+        "--workers", type=_positive_int, default=1, help="server processes, e.g. one per core (default 1)"
+    )
+    serve.set_defaults(run=_cmd_serve)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
