@@ -195,17 +195,22 @@ def test_forged_frame_index_with_valid_checksum(victim, data):
     )
     start = data.draw(st.integers(0, 16000))
     assert _bounded_attack(victim, forged, slice(None)) == "raised"
-    # pack recomputed every checksum over the new boundaries. A read decoding a frame that now
-    # starts elsewhere must fail; one decoding a frame that only grew at its end may also be exact
-    # (the AAC decoder ignores trailing bytes); one decoding only untouched frames is exact.
+    # pack recomputed every checksum over the new boundaries. A read decoding a frame whose
+    # samples it returns from bytes that now start elsewhere must fail. A frame that only grew
+    # at its end may also decode exactly (the AAC decoder ignores trailing bytes), and so may a
+    # forged pre-roll frame, whose own samples are discarded: the decoder can accept its shifted
+    # bytes and leave the next frame's samples as they were. A read decoding only untouched
+    # frames is exact. No outcome is ever plausible but wrong audio.
     old_ends, new_ends = np.cumsum(chunk.sizes.astype(np.int64)), np.cumsum(sizes)
     old_starts, new_starts = old_ends - chunk.sizes, new_ends - sizes
+    damaged = (old_starts != new_starts) | (new_ends < old_ends)
     skip = chunk.fields["skip"]
-    decoded = slice(max((start + skip) // 1024 - 1, 0), (start + 199 + skip) // 1024 + 1)
+    first = (start + skip) // 1024
+    preroll, returned = slice(max(first - 1, 0), first), slice(first, (start + 199 + skip) // 1024 + 1)
     outcome = _bounded_attack(victim, forged, slice(start, start + 200))
-    if (old_starts != new_starts)[decoded].any() or (new_ends < old_ends)[decoded].any():
+    if damaged[returned].any():
         assert outcome == "raised"
-    elif (new_ends > old_ends)[decoded].any():
+    elif damaged[preroll].any() or (new_ends > old_ends)[returned].any() or (new_ends > old_ends)[preroll].any():
         assert outcome in ("raised", "correct")
     else:
         assert outcome == "correct"
