@@ -173,6 +173,19 @@ MAX_DECODER_CONFIGS = 8
 """AudioSpecificConfigs with kept decoders; past this many the pool starts over. An opened
 decoder holds about 0.7 MB, so the pool never holds more than about 22 MB."""
 _idle_decoders: dict[bytes, list[tuple[av.AudioCodecContext, str]]] = {}
+
+
+def drop_idle_decoders() -> None:
+    """Close the kept decoders, so the next reads open fresh ones.
+
+    A decoder goes back to the pool after a run FFmpeg decoded without an error, and only
+    chunks whose frame checksums verified are decoded with pooled decoders. Frames forged with
+    recomputed checksums can decode without an error and leave a decoder in a state that a
+    flush does not clear, so that it decodes later, intact chunks with the same
+    AudioSpecificConfig wrongly (docs/reliability.md, "Not guaranteed"). Call this after
+    reading chunks of an archive you do not trust.
+    """
+    _idle_decoders.clear()
 _FLOAT32 = np.dtype(np.float32)
 """For np.frombuffer, called once per plane and frame: a dtype instance and positional arguments
 are cheaper than ``dtype=np.float32, count=n`` (docs/design-notes.md)."""
