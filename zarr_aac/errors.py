@@ -73,6 +73,11 @@ class ArchiveError(ZarrAACError, ValueError):
     """An archive group or path does not hold what was asked of it (a name taken, several recordings)."""
 
 
+class RecordingNotCommittedError(ArchiveError):
+    """A recording was opened by its path before its import committed it (still being written,
+    or left by an import that crashed): readers see only committed recordings (docs/scaling.md)."""
+
+
 class ImportFailedError(ZarrAACError):
     """Some files of a batch import failed; the others were imported. ``failures`` maps source to error."""
 
