@@ -73,6 +73,10 @@ class ArchiveError(ZarrAACError, ValueError):
     """An archive group or path does not hold what was asked of it (a name taken, several recordings)."""
 
 
+class NameTakenError(ArchiveError):
+    """A recording name asked for exactly is taken by a recording, a reservation or another node."""
+
+
 class RecordingNotCommittedError(ArchiveError):
     """A recording was opened by its path before its import committed it (still being written,
     or left by an import that crashed): readers see only committed recordings (docs/scaling.md)."""

@@ -183,14 +183,15 @@ def _warn_no_conditional_write(store: Store) -> None:
 
 
 async def ensure_bookkeeping(store: Store, group_path: str) -> None:
-    """Create the bookkeeping groups (empty Zarr groups) if the archive lacks them, before any
-    document goes below them, so zarr lists the hierarchy without warnings. Writers that race
-    here write the same bytes."""
-    if await store.exists(f"{bookkeeping_key(group_path)}/zarr.json"):
+    """Create the bookkeeping groups (empty Zarr groups) if the archive lacks them, parents
+    first and before any document goes below them, so zarr lists the hierarchy without
+    warnings whenever a writer stops. Writers that race here write the same bytes."""
+    parts = (NAMES, RECORDINGS, PENDING, MODIFIED)
+    if await store.exists(f"{bookkeeping_key(group_path, parts[-1])}/zarr.json"):
         return
-    for part in (NAMES, RECORDINGS, PENDING, MODIFIED):
-        await write_document(store, bookkeeping_key(group_path, part), {})
     await write_document(store, bookkeeping_key(group_path), {})
+    for part in parts:
+        await write_document(store, bookkeeping_key(group_path, part), {})
 
 
 def run(coroutine: Any) -> Any:

@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import re
 import signal
+import time
 import warnings
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -37,15 +38,18 @@ from zarr_aac.archive.import_options import DEFAULT_CHUNK_DURATION, ImportOption
 from zarr_aac.archive.recordings import (
     IMPORTING_ATTR,
     PathLike,
+    Reservation,
     abandon_reservation,
     check_recording_name,
     importing_owner,
     open_archive,
+    owner_is_dead,
     publish_recording,
     recording_array,
     recording_with_hash,
     refresh_snapshot,
     remove_stale_imports,
+    reservation_of,
     reserve_name,
 )
 from zarr_aac.codec import aac
@@ -53,6 +57,7 @@ from zarr_aac.codec.aac_codec import DEFAULT_GAINS, AACCodec
 from zarr_aac.errors import (
     AlreadyImportedWarning,
     ImportFailedError,
+    NameTakenError,
     SourceError,
     TruncatedSourceWarning,
     ZarrAACError,
@@ -461,13 +466,47 @@ def _import_into_archive(
     failure, delete what was written and raise."""
     group = zarr.open_group(store=store, path=group_path, mode="r+")
     owner = importing_owner()
-    reservation = reserve_name(group, wanted, digest, exact=exact, owner=owner)
+    reservation = _reserve_or_join(group, wanted, digest, exact=exact, owner=owner)
+    if isinstance(reservation, str):
+        return reservation
     try:
         attrs = _write_source(source, group, reservation.name, digest, options, owner=owner)
     except BaseException:
         abandon_reservation(group, reservation)
         raise
     return publish_recording(group, reservation, attrs)
+
+
+SAME_CONTENT_WAIT = 120.0
+"""Seconds an import waits for another process importing the same content under the name it
+wants, rather than importing it too under the next name (the commit would drop one of them)."""
+SAME_CONTENT_POLL = 0.2
+
+
+def _reserve_or_join(
+    group: zarr.Group, wanted: str, digest: str, *, exact: bool, owner: dict[str, Any]
+) -> Reservation | str:
+    """A reservation of ``wanted`` (or, unless ``exact``, the next free name); or, if another
+    import of the same content holds ``wanted`` and commits within :data:`SAME_CONTENT_WAIT`,
+    the name of its recording."""
+    try:
+        return reserve_name(group, wanted, digest, exact=True, owner=owner)
+    except NameTakenError:
+        if exact:
+            raise
+    deadline = time.monotonic() + SAME_CONTENT_WAIT
+    while time.monotonic() < deadline:
+        holder = reservation_of(group, wanted)
+        if holder is None or holder.get("digest") != digest or owner_is_dead(holder.get("owner")):
+            break
+        existing = recording_with_hash(group, digest)
+        if existing is not None:
+            return existing
+        time.sleep(SAME_CONTENT_POLL)
+    existing = _existing_recording(group, digest)
+    if existing is not None:
+        return existing
+    return reserve_name(group, wanted, digest, owner=owner)
 
 
 def _existing_recording(archive: zarr.Group, digest: str) -> str | None:

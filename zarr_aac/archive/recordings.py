@@ -23,7 +23,7 @@ import zarr
 from zarr_aac.archive import entries as bk
 from zarr_aac.archive.pending_writes import delete_tree
 from zarr_aac.codec.aac_codec import AACCodec
-from zarr_aac.errors import ArchiveError, RecordingNotCommittedError, ZarrAACError
+from zarr_aac.errors import ArchiveError, NameTakenError, RecordingNotCommittedError, ZarrAACError
 from zarr_aac.start_time import parse_start_time
 
 if TYPE_CHECKING:
@@ -233,7 +233,7 @@ def reserve_name(
 
     Raises
     ------
-    ArchiveError
+    NameTakenError
         If ``exact`` and the name is taken (by a recording, a reservation or another node).
     """
     store = group.store
@@ -258,6 +258,11 @@ def reserve_name(
             taken = legacy | child_names(group) | set(bk.run(bk.list_children(store, _bk(group, bk.NAMES))))
         taken.add(candidate)
         candidate = free_name(wanted, taken)
+
+
+def reservation_of(group: zarr.Group, name: str) -> dict[str, Any] | None:
+    """The reservation document of ``name`` (see :class:`Reservation`), None if it is not reserved."""
+    return bk.run(bk.read_document(group.store, _name_key(group, name)))
 
 
 def publish_recording(group: zarr.Group, reservation: Reservation, attributes: dict[str, Any]) -> str:
@@ -345,6 +350,30 @@ def check_committed(array: zarr.Array) -> zarr.Array:
             f"{array.store_path} is not committed: its import is still under way or crashed. Wait for the "
             "import to finish; if it crashed, `zarr-aac gc ARCHIVE` removes what it left"
         )
+    return array
+
+
+def check_committed_at(location: PathLike, array: zarr.Array, storage_options: dict | None = None) -> zarr.Array:
+    """``array``, opened from its own ``location`` (a path or URL ``ARCHIVE/NAME``), if it is no
+    uncommitted recording of the archive holding it: opened so, the array does not know its
+    parent, so the parent is opened here to look at its bookkeeping.
+
+    Raises
+    ------
+    RecordingNotCommittedError
+        If the parent is an archive in which an import reserved this name and has not committed it.
+    """
+    if array.path:
+        return check_committed(array)
+    parent, _, name = os.fspath(location).rstrip("/").rpartition("/")
+    if not parent or not name:
+        return array
+    try:
+        group = zarr.open_group(parent, mode="r", storage_options=storage_options)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.ContainsArrayError, ValueError):
+        return array  # not inside a group, so inside no archive
+    if commit_state(group.store, group.path, name) is False:
+        check_committed(group[name])  # type: ignore[arg-type]
     return array
 
 
@@ -504,9 +533,9 @@ def free_name(wanted: str, taken: set[str]) -> str:
     return name
 
 
-def name_taken(group: zarr.Group, name: str) -> ArchiveError:
+def name_taken(group: zarr.Group, name: str) -> NameTakenError:
     """The error for a name asked for explicitly that another recording or node already has."""
-    return ArchiveError(f"{child_path(group, name)} already exists; pick another name")
+    return NameTakenError(f"{child_path(group, name)} already exists; pick another name")
 
 
 def delete_node(group: zarr.Group, name: str) -> None:
@@ -619,9 +648,10 @@ def codec_of(array: zarr.Array) -> AACCodec:
 
 def _open_node(path: PathLike) -> zarr.Array | zarr.Group:
     try:
-        return zarr.open(path, mode="r")
+        node = zarr.open(path, mode="r")
     except FileNotFoundError as exc:
         raise ArchiveError(f"{path}: no Zarr array or group there") from exc
+    return check_committed_at(path, node) if isinstance(node, zarr.Array) else node
 
 
 def set_recording_attributes(

@@ -20,7 +20,7 @@ from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.core.metadata import ArrayV3Metadata
 from zarr.core.sync import sync
 
-from zarr_aac.archive.recordings import check_committed, codec_of, recording_arrays
+from zarr_aac.archive.recordings import check_committed, check_committed_at, codec_of, recording_arrays
 from zarr_aac.codec.aac_codec import AACCodec
 from zarr_aac.codec.chunk_format import check_chunk_geometry, parse_header, parse_prefix, verify_payload
 from zarr_aac.errors import ArchiveError, CorruptChunkError
@@ -82,10 +82,12 @@ def verify(
 def _open(source: Any) -> zarr.Group | zarr.Array:
     if isinstance(source, zarr.Group | zarr.Array):
         return source
+    location = str(source) if isinstance(source, os.PathLike) else source
     try:
-        return zarr.open(str(source) if isinstance(source, os.PathLike) else source, mode="r")
+        node = zarr.open(location, mode="r")
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise ArchiveError(f"cannot open {source} as a zarr archive: {exc}") from exc
+    return check_committed_at(location, node) if isinstance(node, zarr.Array) else node
 
 
 def _aac_arrays(node: zarr.Group | zarr.Array) -> list[zarr.Array]:

@@ -92,10 +92,15 @@ def open_node(store: Any, group: str | None = None, storage_options: dict | None
 
         return open_aac_file(store, storage_options=storage_options)
     try:
-        return zarr.open(store, mode="r", path=group or "", storage_options=storage_options)
+        node = zarr.open(store, mode="r", path=group or "", storage_options=storage_options)
     except FileNotFoundError as exc:
         where = f"{store!r}" + (f", group {group!r}" if group else "")
         raise ArchiveError(f"cannot open {where} as a zarr archive: {exc}") from exc
+    if isinstance(node, zarr.Array) and isinstance(store, str):
+        from zarr_aac.archive.recordings import check_committed_at
+
+        return check_committed_at(store, node, storage_options)
+    return node
 
 
 def dataset_from_node(
