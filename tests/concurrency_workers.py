@@ -82,6 +82,7 @@ def open_target(root: str, endpoint: str | None) -> zarr.Group | str:
             "secret": "testing",
             "client_kwargs": {"endpoint_url": endpoint, "region_name": "eu-west-1"},
             "skip_instance_cache": True,
+            "asynchronous": True,
         },
     )
     return zarr.open_group(store, mode="a")

@@ -30,6 +30,7 @@ import zarr  # noqa: E402
 from support.archives import bookkeeping, nodes  # noqa: E402
 from support.selections import reference_decode  # noqa: E402
 from support.signals import tone_with_noise  # noqa: E402
+from zarr.core.sync import sync  # noqa: E402
 from zarr.storage import FsspecStore  # noqa: E402
 
 from zarr_aac import CorruptChunkError, import_file  # noqa: E402
@@ -340,3 +341,27 @@ def test_codec_reads_through_s3_need_few_requests(recording_on_s3, proxy):
     window = slice(30_000, 30_500)
     np.testing.assert_array_equal(array[window], reference[window])
     assert log.requests["GET"] == 2
+
+
+def test_a_conditional_write_on_s3_is_refused_once_the_object_exists(moto_endpoint, bucket):
+    """The commit protocol's create-if-absent write goes to S3 as PutObject with If-None-Match: *;
+    the server refuses the second writer, which learns it lost (docs/scaling.md)."""
+    store = s3_store(moto_endpoint, "conditional.zarr")
+    key = bk.bookkeeping_key("", bk.RECORDINGS, "0" * 64)
+    assert sync(bk.create_document(store, key, {"token": "first"})) is True
+    assert sync(bk.create_document(store, key, {"token": "second"})) is False
+    assert sync(bk.read_document(store, key)) == {"token": "first"}
+
+
+@pytest.mark.slow
+def test_concurrent_importers_into_an_s3_archive(moto_endpoint, bucket, tmp_path):
+    """Four processes importing different files into one S3 archive at once, and two importing
+    the same files: no entry lost, none twice, each as a lone import stores it."""
+    from test_commit_protocol import check_concurrent_imports
+
+    check_concurrent_imports(
+        lambda: zarr.open_group(s3_store(moto_endpoint, "concurrent.zarr"), mode="r"),
+        "concurrent.zarr",
+        moto_endpoint,
+        tmp_path,
+    )
