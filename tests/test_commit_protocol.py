@@ -22,6 +22,9 @@ import pytest
 import soundfile as sf
 import zarr
 from concurrency_workers import import_together
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from support.archives import CrashingStore, CrashPoint, SimulatedCrash, assert_nothing_left, bookkeeping, nodes
 from support.signals import tone_with_noise
 from zarr.core.sync import sync
@@ -366,3 +369,92 @@ def test_bookkeeping_documents_are_zarr_groups(tmp_path, source):
     assert isinstance(members[bk.BOOKKEEPING], zarr.Group)
     entry = next((root / bk.BOOKKEEPING / bk.RECORDINGS).glob("*/zarr.json"))
     assert json.loads(entry.read_text())["attributes"]["name"] == "dawn"
+
+
+class CommitProtocolMachine(RuleBasedStateMachine):
+    """Reservations, writes, commits, abandons and crashes of imports, interleaved at random on a
+    memory store, against a model: at most one committed recording per content, names unique,
+    readers seeing exactly the committed recordings, and gc leaving only them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.group = zarr.open_group(store=MemoryStore(), mode="w")
+        self.live: list[recordings.Reservation] = []
+        self.written: set[str] = set()
+        self.committed: dict[str, str] = {}  # digest -> name
+
+    @rule(wanted=st.sampled_from(["a", "b"]), content=st.integers(0, 1))
+    def reserve(self, wanted: str, content: int) -> None:
+        self.live.append(recordings.reserve_name(self.group, wanted, f"{content:064x}"))
+
+    @precondition(lambda self: self.live)
+    @rule(pick=st.integers(0, 10))
+    def write(self, pick: int) -> None:
+        reservation = self.live[pick % len(self.live)]
+        if reservation.name not in self.written:
+            self.group.create_array(
+                reservation.name,
+                shape=(0, 1),
+                dtype="int16",
+                serializer=zarr_aac.AACCodec(sample_rate=RATE),
+                compressors=None,
+            )
+            self.written.add(reservation.name)
+
+    @precondition(lambda self: any(r.name in self.written for r in self.live))
+    @rule(pick=st.integers(0, 10))
+    def publish(self, pick: int) -> None:
+        """Commit an import whose array is written (an import commits only then)."""
+        ready = [r for r in self.live if r.name in self.written]
+        reservation = ready[pick % len(ready)]
+        self.live.remove(reservation)
+        name = recordings.publish_recording(self.group, reservation, {"content": reservation.digest})
+        expected = self.committed.setdefault(reservation.digest, reservation.name)
+        assert name == expected
+        if name != reservation.name:
+            self.written.discard(reservation.name)
+
+    @precondition(lambda self: self.live)
+    @rule(pick=st.integers(0, 10))
+    def abandon(self, pick: int) -> None:
+        reservation = self.live.pop(pick % len(self.live))
+        recordings.abandon_reservation(self.group, reservation)
+        self.written.discard(reservation.name)
+
+    @precondition(lambda self: self.live)
+    @rule(pick=st.integers(0, 10))
+    def crash(self, pick: int) -> None:
+        """The importer dies: its reservation, mark and array stay as they are."""
+        reservation = self.live.pop(pick % len(self.live))
+        dead = {"host": socket.gethostname(), "pid": DEAD_PID}
+        for key in (
+            recordings._pending_key(self.group, reservation.token),
+            recordings._name_key(self.group, reservation.name),
+        ):
+            sync(bk.write_document(self.group.store, key, {**reservation.as_document(), "owner": dead}))
+
+    @precondition(lambda self: not self.live)
+    @rule()
+    def collect(self) -> None:
+        gc(self.group)
+        committed_names = sorted(self.committed.values())
+        assert bookkeeping(self.group, bk.NAMES) == committed_names
+        assert bookkeeping(self.group, bk.PENDING) == []
+        assert nodes(self.group) == committed_names
+        self.written = set(committed_names)
+
+    @invariant()
+    def readers_see_exactly_the_committed(self) -> None:
+        entries = recordings.catalogue_entries(self.group)
+        assert entries == {name: {"content": digest} for digest, name in self.committed.items()}
+        visible = set(recordings.recording_arrays(self.group))
+        assert visible == set(self.committed.values()) & self.written
+        names = [r.name for r in self.live]
+        assert len(names) == len(set(names)) and not set(names) & set(self.committed.values())
+
+
+DEAD_PID = _dead_pid()
+TestCommitProtocolMachine = CommitProtocolMachine.TestCase
+TestCommitProtocolMachine.settings = settings(
+    max_examples=50, stateful_step_count=20, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
