@@ -594,9 +594,21 @@ def catalogue(group: zarr.Group | PathLike) -> pd.DataFrame:
     entries = catalogue_entries(open_archive(group, mode="r"))
     if not entries:
         return pd.DataFrame(index=pd.Index([], name="name"))
-    frame = pd.json_normalize([entries[name] for name in entries], max_level=1)
-    frame.index = pd.Index(list(entries), name="name")
-    return frame
+    rows = [_flattened(entry) for entry in entries.values()]
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    return pd.DataFrame.from_records(rows, columns=columns, index=pd.Index(list(entries), name="name"))
+
+
+def _flattened(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry with its nested mappings one level up, their keys joined by dots (as
+    ``pandas.json_normalize(max_level=1)`` gives them, which takes seconds for 10,000 entries)."""
+    row: dict[str, Any] = {}
+    for key, value in entry.items():
+        if isinstance(value, dict):
+            row.update({f"{key}.{inner}": item for inner, item in value.items()})
+        else:
+            row[key] = value
+    return row
 
 
 def open_recording(path_or_array: zarr.Array | zarr.Group | PathLike) -> zarr.Array:
