@@ -107,6 +107,8 @@ def test_no_reader_sees_a_recording_before_its_commit(tmp_path, source, referenc
         zarr_aac.open_dataset(root, group="dawn")
     with pytest.raises(RecordingNotCommittedError):
         zarr_aac.open_dataset(root, variable="dawn")
+    with pytest.raises(RecordingNotCommittedError):
+        zarr_aac.set_recording_attributes(root / "dawn", metadata={"site": "A"})
     assert main(["ls", str(root)]) == 0
     out, err = capsys.readouterr()
     assert "dawn" not in out and "1 unfinished import(s)" in err and "0 recording(s)" in err
@@ -222,6 +224,9 @@ def test_gc_removes_only_what_is_provably_dead(tmp_path, source, reference, caps
     assert list(recordings.catalogue_entries(group)) == ["kept"]
     with pytest.raises(ValueError, match="negative"):
         zarr_aac.gc(root, grace_period=timedelta(hours=-1))
+    with pytest.raises(ArchiveError):
+        zarr_aac.gc(tmp_path / "typo.zarr")
+    assert not (tmp_path / "typo.zarr").exists()
 
 
 def test_the_next_import_removes_a_dead_local_import(tmp_path, source, reference):

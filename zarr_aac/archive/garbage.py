@@ -101,7 +101,7 @@ def gc(
     """
     if grace_period < timedelta(0):
         raise ValueError(f"grace_period must not be negative, got {grace_period}")
-    group = open_archive(archive, mode="r" if dry_run else "a")
+    group = open_archive(archive, mode="r" if dry_run else "r+")
     report = collect(group, grace_period=grace_period, dry_run=dry_run, full=True)
     if not dry_run and _has_bookkeeping(group):
         refresh_snapshot(group)

@@ -499,7 +499,8 @@ def remove_stale_imports(group: zarr.Group) -> list[str]:
     """
     from zarr_aac.archive.garbage import collect
 
-    removed = [item.name for item in collect(group, grace_period=None).removed]
+    report = collect(group, grace_period=None)
+    removed = [item.name for item in report.removed if item.kind in {"uncommitted import", "old temporary array"}]
     if removed:
         warnings.warn(
             f"removed {len(removed)} unfinished import(s) left by a process that died: {', '.join(removed)}",
@@ -695,6 +696,8 @@ def set_recording_attributes(
     ------
     ArchiveError
         If there is no zarr_aac recording there.
+    RecordingNotCommittedError
+        If the recording's import has not committed it.
     ValueError
         If ``start_time`` cannot be read or ``metadata`` is not JSON-serialisable.
     """
@@ -749,7 +752,7 @@ def _recording_in(group: zarr.Group, name: str) -> zarr.Array:
     node = group[name]
     if not isinstance(node, zarr.Array):
         raise ArchiveError(f"{node.store_path} is a group, not a recording")
-    return _check_recording(node)
+    return check_committed(_check_recording(node))
 
 
 def _archive_and_name(recording: zarr.Array | PathLike) -> tuple[zarr.Group, str]:
