@@ -30,6 +30,8 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore, MemoryStore, WrapperStore
 
+from zarr_aac.errors import ArchiveError
+
 BOOKKEEPING = ".zarr-aac"
 """The archive group's child holding its bookkeeping; recording names cannot start with '.'."""
 NAMES = "names"
@@ -65,15 +67,11 @@ def _attributes_of(data: bytes, key: str) -> dict[str, Any]:
         document = json.loads(data)
         attributes = document["attributes"]
     except (ValueError, KeyError, TypeError) as exc:
-        from zarr_aac.errors import ArchiveError
-
         raise ArchiveError(
             f"{key}: the archive's bookkeeping document is unreadable ({exc}); restore it from a backup "
             "or delete it (zarr-aac gc lists what it removes)"
         ) from exc
     if not isinstance(attributes, dict):
-        from zarr_aac.errors import ArchiveError
-
         raise ArchiveError(f"{key}: the archive's bookkeeping document holds no attribute mapping")
     return attributes
 
