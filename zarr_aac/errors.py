@@ -144,5 +144,10 @@ class ChunkReadError(ZarrAACError, OSError):
         return type(self), (self.key, self.reason), vars(self)
 
 
+class NoConditionalWriteWarning(UserWarning):
+    """The archive's store cannot create an object only if it is absent, atomically: importers in
+    several processes at once could take one name or import one content twice (docs/scaling.md)."""
+
+
 class GenerationLossWarning(UserWarning):
     """A write re-encodes audio already stored as AAC (part of a chunk written), losing quality."""

@@ -30,7 +30,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore, MemoryStore, WrapperStore
 
-from zarr_aac.errors import ArchiveError
+from zarr_aac.errors import ArchiveError, NoConditionalWriteWarning
 
 BOOKKEEPING = ".zarr-aac"
 """The archive group's child holding its bookkeeping; recording names cannot start with '.'."""
@@ -43,11 +43,6 @@ CONCURRENT_READS = 32
 """Bookkeeping documents fetched at once when many are read."""
 CONFLICT_RETRIES = 5
 """Attempts of a conditional write that S3 answers 409 (another conditional write of the key in flight)."""
-
-
-class NoConditionalWriteWarning(UserWarning):
-    """The archive's store cannot create an object only if it is absent, atomically: importers in
-    several processes at once could take one name or import one content twice."""
 
 
 def bookkeeping_key(group_path: str, *parts: str) -> str:
