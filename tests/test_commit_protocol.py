@@ -467,3 +467,17 @@ TestCommitProtocolMachine = CommitProtocolMachine.TestCase
 TestCommitProtocolMachine.settings = settings(
     max_examples=50, stateful_step_count=20, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
+
+
+def test_a_store_without_a_conditional_write_says_so(source, reference, monkeypatch):
+    """fsspec's memory file system (like GCS or HTTP through fsspec) has no atomic create-if-absent:
+    an import still works, and warns once that importers must not run side by side."""
+    from zarr.storage import FsspecStore
+
+    from zarr_aac.errors import NoConditionalWriteWarning
+
+    monkeypatch.setattr(bk, "_warned_stores", set())
+    store = FsspecStore.from_url("memory://no-conditional.zarr")
+    with pytest.warns(NoConditionalWriteWarning, match="one process at a time"):
+        zarr_aac.import_file(source, zarr.open_group(store, mode="w"), chunk_duration=0.25, progress=False)
+    assert_same_recording(stored_recording(zarr.open_group(store, mode="r"), "dawn"), reference)
