@@ -31,8 +31,10 @@ if TYPE_CHECKING:
     from zarr.core.common import AccessModeLiteral
 
 CATALOGUE_ATTR = "catalogue"
+"""The group attribute holding the catalogue in archives written before per-recording entries."""
 TEMP_PREFIX = ".importing-"
-"""Arrays being written carry this prefix; they never appear in the catalogue."""
+"""Versions before the commit protocol wrote each recording under this prefix, then renamed it;
+such arrays never appear in the catalogue, and gc removes those of dead processes."""
 IMPORTING_ATTR = "importing"
 """Attribute of an array being written: the host and process id of the import that will commit it."""
 
@@ -42,7 +44,7 @@ PUBLISH_ATTEMPTS = 3
 """Commit attempts when the entry that won the race vanishes before it is read."""
 
 CatalogueEntries = dict[str, dict[str, Any]]
-"""The ``catalogue`` attribute: each recording's attributes by array name."""
+"""The catalogue: each committed recording's attributes by array name."""
 
 
 def open_archive(group: zarr.Group | PathLike, mode: AccessModeLiteral = "a") -> zarr.Group:
