@@ -25,7 +25,7 @@ from pathlib import Path
 
 from benchmarks import Context
 
-SECTIONS = ["codec", "importer", "adapter", "xarray", "serve"]
+SECTIONS = ["codec", "importer", "adapter", "xarray", "archive", "serve"]
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PACKAGES = ("zarr-aac", "zarr", "numcodecs", "av", "numpy", "soundfile", "xarray", "dask", "distributed")

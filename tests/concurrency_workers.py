@@ -66,3 +66,31 @@ def reader(path: str, seed: int, go, done, results) -> None:
 def import_each(paths: list[str], root: str) -> None:
     for path in paths:
         import_file(path, root, chunk_duration=0.25, progress=False)
+
+
+def open_target(root: str, endpoint: str | None) -> zarr.Group | str:
+    """The archive at ``root``: a local path, or with ``endpoint`` a key prefix in the test
+    bucket of the S3 server there (tests/test_s3.py)."""
+    if endpoint is None:
+        return root
+    from zarr.storage import FsspecStore
+
+    store = FsspecStore.from_url(
+        f"s3://field-recordings/{root}",
+        storage_options={
+            "key": "testing",
+            "secret": "testing",
+            "client_kwargs": {"endpoint_url": endpoint, "region_name": "eu-west-1"},
+            "skip_instance_cache": True,
+            "asynchronous": True,
+        },
+    )
+    return zarr.open_group(store, mode="a")
+
+
+def import_together(paths: list[str], root: str, endpoint: str | None, go, results) -> None:
+    """Wait for ``go``, then import ``paths`` one at a time; put (path, name) pairs on ``results``."""
+    go.wait()
+    target = open_target(root, endpoint)
+    names = [(path, import_file(path, target, chunk_duration=0.25, progress=False).basename) for path in paths]
+    results.put(names)

@@ -147,3 +147,20 @@ def test_only_run_keeps_the_other_sections(benchmarks, tmp_path, monkeypatch):
     harness.main([*paths, "--only", "second"])
     text = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert text.index("## First v1") < text.index("## Second v2") and "Second v1" not in text
+
+
+def test_archive_section_commits_cost_the_same_store_operations_at_any_size(benchmarks, tmp_path, monkeypatch):
+    """One commit makes the same store operations in an archive of 5 recordings and of 60: its
+    cost does not grow with the archive (the timings themselves are not asserted)."""
+    from benchmarks import archive
+
+    monkeypatch.setattr(archive, "QUICK_SIZES", (5, 60))
+    monkeypatch.setattr(archive, "COMMITS", 3)
+    result = archive.run(benchmarks.Context(workdir=tmp_path, quick=True))
+    commits = [row for row in result["rows"] if row["what"].startswith("one commit")]
+    assert [row["recordings in the archive"] for row in commits] == [5, 60]
+    assert commits[0]["store operations"] == commits[1]["store operations"]
+    assert "set_if_not_exists 2" in commits[0]["store operations"]
+    listed = {row["what"]: row["recordings in the archive"] for row in result["rows"]}
+    assert listed["catalogue(), with the snapshot"] == listed["catalogue(), no snapshot (one read per entry)"] == 63
+    assert any("cluster_import.py does not exist" in note for note in result["notes"]) or "tables" in result

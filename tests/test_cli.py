@@ -12,8 +12,11 @@ import time
 import numpy as np
 import soundfile as sf
 import zarr
+from support.archives import bookkeeping, nodes
 
 import zarr_aac
+from zarr_aac.archive import entries as bk
+from zarr_aac.archive.recordings import catalogue_entries
 from zarr_aac.cli import main
 
 
@@ -63,7 +66,7 @@ def test_directories_several_recordings_and_json_listing(tmp_path, capsys):
     assert "holds 2 recordings" in capsys.readouterr().err
     zarr.open_group(archive).create_array(".importing-0123", shape=(0, 1), dtype="int16")  # a SIGKILLed import
     assert main(["ls", str(archive)]) == 0
-    assert "1 unfinished import(s) left by a killed process" in capsys.readouterr().err
+    assert "1 unfinished import(s), not listed: under way, or left by a killed process" in capsys.readouterr().err
     zarr.open_group(archive).create_array("added_by_hand", shape=(1,), dtype="int16")
     assert main(["ls", str(archive)]) == 0
     assert "1 array(s) not in the catalogue: added_by_hand" in capsys.readouterr().err
@@ -100,7 +103,7 @@ def test_failures_exit_1_and_name_the_file(tmp_path, capsys):
     assert main(["import", str(good), str(bad), str(archive)]) == 1
     err = capsys.readouterr().err
     assert "broken.mp3" in err and "could not be imported" in err
-    assert sorted(zarr.open_group(archive).keys()) == ["good"]
+    assert nodes(zarr.open_group(archive)) == ["good"]
     assert main(["import", str(tmp_path / "nothing_here"), str(archive)]) == 1
     assert "no such file" in capsys.readouterr().err
     assert main(["export", str(archive), str(tmp_path / "x.wav"), "--start", "5"]) == 1
@@ -140,7 +143,7 @@ def test_ctrl_c_during_a_parallel_import_leaves_nothing_half_written(tmp_path):
         [*command, *map(str, sources), str(archive)], stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list(archive.glob(".importing-*/c")):
+    while time.monotonic() < deadline and not list(archive.glob("long*/c")):
         time.sleep(0.02)
     assert process.poll() is None, "the import finished before it could be interrupted"
     os.killpg(process.pid, signal.SIGINT)
@@ -148,9 +151,9 @@ def test_ctrl_c_during_a_parallel_import_leaves_nothing_half_written(tmp_path):
     assert process.returncode == 130, err
     assert "interrupted" in err
     group = zarr.open_group(archive)
-    assert not [name for name in group.array_keys() if name.startswith(".importing-")]
-    catalogue = group.attrs.get("catalogue", {})
-    assert sorted(group.array_keys()) == sorted(catalogue)
+    catalogue = catalogue_entries(group)
+    assert nodes(group) == sorted(catalogue)
+    assert bookkeeping(group, bk.PENDING) == [] and bookkeeping(group, bk.NAMES) == sorted(catalogue)
     assert len(catalogue) < 2
     for name in catalogue:
         assert group[name].shape == (600 * 16000, 1)

@@ -26,11 +26,13 @@ from concurrency_workers import (
     reader,
     signal,
 )
+from support.archives import bookkeeping
 from support.selections import reference_decode
 from support.signals import tone_with_noise
 
 from zarr_aac import AACCodec, import_files
-from zarr_aac.archive.recordings import CATALOGUE_ATTR, TEMP_PREFIX
+from zarr_aac.archive import entries as bk
+from zarr_aac.archive.recordings import catalogue_entries
 
 
 @pytest.mark.slow
@@ -82,10 +84,11 @@ def write_sources(folder: Path, count: int, seconds: float = 0.5) -> list[Path]:
 
 def assert_catalogue_matches_arrays(root: Path, expected: set[str]) -> None:
     group = zarr.open_group(root, mode="r")
-    catalogue = group.attrs[CATALOGUE_ATTR]
+    catalogue = catalogue_entries(group)
     arrays = {name for name in group.array_keys()}
     assert set(catalogue) == expected
-    assert arrays == expected, f"arrays {sorted(arrays)} (temporary ones start with {TEMP_PREFIX})"
+    assert arrays == expected
+    assert bookkeeping(group, bk.PENDING) == [] and set(bookkeeping(group, bk.NAMES)) == expected
     for name in expected:
         assert catalogue[name]["n_samples"] == group[name].shape[0]
 

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import zarr
+from support.archives import bookkeeping, nodes
 from support.media import probe_channels, require_tool
 
 from zarr_aac import import_file
-from zarr_aac.archive.recordings import CATALOGUE_ATTR, TEMP_PREFIX
+from zarr_aac.archive import entries as bk
+from zarr_aac.archive.recordings import TEMP_PREFIX, catalogue_entries
 from zarr_aac.errors import SourceError
 
 DATA = Path(__file__).parent / "data"
@@ -59,12 +61,12 @@ def cli_decode(path: Path) -> np.ndarray | None:
     return np.frombuffer(raw, dtype="<f4").reshape(-1, channels)
 
 
-def archive_state(root: Path) -> tuple[set[str], dict]:
+def archive_state(root: Path) -> tuple[set[str], dict, list[str], list[str]]:
     group = zarr.open_group(root, mode="a")
-    return set(group.keys()), dict(group.attrs.get(CATALOGUE_ATTR, {}))
+    return set(nodes(group)), catalogue_entries(group), bookkeeping(group, bk.NAMES), bookkeeping(group, bk.PENDING)
 
 
-def assert_nothing_half_written(root: Path, before: tuple[set[str], dict]) -> None:
+def assert_nothing_half_written(root: Path, before: tuple[set[str], dict, list[str], list[str]]) -> None:
     assert archive_state(root) == before
     leftovers = [p.name for p in root.rglob(f"{TEMP_PREFIX}*")]
     assert leftovers == [], f"temporary arrays left behind: {leftovers}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import zarr
+from support.archives import assert_nothing_left, nodes
 from support.media import ffmpeg_decode
 
 import zarr_aac
@@ -48,11 +48,6 @@ def lag_of_peak(a: np.ndarray, b: np.ndarray, max_lag: int = 2048) -> int:
 
 def as_float(pcm: np.ndarray) -> np.ndarray:
     return pcm.astype(np.float32) / 32768.0 if pcm.dtype == np.int16 else pcm.astype(np.float32)
-
-
-def assert_nothing_left(group: zarr.Group) -> None:
-    assert list(group.keys()) == []
-    assert group.attrs.get(recordings.CATALOGUE_ATTR, {}) == {}
 
 
 @pytest.fixture(scope="module")
@@ -338,8 +333,8 @@ def test_parallel_import_with_a_failure_keeps_the_good_files(tmp_path, sources):
     assert list(info.value.failures) == [str(bad)]
     assert "notes.wav" in str(info.value)
     group = zarr.open_group(archive)
-    assert sorted(group.keys()) == ["ogg", "s16"]
-    assert sorted(group.attrs[recordings.CATALOGUE_ATTR]) == ["ogg", "s16"]
+    assert nodes(group) == ["ogg", "s16"]
+    assert sorted(recordings.catalogue_entries(group)) == ["ogg", "s16"]
     np.testing.assert_array_equal(group["s16"][:], zarr_aac.import_file(sources["s16"], archive, progress=False)[:])
 
 
@@ -442,7 +437,9 @@ def test_stream_choice_and_bad_options(tmp_path, ffmpeg_sources):
         zarr_aac.import_file(ffmpeg_sources["wav"], group, chunk_duration=0, progress=False)
     with pytest.raises(SourceError, match="no such file"):
         zarr_aac.import_file(tmp_path / "missing.wav", group, progress=False)
-    assert json.loads(json.dumps(dict(group.attrs)))  # the catalogue stays plain JSON
+    entries = recordings.catalogue_entries(group)
+    assert list(entries) == [z.basename]
+    assert json.loads(json.dumps(entries)) == entries  # the catalogue stays plain JSON
 
 
 @pytest.mark.parametrize(
@@ -483,7 +480,8 @@ def test_memory_store_archive(sources):
     group = zarr.group(store=zarr.storage.MemoryStore())
     arrays = zarr_aac.import_files([sources["s16"], sources["ogg"]], group, progress=False)
     assert [a.name for a in arrays] == ["/s16", "/ogg"]
-    assert sorted(group.keys()) == ["ogg", "s16"]
+    assert nodes(group) == ["ogg", "s16"]
+    assert sorted(recordings.catalogue_entries(group)) == ["ogg", "s16"]
 
 
 def test_shared_recordings_import_exactly(shared_audio, tmp_path):
@@ -519,7 +517,7 @@ def test_shared_lossy_recordings_match_the_ffmpeg_command_line(shared_audio, ffm
 
 def test_importers_through_stale_group_objects_keep_every_entry(tmp_path, sources):
     """A Group object opened before another writer committed still adds to, not replaces, the
-    catalogue: the commit reads it afresh under the archive's lock."""
+    catalogue: every commit is an entry of its own, and names are reserved in the store."""
     archive = tmp_path / "a.zarr"
     stale = zarr.open_group(archive)
     zarr_aac.import_file(sources["s16"], archive, progress=False)
@@ -528,21 +526,21 @@ def test_importers_through_stale_group_objects_keep_every_entry(tmp_path, source
     sf.write(other, clicky_signal(2000, 1, RATE, seed=11), RATE)
     assert zarr_aac.import_file(other, stale, progress=False).basename == "s16_2"
     assert zarr_aac.import_file(sources["flac"], stale, progress=False).basename == "flac"
-    assert sorted(stale.attrs[recordings.CATALOGUE_ATTR]) == ["flac", "s16", "s16_2"]
+    assert sorted(recordings.catalogue_entries(stale)) == ["flac", "s16", "s16_2"]
     assert sorted(recordings.catalogue(archive).index) == ["flac", "s16", "s16_2"]
 
 
-def test_the_archive_lock_excludes_other_processes(tmp_path):
+def test_a_reserved_name_is_not_given_twice(tmp_path):
+    """Reservations are create-if-absent writes: the second wanting a name gets the next free
+    one, or an error when it asked for exactly that name; abandoning frees it again."""
     group = zarr.open_group(tmp_path / "a.zarr")
-    probe = (
-        "import fcntl, os, sys\n"
-        "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
-        "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\nexcept BlockingIOError:\n    sys.exit(3)\n"
-    )
-    with recordings.archive_lock(group):
-        held = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "a.zarr")], check=False)
-    free = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "a.zarr")], check=False)
-    assert (held.returncode, free.returncode) == (3, 0)
+    first = recordings.reserve_name(group, "dawn", "0" * 64)
+    second = recordings.reserve_name(group, "dawn", "1" * 64)
+    assert (first.name, second.name) == ("dawn", "dawn_2")
+    with pytest.raises(ArchiveError, match="dawn already exists"):
+        recordings.reserve_name(group, "dawn", "2" * 64, exact=True)
+    recordings.abandon_reservation(group, first)
+    assert recordings.reserve_name(group, "dawn", "3" * 64, exact=True).name == "dawn"
 
 
 def _with_guano_chunk(path: Path, text: bytes) -> Path:

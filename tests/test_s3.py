@@ -27,12 +27,15 @@ from botocore.exceptions import BotoCoreError
 pytest.importorskip("moto")
 s3fs = pytest.importorskip("s3fs")
 import zarr  # noqa: E402
+from support.archives import bookkeeping, nodes  # noqa: E402
 from support.selections import reference_decode  # noqa: E402
 from support.signals import tone_with_noise  # noqa: E402
+from zarr.core.sync import sync  # noqa: E402
 from zarr.storage import FsspecStore  # noqa: E402
 
 from zarr_aac import CorruptChunkError, import_file  # noqa: E402
-from zarr_aac.archive.recordings import CATALOGUE_ATTR, TEMP_PREFIX  # noqa: E402
+from zarr_aac.archive import entries as bk  # noqa: E402
+from zarr_aac.archive.recordings import catalogue_entries  # noqa: E402
 from zarr_aac.errors import ChunkReadError  # noqa: E402
 
 full_s3_run = pytest.mark.skipif(not os.environ.get("ZARR_AAC_S3_FULL"), reason="slow S3 fault test: nox -s s3 runs it")
@@ -233,9 +236,10 @@ def test_import_and_partial_reads_through_s3(recording_on_s3, proxy):
     array, reference = recording_on_s3
     _, log = proxy
     assert array.shape == (3 * 48000, 2)
-    catalogue = zarr.open_group(array.store_path.store, mode="r").attrs[CATALOGUE_ATTR]
-    assert list(catalogue) == ["dawn"]
-    assert not [k for k in zarr.open_group(array.store_path.store, mode="r") if k.startswith(TEMP_PREFIX)]
+    group = zarr.open_group(array.store_path.store, mode="r")
+    assert list(catalogue_entries(group)) == ["dawn"]
+    assert nodes(group) == ["dawn"]
+    assert bookkeeping(group, bk.PENDING) == []
     for window in random_windows(array.shape[0], 10, seed=1):
         np.testing.assert_array_equal(array[window], reference[window])
     np.testing.assert_array_equal(array.oindex[[5, 70000, 143000], [1]], reference[[5, 70000, 143000]][:, [1]])
@@ -309,8 +313,9 @@ def test_an_import_that_fails_mid_upload_leaves_no_recording(tmp_path, proxy, bu
     finally:
         log.clear()
     reopened = zarr.open_group(s3_store(endpoint, "interrupted.zarr"), mode="r")
-    assert "storm" not in reopened.attrs.get(CATALOGUE_ATTR, {})
+    assert "storm" not in catalogue_entries(reopened)
     assert "storm" not in reopened
+    assert bookkeeping(reopened, bk.NAMES) == [] and bookkeeping(reopened, bk.PENDING) == []
 
 
 @pytest.mark.parametrize("byte", [0, 20, 47, 60])
@@ -336,3 +341,27 @@ def test_codec_reads_through_s3_need_few_requests(recording_on_s3, proxy):
     window = slice(30_000, 30_500)
     np.testing.assert_array_equal(array[window], reference[window])
     assert log.requests["GET"] == 2
+
+
+def test_a_conditional_write_on_s3_is_refused_once_the_object_exists(moto_endpoint, bucket):
+    """The commit protocol's create-if-absent write goes to S3 as PutObject with If-None-Match: *;
+    the server refuses the second writer, which learns it lost (docs/scaling.md)."""
+    store = s3_store(moto_endpoint, "conditional.zarr")
+    key = bk.bookkeeping_key("", bk.RECORDINGS, "0" * 64)
+    assert sync(bk.create_document(store, key, {"token": "first"})) is True
+    assert sync(bk.create_document(store, key, {"token": "second"})) is False
+    assert sync(bk.read_document(store, key)) == {"token": "first"}
+
+
+@pytest.mark.slow
+def test_concurrent_importers_into_an_s3_archive(moto_endpoint, bucket, tmp_path):
+    """Four processes importing different files into one S3 archive at once, and two importing
+    the same files: no entry lost, none twice, each as a lone import stores it."""
+    from test_commit_protocol import check_concurrent_imports
+
+    check_concurrent_imports(
+        lambda: zarr.open_group(s3_store(moto_endpoint, "concurrent.zarr"), mode="r"),
+        "concurrent.zarr",
+        moto_endpoint,
+        tmp_path,
+    )

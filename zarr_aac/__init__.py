@@ -23,9 +23,11 @@ from zarr_aac.examples import example_recording
 
 if TYPE_CHECKING:
     from zarr_aac.archive import (
+        GCReport,
         ImportOptions,
         catalogue,
         export,
+        gc,
         import_file,
         import_files,
         open_recording,
@@ -42,6 +44,7 @@ __all__ = [
     "AudioDecodeError",
     "CorruptChunkError",
     "FrameIndex",
+    "GCReport",
     "ImportOptions",
     "MissingChunkError",
     "UnsupportedAudioError",
@@ -51,6 +54,7 @@ __all__ = [
     "concat_recordings",
     "example_recording",
     "export",
+    "gc",
     "import_file",
     "import_files",
     "open_aac_file",
@@ -67,6 +71,8 @@ __all__ = [
 
 _LAZY = {
     "ImportOptions": "zarr_aac.archive",
+    "GCReport": "zarr_aac.archive",
+    "gc": "zarr_aac.archive",
     "import_file": "zarr_aac.archive",
     "import_files": "zarr_aac.archive",
     "catalogue": "zarr_aac.archive",

@@ -99,6 +99,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _hours(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of hours, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected hours of 0 or more, got {text!r}")
+    return value
+
+
 def _key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -281,16 +291,31 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     print(f"{len(entries)} recording(s)", file=sys.stderr)
-    unfinished = unfinished_imports(group)
+    unfinished = unfinished_imports(group, entries)
     if unfinished:
         print(
-            f"{len(unfinished)} unfinished import(s) left by a killed process, safe to delete when no import "
-            f"is running: {', '.join(unfinished)}",
+            f"{len(unfinished)} unfinished import(s), not listed: under way, or left by a killed process "
+            f"(`zarr-aac gc {args.group}` removes those that are): {', '.join(unfinished)}",
             file=sys.stderr,
         )
-    uncatalogued = [name for name in recording_names(group) if name not in entries]
+    uncatalogued = [name for name in recording_names(group, entries) if name not in entries]
     if uncatalogued:
         print(f"{len(uncatalogued)} array(s) not in the catalogue: {', '.join(uncatalogued)}", file=sys.stderr)
+    return 0
+
+
+def _cmd_gc(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from zarr_aac.archive.garbage import gc
+
+    report = gc(args.group, dry_run=args.dry_run, grace_period=timedelta(hours=args.grace_hours))
+    verb = "would remove" if report.dry_run else "removed"
+    for item in report.removed:
+        print(f"{verb} {item.kind} {item.name}: {item.reason}")
+    for item in report.kept:
+        print(f"kept {item.kind} {item.name}: {item.reason}", file=sys.stderr)
+    print(f"{len(report.removed)} item(s) {verb}, {len(report.kept)} kept", file=sys.stderr)
     return 0
 
 
@@ -390,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_info_command(commands, common)
     _add_export_command(commands, common)
     _add_ls_command(commands, common)
+    _add_gc_command(commands, common)
     _add_verify_command(commands, common)
     _add_quality_command(commands, common)
     _add_set_command(commands, common)
@@ -442,6 +468,21 @@ def _add_ls_command(commands: Any, common: argparse.ArgumentParser) -> None:
     ls.add_argument("group", metavar="GROUP")
     ls.add_argument("--json", action="store_true", help="every field, as JSON")
     ls.set_defaults(run=_cmd_ls)
+
+
+def _add_gc_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    gc = commands.add_parser(
+        "gc", parents=[common], help="remove what crashed imports left (uncommitted recordings of dead processes)"
+    )
+    gc.add_argument("group", metavar="GROUP")
+    gc.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    gc.add_argument(
+        "--grace-hours",
+        type=_hours,
+        default=24.0,
+        help="remove uncommitted imports of other hosts started longer ago than this (default 24)",
+    )
+    gc.set_defaults(run=_cmd_gc)
 
 
 def _add_verify_command(commands: Any, common: argparse.ArgumentParser) -> None:

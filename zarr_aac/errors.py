@@ -73,6 +73,15 @@ class ArchiveError(ZarrAACError, ValueError):
     """An archive group or path does not hold what was asked of it (a name taken, several recordings)."""
 
 
+class NameTakenError(ArchiveError):
+    """A recording name asked for exactly is taken by a recording, a reservation or another node."""
+
+
+class RecordingNotCommittedError(ArchiveError):
+    """A recording was opened by its path before its import committed it (still being written,
+    or left by an import that crashed): readers see only committed recordings (docs/scaling.md)."""
+
+
 class ImportFailedError(ZarrAACError):
     """Some files of a batch import failed; the others were imported. ``failures`` maps source to error."""
 
@@ -133,6 +142,11 @@ class ChunkReadError(ZarrAACError, OSError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return type(self), (self.key, self.reason), vars(self)
+
+
+class NoConditionalWriteWarning(UserWarning):
+    """The archive's store cannot create an object only if it is absent, atomically: importers in
+    several processes at once could take one name or import one content twice (docs/scaling.md)."""
 
 
 class GenerationLossWarning(UserWarning):

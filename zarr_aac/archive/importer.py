@@ -1,10 +1,9 @@
 """Import audio files that FFmpeg reads into an archive: a Zarr group with one AAC array per recording.
 
 A source is decoded in-process with PyAV and written one whole chunk at a time (a partial-chunk
-write would re-encode, with generation loss), into a hidden temporary array that is renamed to
-its final name only once complete; a failure or Ctrl-C deletes it. The group's ``catalogue``
-attribute lists every recording's metadata by array name and is written by one process only
-(see :mod:`zarr_aac.archive.recordings`).
+write would re-encode, with generation loss), in place under a name reserved for it, and
+committed by one small write of its catalogue entry once complete; until then no reader sees
+it, and a failure or Ctrl-C deletes it (the protocol is in :mod:`zarr_aac.archive.recordings`).
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import multiprocessing
 import os
 import re
 import signal
-import uuid
+import time
 import warnings
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -30,32 +29,35 @@ import zarr
 from tqdm.auto import tqdm
 from zarr.storage import MemoryStore
 
+from zarr_aac.archive import entries as bk
 from zarr_aac.archive import source_metadata
 from zarr_aac.archive.chunk_writer import ChunkWriter
 from zarr_aac.archive.fidelity import FidelityReport, ReadBackComparison, clip_level_for
+from zarr_aac.archive.garbage import drop_entry
 from zarr_aac.archive.import_options import DEFAULT_CHUNK_DURATION, ImportOptions
 from zarr_aac.archive.recordings import (
     IMPORTING_ATTR,
-    TEMP_PREFIX,
     PathLike,
-    catalogue_entries,
+    Reservation,
+    abandon_reservation,
     check_recording_name,
-    child_names,
-    commit_recording,
-    delete_node,
-    free_name,
     importing_owner,
-    name_taken,
     open_archive,
+    owner_is_dead,
+    publish_recording,
     recording_array,
     recording_with_hash,
+    refresh_snapshot,
     remove_stale_imports,
+    reservation_of,
+    reserve_name,
 )
 from zarr_aac.codec import aac
 from zarr_aac.codec.aac_codec import AACCodec, gain_for_peak
 from zarr_aac.errors import (
     AlreadyImportedWarning,
     ImportFailedError,
+    NameTakenError,
     SourceError,
     TruncatedSourceWarning,
     ZarrAACError,
@@ -347,9 +349,9 @@ def _check_stream_declares_format(audio: av.AudioStream, source: Path) -> None:
 
 
 def _write_source(
-    source: Path, group: zarr.Group, temp_name: str, digest: str, options: ImportOptions, *, owner: dict[str, Any]
+    source: Path, group: zarr.Group, name: str, digest: str, options: ImportOptions, *, owner: dict[str, Any]
 ) -> dict[str, Any]:
-    """Decode ``source`` into a new array ``temp_name`` of ``group``; return its attributes."""
+    """Decode ``source`` into a new array ``name`` of ``group`` (reserved for it); return its attributes."""
     with _open_source(source) as container:
         audio = _pick_stream(container, options.stream, source)
         _check_stream_declares_format(audio, source)
@@ -363,7 +365,7 @@ def _write_source(
         except av.FFmpegError as exc:
             raise SourceError(source, f"decoding failed at its start ({exc.strerror or exc})") from exc
         layout = layout.for_content(np.concatenate(head) if head else np.zeros((0, layout.channels)), options)
-        array = layout.create_array(group, temp_name, owner)
+        array = layout.create_array(group, name, owner)
         report = FidelityReport(layout.sample_rate, layout.channels, clip_level_for(layout.dtype, layout.gain))
         disable_bar = None if options.progress else True
         with tqdm(total=declared, unit="sample", unit_scale=True, desc=source.name, disable=disable_bar) as bar:
@@ -467,32 +469,79 @@ def _is_truncated(written: int, declared: int | None, codec_name: str) -> bool:
     return written < declared - slack
 
 
-def _import_into_temp(
+def _import_into_archive(
     source: Path,
     store: Any,
     group_path: str,
-    temp_name: str,
     *,
     digest: str,
+    wanted: str,
+    exact: bool,
     options: ImportOptions,
-    owner: dict[str, Any],
-) -> dict[str, Any]:
-    """Worker entry point: write ``temp_name`` and return its attributes, or delete it and raise."""
+) -> str:
+    """Worker entry point: reserve a name, write the recording in place under it and commit it;
+    return the committed recording's name (another's, if it committed this content first). On
+    failure, delete what was written and raise."""
     group = zarr.open_group(store=store, path=group_path, mode="r+")
+    owner = importing_owner()
+    reservation = _reserve_or_join(group, wanted, digest, exact=exact, owner=owner)
+    if isinstance(reservation, str):
+        return reservation
     try:
-        return _write_source(source, group, temp_name, digest, options, owner=owner)
+        attrs = _write_source(source, group, reservation.name, digest, options, owner=owner)
     except BaseException:
-        delete_node(group, temp_name)
+        abandon_reservation(group, reservation)
         raise
+    return publish_recording(group, reservation, attrs)
+
+
+SAME_CONTENT_WAIT = 120.0
+"""Seconds an import waits for another process importing the same content under the name it
+wants, rather than importing it too under the next name (the commit would drop one of them)."""
+SAME_CONTENT_POLL = 0.2
+
+
+def _reserve_or_join(
+    group: zarr.Group, wanted: str, digest: str, *, exact: bool, owner: dict[str, Any]
+) -> Reservation | str:
+    """A reservation of ``wanted`` (or, unless ``exact``, the next free name); or, if another
+    import of the same content holds ``wanted`` and commits within :data:`SAME_CONTENT_WAIT`,
+    the name of its recording."""
+    try:
+        return reserve_name(group, wanted, digest, exact=True, owner=owner)
+    except NameTakenError:
+        if exact:
+            raise
+    deadline = time.monotonic() + SAME_CONTENT_WAIT
+    while time.monotonic() < deadline:
+        holder = reservation_of(group, wanted)
+        if holder is None or holder.get("digest") != digest or owner_is_dead(holder.get("owner")):
+            break
+        existing = recording_with_hash(group, digest)
+        if existing is not None:
+            return existing
+        time.sleep(SAME_CONTENT_POLL)
+    existing = _existing_recording(group, digest)
+    if existing is not None:
+        return existing
+    return reserve_name(group, wanted, digest, owner=owner)
+
+
+def _existing_recording(archive: zarr.Group, digest: str) -> str | None:
+    """The committed recording of content ``digest``, if any. The entry of one whose array was
+    deleted by hand is dropped, so its content is imported again."""
+    name = recording_with_hash(archive, digest)
+    if name is None or name in archive:
+        return name
+    entry = bk.run(bk.read_document(archive.store, bk.bookkeeping_key(archive.path, bk.RECORDINGS, digest)))
+    if entry is not None and entry.get("name") == name:
+        drop_entry(archive, digest, name, str(entry.get("token")))
+    return None
 
 
 def _name_for(source: Path) -> str:
     """The file's stem as a Zarr node name (no leading dot, which marks temporaries, or underscore)."""
     return re.sub(r"[/\\]", "_", source.stem).lstrip("._") or "recording"
-
-
-def _temp_name() -> str:
-    return f"{TEMP_PREFIX}{uuid.uuid4().hex}"
 
 
 def _prepare(source: PathLike) -> tuple[Path, str]:
@@ -578,34 +627,29 @@ def import_file(
     path, digest = _prepare(source)
     archive = open_archive(group)
     remove_stale_imports(archive)
-    entries = catalogue_entries(archive)
-    existing = recording_with_hash(entries, digest)
-    if existing is not None and existing in archive:
+    existing = _existing_recording(archive, digest)
+    if existing is not None:
         asked = _options_asked(options) + ([f"name={name!r}"] if name is not None and name != existing else [])
         _warn_not_reimported([path], archive, [existing], asked)
         return recording_array(archive, existing)
-    taken = set(entries) | set(archive.keys())
-    if name is not None and name in taken:
-        raise name_taken(archive, name)
-    final = name if name is not None else free_name(_name_for(path), taken)
-    temp = _temp_name()
-    attrs = _import_into_temp(
-        path, archive.store, archive.path, temp, digest=digest, options=options, owner=importing_owner()
+    committed = _import_into_archive(
+        path,
+        archive.store,
+        archive.path,
+        digest=digest,
+        wanted=name if name is not None else _name_for(path),
+        exact=name is not None,
+        options=options,
     )
-    try:
-        return commit_recording(archive, temp, final, attrs, exact=name is not None)
-    except BaseException:
-        delete_node(archive, temp)
-        raise
+    return recording_array(archive, committed)
 
 
 @dataclass(frozen=True)
 class _PendingImport:
-    """A source of a batch still to import: its path, content hash and temporary array's name."""
+    """A source of a batch still to import: its path and content hash."""
 
     path: Path
     digest: str
-    temp_name: str
 
 
 @dataclass
@@ -625,9 +669,6 @@ class _Batch:
     def hashed(cls, paths: list[Path], archive: zarr.Group, progress: bool) -> _Batch:
         """Hash every source and set aside those whose content the archive lacks."""
         batch = cls()
-        entries = catalogue_entries(archive)
-        present = child_names(archive)
-        batch.recording_of = {e.get("source", {}).get("sha256"): n for n, e in entries.items() if n in present}
         for i, given in enumerate(tqdm(paths, desc="hashing", unit="file", disable=None if progress else True)):
             try:
                 path, digest = _prepare(given)
@@ -636,8 +677,9 @@ class _Batch:
                 continue
             batch.digests[i] = digest
             if digest not in batch.recording_of:
-                batch.recording_of[digest] = None
-                batch.pending[i] = _PendingImport(path, digest, _temp_name())
+                batch.recording_of[digest] = _existing_recording(archive, digest)
+                if batch.recording_of[digest] is None:
+                    batch.pending[i] = _PendingImport(path, digest)
         return batch
 
     def arrays(self, archive: zarr.Group, count: int) -> list[zarr.Array]:
@@ -670,8 +712,8 @@ def import_files(
     """Import many files into one archive, in parallel processes; one array per recording.
 
     Files whose content is already in the archive (same SHA-256) are skipped, so a re-run is
-    cheap. Each worker writes its own temporary array; this process alone renames them and
-    writes the catalogue. If some files fail, the others are still imported.
+    cheap. Each worker writes its recordings in place and commits each by one small write, so
+    other importers may run at the same time. If some files fail, the others are still imported.
 
     Parameters
     ----------
@@ -767,45 +809,47 @@ def _worker_count(workers: int | None, archive: zarr.Group, n_pending: int) -> i
     return min(workers or os.cpu_count() or 1, max(n_pending, 1))
 
 
+SNAPSHOT_AFTER = 200
+"""A batch that commits at least this many recordings refreshes the catalogue snapshot, so reading
+the catalogue of a large archive stays one object (the refresh reads every entry once)."""
+
+
 def _import_and_commit(batch: _Batch, archive: zarr.Group, options: ImportOptions, n_workers: int) -> None:
-    """Import the batch's pending sources and commit each as it finishes; on an interrupt, or
-    an error that is no single file's fault, delete every temporary array and re-raise."""
+    """Import the batch's pending sources, each committed by the process that writes it. An
+    interrupt, or an error that is no single file's fault, stops them all: each deletes what it wrote."""
     per_file = replace(options, progress=False)
     bar = tqdm(total=len(batch.pending), desc="importing", unit="file", disable=None if options.progress else True)
-    try:
-        with bar:
-            for i, result in _run(batch.pending, archive, per_file, n_workers):
-                pending = batch.pending[i]
-                if isinstance(result, BaseException):
-                    batch.failures[str(pending.path)] = result
-                else:
-                    array = commit_recording(archive, pending.temp_name, _name_for(pending.path), result, exact=False)
-                    batch.recording_of[pending.digest] = array.basename
-                bar.update(1)
-    except BaseException:
-        for pending in batch.pending.values():
-            delete_node(archive, pending.temp_name)
-        raise
+    committed = 0
+    with bar:
+        for i, result in _run(batch.pending, archive, per_file, n_workers):
+            pending = batch.pending[i]
+            if isinstance(result, BaseException):
+                batch.failures[str(pending.path)] = result
+            else:
+                batch.recording_of[pending.digest] = result
+                committed += 1
+            bar.update(1)
+    if committed >= SNAPSHOT_AFTER:
+        refresh_snapshot(archive)
 
 
 def _run(
     pending: dict[int, _PendingImport], archive: zarr.Group, options: ImportOptions, n_workers: int
-) -> Iterator[tuple[int, dict[str, Any] | BaseException]]:
-    """Yield (source number, attributes or the error) as imports finish."""
-    owner = importing_owner()
+) -> Iterator[tuple[int, str | BaseException]]:
+    """Yield (source number, committed recording's name or the error) as imports finish."""
     if n_workers <= 1:
         for i, job in pending.items():
             try:
-                attrs = _import_into_temp(
+                name = _import_into_archive(
                     job.path,
                     archive.store,
                     archive.path,
-                    job.temp_name,
                     digest=job.digest,
+                    wanted=_name_for(job.path),
+                    exact=False,
                     options=options,
-                    owner=owner,
                 )
-                yield i, attrs
+                yield i, name
             except Exception as exc:  # noqa: BLE001 -- one file's failure, whatever raised it; an interrupt stops all
                 yield i, _per_file_error(job.path, exc)
         return
@@ -819,14 +863,14 @@ def _run(
     ) as pool:
         futures = {
             pool.submit(
-                _import_into_temp,
+                _import_into_archive,
                 job.path,
                 archive.store,
                 archive.path,
-                job.temp_name,
                 digest=job.digest,
+                wanted=_name_for(job.path),
+                exact=False,
                 options=options,
-                owner=owner,
             ): i
             for i, job in pending.items()
         }

@@ -1,9 +1,11 @@
-"""An archive as a group of named recordings: its catalogue, its names, and opening one recording.
+"""An archive as a group of named recordings: how one is committed, the catalogue, and opening one.
 
-The group's ``catalogue`` attribute maps each recording's array name to its metadata. Only the
-process that commits a finished import writes it, under the archive's lock, after reading it
-afresh; everything else here reads. Arrays still being written carry :data:`TEMP_PREFIX` and are
-never in the catalogue.
+A recording is written in place under its final name and becomes visible by one small
+create-if-absent write, its catalogue entry (the commit protocol, docs/spec.md): a name is
+reserved first (:func:`reserve_name`), the array is written, and :func:`publish_recording`
+commits it. Readers here (the catalogue, :func:`open_recording`, :func:`recording_arrays`) see only
+committed recordings. Archives written before this protocol keep their catalogue in the group's
+``catalogue`` attribute; it is read, never rewritten, and their arrays are all committed.
 """
 
 from __future__ import annotations
@@ -11,41 +13,38 @@ from __future__ import annotations
 import os
 import socket
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import zarr
-from zarr.storage import LocalStore
 
+from zarr_aac.archive import entries as bk
 from zarr_aac.archive.pending_writes import delete_tree
 from zarr_aac.codec.aac_codec import AACCodec
-from zarr_aac.errors import ArchiveError, ZarrAACError
+from zarr_aac.errors import ArchiveError, NameTakenError, RecordingNotCommittedError, ZarrAACError
 from zarr_aac.start_time import parse_start_time
-
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks, so one importing process per archive at a time
-    _HAS_FLOCK = False
-else:
-    _HAS_FLOCK = True
 
 if TYPE_CHECKING:
     import pandas as pd
     from zarr.core.common import AccessModeLiteral
 
 CATALOGUE_ATTR = "catalogue"
+"""The group attribute holding the catalogue in archives written before per-recording entries."""
 TEMP_PREFIX = ".importing-"
-"""Arrays being written carry this prefix; they never appear in the catalogue."""
+"""Versions before the commit protocol wrote each recording under this prefix, then renamed it;
+such arrays never appear in the catalogue, and gc removes those of dead processes."""
 IMPORTING_ATTR = "importing"
 """Attribute of an array being written: the host and process id of the import that will commit it."""
 
 PathLike = str | os.PathLike
 
+PUBLISH_ATTEMPTS = 3
+"""Commit attempts when the entry that won the race vanishes before it is read."""
+
 CatalogueEntries = dict[str, dict[str, Any]]
-"""The ``catalogue`` attribute: each recording's attributes by array name."""
+"""The catalogue: each committed recording's attributes by array name."""
 
 
 def open_archive(group: zarr.Group | PathLike, mode: AccessModeLiteral = "a") -> zarr.Group:
@@ -92,8 +91,10 @@ def reopen(group: zarr.Group, mode: AccessModeLiteral = "r+") -> zarr.Group:
 
 
 def catalogue_entries(group: zarr.Group) -> CatalogueEntries:
-    """The catalogue as the store holds it now."""
-    return _entries_of(reopen(group, mode="r"))
+    """Every committed recording's attributes by name, as the store holds them now: the old
+    catalogue attribute, overlaid by the per-recording entries (see :func:`committed_entries`)."""
+    legacy = _entries_of(reopen(group, mode="r"))
+    return {**legacy, **committed_entries(group)}
 
 
 def _entries_of(group: zarr.Group) -> CatalogueEntries:
@@ -115,56 +116,393 @@ def recording_array(group: zarr.Group, name: str) -> zarr.Array:
     return node
 
 
-def recording_with_hash(entries: CatalogueEntries, digest: str) -> str | None:
-    """The name of the recording imported from content with SHA-256 ``digest``, if any."""
-    for name, entry in entries.items():
-        if entry.get("source", {}).get("sha256") == digest:
+def recording_with_hash(group: zarr.Group, digest: str) -> str | None:
+    """The name of the committed recording imported from content with SHA-256 ``digest``, if any:
+    one read of its entry, then the old catalogue attribute of an archive written before entries."""
+    store = group.store
+    entry = bk.run(bk.read_document(store, bk.bookkeeping_key(group.path, bk.RECORDINGS, digest)))
+    if entry is not None:
+        return str(_checked_entry(entry, digest)["name"])
+    for name, legacy in _entries_of(reopen(group, mode="r")).items():
+        if legacy.get("source", {}).get("sha256") == digest:
             return name
     return None
 
 
-def recording_names(group: zarr.Group) -> list[str]:
-    """Sorted names of the group's arrays, leaving out imports still being written."""
-    return sorted(name for name in group.array_keys() if not name.startswith(TEMP_PREFIX))
+def recording_names(group: zarr.Group, entries: CatalogueEntries | None = None) -> list[str]:
+    """Sorted names of the group's arrays, leaving out old temporaries and uncommitted imports
+    (``entries``: the catalogue, if already read)."""
+    hidden = set(uncommitted_names(group, entries))
+    return sorted(name for name in group.array_keys() if not name.startswith(TEMP_PREFIX) and name not in hidden)
 
 
-def unfinished_imports(group: zarr.Group) -> list[str]:
-    """Sorted names of temporary arrays: imports under way, or left by a killed process."""
-    return sorted(name for name in group.array_keys() if name.startswith(TEMP_PREFIX))
+def unfinished_imports(group: zarr.Group, entries: CatalogueEntries | None = None) -> list[str]:
+    """Sorted names of imports not committed: under way, or left by a crashed process (old
+    versions' temporary arrays too; ``entries``: the catalogue, if already read)."""
+    legacy = [name for name in child_names(group) if name.startswith(TEMP_PREFIX)]
+    return sorted([*legacy, *uncommitted_names(group, entries)])
 
 
 def importing_owner() -> dict[str, Any]:
-    """This process, as the owner of the temporary arrays it will commit."""
+    """This process, as the owner of the imports it will commit."""
     return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
-def _process_alive(pid: int) -> bool:
+def owner_is_dead(owner: Any) -> bool:
+    """Whether ``owner`` (an :func:`importing_owner` mark) is a process of this host that no longer runs."""
+    if not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
+        return False
+    try:
+        pid = int(owner["pid"])
+    except (KeyError, TypeError, ValueError):
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
         return True
-    return True
+    except PermissionError:  # another user's process
+        return False
+    return False
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A recording name reserved for one import: nobody else can commit a recording under it.
+
+    Attributes
+    ----------
+    name
+        The reserved name: the array is written in place under it.
+    digest
+        The SHA-256 of the content the recording will hold: its catalogue entry's key.
+    token
+        Unique to this reservation; the commit carries it, so a reader can tell this import's
+        commit from another's.
+    owner
+        The reserving process (``{"host", "pid"}``): a reservation of a process that died on
+        this host is garbage.
+    reserved_at
+        When, in UTC (ISO 8601): a reservation older than gc's grace period is garbage.
+    """
+
+    name: str
+    digest: str
+    token: str
+    owner: dict[str, Any]
+    reserved_at: str
+
+    def as_document(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "digest": self.digest,
+            "token": self.token,
+            "owner": self.owner,
+            "reserved_at": self.reserved_at,
+        }
+
+
+def reserve_name(
+    group: zarr.Group, wanted: str, digest: str, *, exact: bool = False, owner: dict[str, Any] | None = None
+) -> Reservation:
+    """Reserve ``wanted``, or the first free ``wanted_2``, ``wanted_3``..., for a recording of content ``digest``.
+
+    Call this before writing the array: the array is then written in place under
+    ``reservation.name``, hidden from every reader until :func:`publish_recording` commits it, or
+    removed with :func:`abandon_reservation`. The reservation is a create-if-absent write, so two
+    importers never get one name, whatever process or machine they run on. Its cost does not
+    grow with the archive (the names already taken are listed only after a collision).
+
+    Parameters
+    ----------
+    group
+        The archive, opened writable.
+    wanted
+        The name asked for (see :func:`check_recording_name`).
+    digest
+        The SHA-256 (hex) of the content the recording holds.
+    exact
+        ``wanted`` or an ArchiveError, not a variant.
+    owner
+        The process that will commit (default this one, :func:`importing_owner`).
+
+    Returns
+    -------
+    Reservation
+
+    Raises
+    ------
+    NameTakenError
+        If ``exact`` and the name is taken (by a recording, a reservation or another node).
+    """
+    store = group.store
+    bk.run(bk.ensure_bookkeeping(store, group.path))
+    token, owner = bk.new_token(), owner or importing_owner()
+    reservation = Reservation(wanted, digest, token, owner, _now())
+    legacy = set(_entries_of(reopen(group, mode="r")))
+    taken: set[str] | None = None
+    candidate = wanted
+    while True:
+        reservation = Reservation(candidate, digest, token, owner, reservation.reserved_at)
+        occupied = candidate in legacy or (taken is not None and candidate in taken) or _node_exists(group, candidate)
+        if not occupied:
+            # the pending mark comes first, so a crash at any later step leaves something gc finds
+            bk.run(bk.write_document(store, _pending_key(group, token), reservation.as_document()))
+            if bk.run(bk.create_document(store, _name_key(group, candidate), reservation.as_document())):
+                return reservation
+        if exact:
+            bk.run(bk.delete_document(store, _pending_key(group, token)))
+            raise name_taken(group, wanted)
+        if taken is None:
+            taken = legacy | child_names(group) | set(bk.run(bk.list_children(store, _bk(group, bk.NAMES))))
+        taken.add(candidate)
+        candidate = free_name(wanted, taken)
+
+
+def reservation_of(group: zarr.Group, name: str) -> dict[str, Any] | None:
+    """The reservation document of ``name`` (see :class:`Reservation`), None if it is not reserved."""
+    return bk.run(bk.read_document(group.store, _name_key(group, name)))
+
+
+def publish_recording(group: zarr.Group, reservation: Reservation, attributes: dict[str, Any]) -> str:
+    """Commit the recording written under ``reservation.name``: one create-if-absent write of its
+    catalogue entry, keyed by its content's SHA-256. Before it no reader sees the recording;
+    after it every reader does.
+
+    If another import committed the same content first, this recording is dropped (its array
+    and reservation deleted) and the other's name returned: content is stored once however many
+    processes import it at once.
+
+    Parameters
+    ----------
+    group
+        The archive, opened writable.
+    reservation
+        From :func:`reserve_name`; the array under its name must be complete.
+    attributes
+        The recording's attributes: its catalogue entry.
+
+    Returns
+    -------
+    str
+        The name of the committed recording holding this content: ``reservation.name``, or the
+        other recording's.
+    """
+    store = group.store
+    entry = {"name": reservation.name, "token": reservation.token, "recording": attributes}
+    entry_key = bk.bookkeeping_key(group.path, bk.RECORDINGS, reservation.digest)
+    for _ in range(PUBLISH_ATTEMPTS):
+        if bk.run(bk.create_document(store, entry_key, entry)):
+            # the import is committed: what follows only tidies up, and gc would do it as well
+            bk.run(bk.delete_document(store, _pending_key(group, reservation.token)))
+            return reservation.name
+        other = bk.run(bk.read_document(store, entry_key))
+        if other is not None:
+            abandon_reservation(group, reservation)
+            return str(_checked_entry(other, reservation.digest)["name"])
+        # the other entry vanished before it could be read: it was a deleted recording's, dropped
+    abandon_reservation(group, reservation)
+    raise ArchiveError(
+        f"{child_path(group, reservation.name)}: the catalogue entry of its content kept vanishing while this "
+        "import committed (recordings of this content deleted meanwhile?); import the file again"
+    )
+
+
+def abandon_reservation(group: zarr.Group, reservation: Reservation) -> None:
+    """Undo an uncommitted import: delete its array, then its name's reservation, then its pending
+    mark, in that order (a crash between them leaves nothing visible, and gc finishes the job)."""
+    store = group.store
+    name_key = _name_key(group, reservation.name)
+    held = bk.run(bk.read_document(store, name_key))
+    if held is not None and held.get("token") == reservation.token:
+        delete_node(group, reservation.name)
+        bk.run(bk.delete_document(store, name_key))
+    bk.run(bk.delete_document(store, _pending_key(group, reservation.token)))
+
+
+def commit_state(store: Any, group_path: str, name: str) -> bool | None:
+    """Whether ``name`` under the group at ``group_path`` is committed: None if it was never
+    reserved (an array of an archive written before the protocol, or made by hand), else
+    whether its catalogue entry exists and carries its reservation's token."""
+
+    async def state() -> bool | None:
+        held = await bk.read_document(store, bk.bookkeeping_key(group_path, bk.NAMES, name))
+        if held is None:
+            return None
+        entry = await bk.read_document(store, bk.bookkeeping_key(group_path, bk.RECORDINGS, str(held.get("digest"))))
+        return entry is not None and entry.get("name") == name and entry.get("token") == held.get("token")
+
+    return bk.run(state())
+
+
+def check_committed(array: zarr.Array) -> zarr.Array:
+    """``array``, if it is no recording of an archive still waiting for its commit.
+
+    Raises
+    ------
+    RecordingNotCommittedError
+        If the array's name is reserved by an import that has not committed it.
+    """
+    parent, _, name = array.path.rpartition("/")
+    if commit_state(array.store_path.store, parent, name) is False:
+        raise RecordingNotCommittedError(
+            f"{array.store_path} is not committed: its import is still under way or crashed. Wait for the "
+            "import to finish; if it crashed, `zarr-aac gc ARCHIVE` removes what it left"
+        )
+    return array
+
+
+def check_committed_at(location: PathLike, array: zarr.Array, storage_options: dict | None = None) -> zarr.Array:
+    """``array``, opened from its own ``location`` (a path or URL ``ARCHIVE/NAME``), if it is no
+    uncommitted recording of the archive holding it: opened so, the array does not know its
+    parent, so the parent is opened here to look at its bookkeeping.
+
+    Raises
+    ------
+    RecordingNotCommittedError
+        If the parent is an archive in which an import reserved this name and has not committed it.
+    """
+    if array.path:
+        return check_committed(array)
+    parent, _, name = os.fspath(location).rstrip("/").rpartition("/")
+    if not parent or not name:
+        return array
+    try:
+        group = zarr.open_group(parent, mode="r", storage_options=storage_options)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.ContainsArrayError, ValueError):
+        return array  # not inside a group, so inside no archive
+    if commit_state(group.store, group.path, name) is False:
+        check_committed(group[name])  # type: ignore[arg-type]
+    return array
+
+
+def uncommitted_names(group: zarr.Group, entries: CatalogueEntries | None = None) -> list[str]:
+    """Sorted names reserved by imports that have not committed them (under way or crashed);
+    ``entries``: the catalogue, if already read."""
+    store = group.store
+    reserved = bk.run(bk.list_children(store, _bk(group, bk.NAMES)))
+    if not reserved:
+        return []
+    committed = set(committed_entries(group) if entries is None else entries)
+    return [name for name in reserved if name not in committed]
+
+
+def committed_entries(group: zarr.Group) -> CatalogueEntries:
+    """The committed recordings' attributes by name, from their per-recording entries.
+
+    The snapshot (:func:`refresh_snapshot`) saves reading each entry: entries it lacks, and
+    entries changed since (see :func:`set_recording_attributes`), are read one by one. The
+    entries' listing is always taken afresh, so the snapshot never adds or keeps a recording.
+    """
+    store = group.store
+
+    async def read() -> CatalogueEntries:
+        digests = await bk.list_children(store, _bk(group, bk.RECORDINGS))
+        if not digests:
+            return {}
+        marks = await bk.list_children(store, _bk(group, bk.MODIFIED))
+        snapshot = await bk.read_document(store, _bk(group, bk.SNAPSHOT)) or {}
+        saved, seen_marks = snapshot.get("entries", {}), set(snapshot.get("modified", []))
+        stale = changed_since(marks, seen_marks)
+        fresh = await bk.read_documents(
+            store, [_bk(group, bk.RECORDINGS, d) for d in digests if d not in saved or d in stale]
+        )
+        by_name = {}
+        for digest in digests:
+            entry = fresh.get(_bk(group, bk.RECORDINGS, digest), saved.get(digest))
+            if entry is not None:  # None: removed after the listing
+                entry = _checked_entry(entry, digest)
+                by_name[str(entry["name"])] = dict(entry["recording"])
+        return dict(sorted(by_name.items()))
+
+    return bk.run(read())
+
+
+def changed_since(marks: list[str], seen: set[str]) -> set[str]:
+    """The digests whose entries a snapshot that saw the change marks ``seen`` may hold stale.
+
+    Changing an entry writes a mark ``DIGEST-ID-a``, then the entry, then ``DIGEST-ID-b``: a
+    snapshot is stale for a digest with a mark it has not seen, or with an ``a`` mark whose
+    ``b`` is absent (a change under way, or one whose writer crashed).
+    """
+    present = set(marks)
+    unseen = {mark.split("-")[0] for mark in marks if mark not in seen}
+    unfinished = {mark.split("-")[0] for mark in marks if mark.endswith("-a") and f"{mark[:-2]}-b" not in present}
+    return unseen | unfinished
+
+
+def change_entry(group: zarr.Group, digest: str, entry: dict[str, Any]) -> None:
+    """Replace the committed entry ``digest`` (its attributes changed), between the two change
+    marks that tell snapshots it changed (see :func:`changed_since`)."""
+    store = group.store
+    mark = f"{digest}-{bk.new_token()}"
+    bk.run(bk.write_document(store, _bk(group, bk.MODIFIED, f"{mark}-a"), {"at": _now()}))
+    bk.run(bk.write_document(store, _bk(group, bk.RECORDINGS, digest), entry))
+    bk.run(bk.write_document(store, _bk(group, bk.MODIFIED, f"{mark}-b"), {"at": _now()}))
+
+
+def refresh_snapshot(group: zarr.Group) -> int:
+    """Write the catalogue snapshot: every committed entry, with the change marks it has seen.
+
+    Only an optimisation for reading the catalogue of a large archive (one object instead of one
+    per recording); readers check it against the entries' listing and the change marks, so a
+    stale snapshot costs time, never correctness. Returns the number of entries saved.
+    """
+    store = group.store
+
+    async def refresh() -> int:
+        marks = await bk.list_children(store, _bk(group, bk.MODIFIED))  # before the entries: see above
+        digests = await bk.list_children(store, _bk(group, bk.RECORDINGS))
+        documents = await bk.read_documents(store, [_bk(group, bk.RECORDINGS, d) for d in digests])
+        saved = {d: doc for d in digests if (doc := documents[_bk(group, bk.RECORDINGS, d)]) is not None}
+        await bk.write_document(store, _bk(group, bk.SNAPSHOT), {"entries": saved, "modified": marks})
+        return len(saved)
+
+    return bk.run(refresh())
+
+
+def _checked_entry(entry: dict[str, Any], digest: str) -> dict[str, Any]:
+    if not isinstance(entry.get("name"), str) or not isinstance(entry.get("recording"), dict):
+        raise ArchiveError(
+            f"the catalogue entry {bk.BOOKKEEPING}/{bk.RECORDINGS}/{digest} lacks a name or attributes "
+            "(edited by hand?); restore it from a backup"
+        )
+    return entry
+
+
+def _bk(group: zarr.Group, *parts: str) -> str:
+    return bk.bookkeeping_key(group.path, *parts)
+
+
+def _name_key(group: zarr.Group, name: str) -> str:
+    return _bk(group, bk.NAMES, name)
+
+
+def _pending_key(group: zarr.Group, token: str) -> str:
+    return _bk(group, bk.PENDING, token)
+
+
+def _node_exists(group: zarr.Group, name: str) -> bool:
+    store = group.store
+    path = child_path(group, name)
+    return bool(bk.run(store.exists(f"{path}/zarr.json")) or bk.run(store.exists(f"{path}/.zarray")))
 
 
 def remove_stale_imports(group: zarr.Group) -> list[str]:
-    """Delete the temporary arrays of imports whose process has died on this host; return their names.
+    """Remove what imports left that died on this host; return the names of their recordings.
 
-    An import marks its temporary array with its host and process id (:data:`IMPORTING_ATTR`);
-    one whose process no longer runs will never be committed. Arrays of other hosts, of live
-    processes, or without the mark (older versions) are left alone, and ``zarr-aac ls`` lists them.
+    An import marks its work with its host and process id: its pending mark (and, in archives
+    of older versions, its temporary array's :data:`IMPORTING_ATTR`). One whose process no
+    longer runs will never commit. Work of other hosts or of live processes is left alone
+    (``zarr-aac gc`` removes it after a grace period), and ``zarr-aac ls`` lists it.
     """
-    host, removed = socket.gethostname(), []
-    # from the store's listing: array_keys() would warn about other writers' zarr.<id>.partial files
-    for name in sorted(n for n in child_names(group) if n.startswith(TEMP_PREFIX)):
-        try:
-            owner = zarr.open_array(store=group.store, path=child_path(group, name), mode="r").attrs.get(IMPORTING_ATTR)
-        except (FileNotFoundError, KeyError, ValueError):  # committed or deleted meanwhile
-            continue
-        if isinstance(owner, dict) and owner.get("host") == host and not _process_alive(int(owner["pid"])):
-            delete_node(group, name)
-            removed.append(name)
+    from zarr_aac.archive.garbage import collect
+
+    report = collect(group, grace_period=None)
+    removed = [item.name for item in report.removed if item.kind in {"uncommitted import", "old temporary array"}]
     if removed:
         warnings.warn(
             f"removed {len(removed)} unfinished import(s) left by a process that died: {', '.join(removed)}",
@@ -198,9 +536,9 @@ def free_name(wanted: str, taken: set[str]) -> str:
     return name
 
 
-def name_taken(group: zarr.Group, name: str) -> ArchiveError:
+def name_taken(group: zarr.Group, name: str) -> NameTakenError:
     """The error for a name asked for explicitly that another recording or node already has."""
-    return ArchiveError(f"{child_path(group, name)} already exists; pick another name")
+    return NameTakenError(f"{child_path(group, name)} already exists; pick another name")
 
 
 def delete_node(group: zarr.Group, name: str) -> None:
@@ -208,73 +546,26 @@ def delete_node(group: zarr.Group, name: str) -> None:
     delete_tree(group.store, child_path(group, name))
 
 
-def _rename_node(group: zarr.Group, old: str, new: str) -> None:
-    """Rename a child array; atomic on a local store, a copy then delete on other stores."""
-    store = group.store
-    if isinstance(store, LocalStore):
-        base = _local_directory(store, group.path)
-        os.rename(base / old, base / new)
-        return
-    zarr.core.sync.sync(_copy_prefix(store, child_path(group, old), child_path(group, new)))
-    del group[old]
+def recording_arrays(group: zarr.Group) -> dict[str, zarr.Array]:
+    """Every committed zarr_aac array below ``group``, by path relative to it, sorted.
 
-
-def _local_directory(store: LocalStore, path: str) -> Path:
-    return Path(store.root, path) if path else Path(store.root)
-
-
-async def _copy_prefix(store: Any, old: str, new: str) -> None:
-    prototype = zarr.core.buffer.default_buffer_prototype()
-    async for key in store.list_prefix(f"{old}/"):
-        value = await store.get(key, prototype)
-        await store.set(f"{new}/{key[len(old) + 1 :]}", value)
-
-
-@contextmanager
-def archive_lock(group: zarr.Group) -> Iterator[None]:
-    """Keep other processes on this machine out of the catalogue while this one updates it: an
-    advisory lock (flock) on the archive's directory. Object and memory stores have none."""
-    store = group.store
-    if not _HAS_FLOCK or not isinstance(store, LocalStore):
-        yield
-        return
-    descriptor = os.open(_local_directory(store, group.path), os.O_RDONLY)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(descriptor)  # releases the lock
-
-
-def commit_recording(
-    group: zarr.Group, temp_name: str, wanted: str, attrs: dict[str, Any], *, exact: bool
-) -> zarr.Array:
-    """Give a finished temporary array a free name and its catalogue entry, or leave neither.
-
-    Under the archive's lock the catalogue is read afresh, so an importer in another process
-    neither loses entries nor takes the same name, and content it stored meanwhile is not stored
-    twice (this temporary array is dropped). ``exact``: ``wanted`` or an error, not a variant.
+    Subgroups are searched too, but not the archive's bookkeeping; arrays whose import has not
+    committed them, and old versions' temporary arrays, are left out.
     """
-    with archive_lock(group):
-        archive = reopen(group)
-        entries = _entries_of(archive)
-        existing = recording_with_hash(entries, attrs["source"]["sha256"])
-        if existing is not None and existing in archive:
-            delete_node(archive, temp_name)
-            return recording_array(archive, existing)
-        taken = set(entries) | child_names(archive)
-        if exact and wanted in taken:
-            raise name_taken(archive, wanted)
-        name = free_name(wanted, taken)
-        _rename_node(archive, temp_name, name)
-        try:
-            entries[name] = attrs
-            # through the caller's object, so the catalogue it holds is the one just written
-            group.attrs.update({CATALOGUE_ATTR: entries})
-        except BaseException:
-            delete_node(archive, name)
-            raise
-        return recording_array(archive, name)
+    found: dict[str, zarr.Array] = {}
+
+    def walk(node: zarr.Group, prefix: str) -> None:
+        hidden = set(uncommitted_names(node))
+        for name, member in sorted(node.members(max_depth=0)):
+            if name == bk.BOOKKEEPING or name.startswith(TEMP_PREFIX) or name in hidden:
+                continue
+            if isinstance(member, zarr.Group):
+                walk(member, f"{prefix}{name}/")
+            elif member.metadata.zarr_format == 3 and isinstance(member.serializer, AACCodec):
+                found[f"{prefix}{name}"] = member
+
+    walk(group, "")
+    return found
 
 
 def catalogue(group: zarr.Group | PathLike) -> pd.DataFrame:
@@ -306,9 +597,21 @@ def catalogue(group: zarr.Group | PathLike) -> pd.DataFrame:
     entries = catalogue_entries(open_archive(group, mode="r"))
     if not entries:
         return pd.DataFrame(index=pd.Index([], name="name"))
-    frame = pd.json_normalize([entries[name] for name in entries], max_level=1)
-    frame.index = pd.Index(list(entries), name="name")
-    return frame
+    rows = [_flattened(entry) for entry in entries.values()]
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    return pd.DataFrame.from_records(rows, columns=columns, index=pd.Index(list(entries), name="name"))
+
+
+def _flattened(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry with its nested mappings one level up, their keys joined by dots (as
+    ``pandas.json_normalize(max_level=1)`` gives them, which takes seconds for 10,000 entries)."""
+    row: dict[str, Any] = {}
+    for key, value in entry.items():
+        if isinstance(value, dict):
+            row.update({f"{key}.{inner}": item for inner, item in value.items()})
+        else:
+            row[key] = value
+    return row
 
 
 def open_recording(path_or_array: zarr.Array | zarr.Group | PathLike) -> zarr.Array:
@@ -330,10 +633,12 @@ def open_recording(path_or_array: zarr.Array | zarr.Group | PathLike) -> zarr.Ar
     ArchiveError
         If nothing is stored there, the array is not stored with the zarr_aac codec, or the
         archive holds no recording or several (the message lists their names).
+    RecordingNotCommittedError
+        If the array's import has not committed it (still under way, or crashed).
     """
     node = path_or_array if isinstance(path_or_array, zarr.Array | zarr.Group) else _open_node(path_or_array)
     if isinstance(node, zarr.Array):
-        return _check_recording(node)
+        return check_committed(_check_recording(node))
     names = recording_names(node)
     if len(names) != 1:
         where = path_or_array if not isinstance(path_or_array, zarr.Group) else node.store_path
@@ -358,9 +663,10 @@ def codec_of(array: zarr.Array) -> AACCodec:
 
 def _open_node(path: PathLike) -> zarr.Array | zarr.Group:
     try:
-        return zarr.open(path, mode="r")
+        node = zarr.open(path, mode="r")
     except FileNotFoundError as exc:
         raise ArchiveError(f"{path}: no Zarr array or group there") from exc
+    return check_committed_at(path, node) if isinstance(node, zarr.Array) else node
 
 
 def set_recording_attributes(
@@ -392,6 +698,8 @@ def set_recording_attributes(
     ------
     ArchiveError
         If there is no zarr_aac recording there.
+    RecordingNotCommittedError
+        If the recording's import has not committed it.
     ValueError
         If ``start_time`` cannot be read or ``metadata`` is not JSON-serialisable.
     """
@@ -404,23 +712,49 @@ def set_recording_attributes(
     if metadata is not None:
         changes["user"] = parse_user_metadata(metadata)
     group, name = _archive_and_name(recording)
-    _recording_in(group, name)
-    with archive_lock(group):
-        archive = reopen(group)
-        array = _recording_in(archive, name)
-        array.attrs.update(changes)
-        entries = catalogue_entries(archive)
-        if name in entries:
-            entries[name] = {**entries[name], **changes}
-            archive.attrs.update({CATALOGUE_ATTR: entries})
+    array = _recording_in(group, name)
+    array.attrs.update(changes)
+    _change_catalogue_entry(group, name, changes)
     return array
+
+
+def _change_catalogue_entry(group: zarr.Group, name: str, changes: dict[str, Any]) -> None:
+    """Apply ``changes`` to the catalogue entry of the committed recording ``name``.
+
+    A recording of an archive written before per-recording entries gets one now (its entry in
+    the old catalogue attribute is left as it was, and is overridden by the new one).
+    """
+    store = group.store
+    held = bk.run(bk.read_document(store, _name_key(group, name)))
+    if held is not None:
+        digest = str(held["digest"])
+        entry = _checked_entry(bk.run(bk.read_document(store, _bk(group, bk.RECORDINGS, digest))) or {}, digest)
+        change_entry(group, digest, {**entry, "recording": {**entry["recording"], **changes}})
+        return
+    legacy = _entries_of(reopen(group, mode="r")).get(name)
+    if legacy is None:
+        return  # an array outside any catalogue (made by hand): its attributes are all there is
+    digest = legacy.get("source", {}).get("sha256")
+    if not isinstance(digest, str):
+        raise ArchiveError(
+            f"{child_path(group, name)}: its entry in the old catalogue has no source.sha256, so it cannot get "
+            "an entry of its own; its attributes were changed, its catalogue entry was not"
+        )
+    reservation = Reservation(name, digest, bk.new_token(), importing_owner(), _now())
+    entry = {"name": name, "token": reservation.token, "recording": {**legacy, **changes}}
+    # the entry first: without a reservation the recording counts as committed throughout
+    if not bk.run(bk.create_document(store, _bk(group, bk.RECORDINGS, digest), entry)):
+        raise ArchiveError(f"{child_path(group, name)}: another recording has its content's entry; try again")
+    if not bk.run(bk.create_document(store, _name_key(group, name), reservation.as_document())):
+        bk.run(bk.delete_document(store, _bk(group, bk.RECORDINGS, digest)))
+        raise ArchiveError(f"{child_path(group, name)}: its name was reserved meanwhile; try again")
 
 
 def _recording_in(group: zarr.Group, name: str) -> zarr.Array:
     node = group[name]
     if not isinstance(node, zarr.Array):
         raise ArchiveError(f"{node.store_path} is a group, not a recording")
-    return _check_recording(node)
+    return check_committed(_check_recording(node))
 
 
 def _archive_and_name(recording: zarr.Array | PathLike) -> tuple[zarr.Group, str]:

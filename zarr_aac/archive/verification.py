@@ -20,7 +20,7 @@ from zarr.core.buffer import Buffer, default_buffer_prototype
 from zarr.core.metadata import ArrayV3Metadata
 from zarr.core.sync import sync
 
-from zarr_aac.archive.recordings import codec_of
+from zarr_aac.archive.recordings import check_committed, check_committed_at, codec_of, recording_arrays
 from zarr_aac.codec.aac_codec import AACCodec
 from zarr_aac.codec.chunk_format import check_chunk_geometry, parse_header, parse_prefix, verify_payload
 from zarr_aac.errors import ArchiveError, CorruptChunkError
@@ -66,6 +66,9 @@ def verify(
     ------
     ArchiveError
         If ``source`` cannot be opened as a Zarr group or array.
+    RecordingNotCommittedError
+        If ``source`` is an array whose import has not committed it; below a group such arrays
+        are left out (``zarr-aac ls`` lists them).
     """
     arrays = _aac_arrays(_open(source))
     total = sum(array.nchunks for array in arrays)
@@ -79,15 +82,20 @@ def verify(
 def _open(source: Any) -> zarr.Group | zarr.Array:
     if isinstance(source, zarr.Group | zarr.Array):
         return source
+    location = str(source) if isinstance(source, os.PathLike) else source
     try:
-        return zarr.open(str(source) if isinstance(source, os.PathLike) else source, mode="r")
+        node = zarr.open(location, mode="r")
     except (FileNotFoundError, KeyError, ValueError) as exc:
         raise ArchiveError(f"cannot open {source} as a zarr archive: {exc}") from exc
+    return check_committed_at(location, node) if isinstance(node, zarr.Array) else node
 
 
 def _aac_arrays(node: zarr.Group | zarr.Array) -> list[zarr.Array]:
-    nodes = [node] if isinstance(node, zarr.Array) else [member for _, member in node.members(max_depth=None)]
-    return [n for n in nodes if isinstance(n, zarr.Array) and isinstance(n.serializer, AACCodec)]
+    """The zarr_aac arrays to check: an array given (once committed), or every committed one below a group."""
+    if isinstance(node, zarr.Array):
+        is_aac = node.metadata.zarr_format == 3 and isinstance(node.serializer, AACCodec)
+        return [check_committed(node)] if is_aac else []
+    return list(recording_arrays(node).values())
 
 
 async def _verify_array(array: zarr.Array, decode: bool, report_missing: bool, bar: tqdm) -> list[dict[str, str]]:

@@ -92,10 +92,15 @@ def open_node(store: Any, group: str | None = None, storage_options: dict | None
 
         return open_aac_file(store, storage_options=storage_options)
     try:
-        return zarr.open(store, mode="r", path=group or "", storage_options=storage_options)
+        node = zarr.open(store, mode="r", path=group or "", storage_options=storage_options)
     except FileNotFoundError as exc:
         where = f"{store!r}" + (f", group {group!r}" if group else "")
         raise ArchiveError(f"cannot open {where} as a zarr archive: {exc}") from exc
+    if isinstance(node, zarr.Array) and isinstance(store, str):
+        from zarr_aac.archive.recordings import check_committed_at
+
+        return check_committed_at(store, node, storage_options)
+    return node
 
 
 def dataset_from_node(
@@ -106,7 +111,7 @@ def dataset_from_node(
     ``drop_variables`` are left out; names the dataset does not have are ignored, as xarray does."""
     dropped = set(drop_variables or ())
     if isinstance(node, zarr.Array):
-        array = node
+        array = _committed(node)
     elif variable is not None:
         array = _recording_in(node, variable)
     else:
@@ -151,16 +156,21 @@ def _recording_in(group: zarr.Group, path: str) -> zarr.Array:
         raise ArchiveError(f"no recording {path!r} in group {_where(group)}") from exc
     if not isinstance(array, zarr.Array):
         raise ArchiveError(f"{path!r} in group {_where(group)} is a group, not a recording")
-    return array
+    return _committed(array)
+
+
+def _committed(array: zarr.Array) -> zarr.Array:
+    """``array``, or a RecordingNotCommittedError if it is an archive's recording still being imported."""
+    from zarr_aac.archive.recordings import check_committed
+
+    return check_committed(array)
 
 
 def find_recordings(group: zarr.Group) -> dict[str, zarr.Array]:
-    """Every zarr_aac-encoded array below ``group``, by path relative to it."""
-    return {
-        path: node
-        for path, node in sorted(group.members(max_depth=None))
-        if isinstance(node, zarr.Array) and aac_codec_of(node) is not None
-    }
+    """Every committed zarr_aac-encoded array below ``group``, by path relative to it."""
+    from zarr_aac.archive.recordings import recording_arrays
+
+    return recording_arrays(group)
 
 
 def variable_name(path: str) -> str:
