@@ -272,11 +272,11 @@ def test_decoders_left_wrong_by_a_forged_frame_are_dropped_on_request(victim):
     forged = chunk.payload[offsets[11] + 146 : offsets[12]]
     fresh = FrameDecoder(chunk.asc, 2).decode(frames)
     aac.drop_idle_decoders()
-    FrameDecoder(chunk.asc, 2, reuse=True).decode(frames[9:11] + [forged])
+    FrameDecoder(chunk.asc, 2, reuse=True).decode([*frames[9:11], forged])
     poisoned = FrameDecoder(chunk.asc, 2, reuse=True).decode(frames)
     if np.array_equal(poisoned[1024:], fresh[1024:]):
         pytest.skip("this FFmpeg build keeps no state from the forged frame: nothing to drop")
-    FrameDecoder(chunk.asc, 2, reuse=True).decode(frames[9:11] + [forged])
+    FrameDecoder(chunk.asc, 2, reuse=True).decode([*frames[9:11], forged])
     aac.drop_idle_decoders()
     np.testing.assert_array_equal(FrameDecoder(chunk.asc, 2, reuse=True).decode(frames)[1024:], fresh[1024:])
     put_bytes(array, key, data)

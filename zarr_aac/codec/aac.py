@@ -186,6 +186,8 @@ def drop_idle_decoders() -> None:
     reading chunks of an archive you do not trust.
     """
     _idle_decoders.clear()
+
+
 _FLOAT32 = np.dtype(np.float32)
 """For np.frombuffer, called once per plane and frame: a dtype instance and positional arguments
 are cheaper than ``dtype=np.float32, count=n`` (docs/design-notes.md)."""
