@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         import_file,
         import_files,
         open_recording,
+        open_writer,
         set_recording_attributes,
         verify,
     )
@@ -56,6 +57,7 @@ __all__ = [
     "open_dataset",
     "open_legacy_archive",
     "open_recording",
+    "open_writer",
     "read_clips",
     "set_recording_attributes",
     "to_aac",
@@ -69,6 +71,7 @@ _LAZY = {
     "import_files": "zarr_aac.archive",
     "catalogue": "zarr_aac.archive",
     "open_recording": "zarr_aac.archive",
+    "open_writer": "zarr_aac.archive",
     "export": "zarr_aac.archive",
     "verify": "zarr_aac.archive",
     "set_recording_attributes": "zarr_aac.archive",

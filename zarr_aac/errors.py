@@ -73,6 +73,10 @@ class ArchiveError(ZarrAACError, ValueError):
     """An archive group or path does not hold what was asked of it (a name taken, several recordings)."""
 
 
+class RecordingInUseError(ArchiveError):
+    """Another writer has the recording open (:func:`zarr_aac.open_writer`)."""
+
+
 class ImportFailedError(ZarrAACError):
     """Some files of a batch import failed; the others were imported. ``failures`` maps source to error."""
 
