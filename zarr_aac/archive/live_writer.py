@@ -181,8 +181,9 @@ def _live_attributes(layout: _RecordingLayout, options: ImportOptions, name: str
     return {
         "sample_rate": layout.sample_rate,
         "channels": layout.channels,
-        "n_samples": 0,
-        "duration_s": 0.0,
+        # the array's shape is the length so far; these are written when the writer closes
+        "n_samples": None,
+        "duration_s": None,
         "dtype": layout.dtype.name,
         "start_time": started.isoformat() if started is not None else None,
         "start_time_source": started_from,
