@@ -47,7 +47,7 @@ from zarr_aac.archive.recordings import (
 )
 from zarr_aac.codec import aac
 from zarr_aac.codec.aac_codec import ChunkEncoder, parse_sample_rate
-from zarr_aac.codec.chunk_format import pack_pcm_chunk, parse_header, parse_pcm_chunk
+from zarr_aac.codec.chunk_format import PcmChunkBuilder, parse_header, parse_pcm_chunk
 from zarr_aac.errors import ArchiveError, RecordingInUseError
 from zarr_aac.validation import parse_positive_int
 
@@ -251,7 +251,8 @@ class LiveWriter:
         self.dtype = array.dtype
         self.n_samples = n_samples
         self._groups = -(-self.channels // self._chunk_channels)
-        self._tail = np.zeros((self.chunk_length, self.channels), dtype=self.dtype)
+        self._tails: list[PcmChunkBuilder] | None = None
+        """The PCM chunk of each channel group of the chunk under way (None before its first sample)."""
         self._tail_length = 0
         self._chunk_number = n_samples // self.chunk_length
         """The chunk under way: ``_tail_length`` of its samples are in ``_tail`` (and fed to ``_encoders``)."""
@@ -399,7 +400,13 @@ class LiveWriter:
         while position < pcm.shape[0]:
             take = min(self.chunk_length - self._tail_length, pcm.shape[0] - position)
             piece = pcm[position : position + take]
-            self._tail[self._tail_length : self._tail_length + take] = piece
+            if self._tails is None:
+                self._tails = [
+                    PcmChunkBuilder(self.chunk_length, self._chunk_channels, self.dtype, self._codec.aac_sample_rate)
+                    for _ in range(self._groups)
+                ]
+            for group, tail in enumerate(self._tails):
+                tail.extend(self._columns(piece, group))
             self._feed(piece)
             self._tail_length += take
             position += take
@@ -430,6 +437,7 @@ class LiveWriter:
         for group, encoder in enumerate(self._encoders):
             self._put((self._chunk_number, group), encoder.finish())
         self._encoders = None
+        self._tails = None
         self._tail_length = 0
         self._chunk_number += 1
 
@@ -439,10 +447,9 @@ class LiveWriter:
         self._store_encoded()
 
     def _put_pcm_tail(self) -> None:
-        for group in range(self._groups):
-            samples = self._columns(self._tail[: self._tail_length], group)
-            data = pack_pcm_chunk(samples, n_samples=self.chunk_length, aac_sample_rate=self._codec.aac_sample_rate)
-            self._put((self._chunk_number, group), data)
+        assert self._tails is not None
+        for group, tail in enumerate(self._tails):
+            self._put((self._chunk_number, group), tail.chunk())
 
     def _put(self, coords: tuple[int, int], data: bytes) -> None:
         key = self._array.metadata.encode_chunk_key(coords)

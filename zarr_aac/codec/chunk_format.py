@@ -342,33 +342,67 @@ def _parse_pcm_header(fields: tuple[Any, ...], key: str | None) -> ChunkHeader:
     )
 
 
-def pack_pcm_chunk(samples: np.ndarray, *, n_samples: int, aac_sample_rate: int) -> bytes:
-    """A PCM chunk holding ``samples`` (int16 or float32, shape (stored, channels)) as the first
-    samples of a chunk of ``n_samples``; the samples after them read as the fill value, 0."""
-    pcm = np.ascontiguousarray(samples, dtype=samples.dtype.newbyteorder("<"))
-    stored, channels = pcm.shape
-    if stored > n_samples:
-        raise ValueError(f"{stored} samples do not fit a chunk of {n_samples}")
-    payload = pcm.tobytes()
-    head = HEADER.pack(
-        MAGIC,
-        VERSION,
-        FLAG_PCM,
-        channels,
-        0,
-        aac_sample_rate,
-        stored,
-        n_samples,
-        0,
-        pcm.dtype.itemsize,
-        len(payload),
-        0,
-        0,
-    )
-    described = head[:_CRC_OFFSET]
-    checksum = struct.pack("<I", google_crc32c.value(payload))
-    crc = google_crc32c.extend(google_crc32c.value(described), checksum)
-    return b"".join((described, struct.pack("<I", crc), checksum, payload))
+class PcmChunkBuilder:
+    """A PCM chunk laid out in place as its samples arrive, so that each version of a growing
+    chunk costs one copy of it (``chunk``), not a packing of all its samples again.
+
+    Parameters
+    ----------
+    n_samples : int
+        Samples per channel of the whole chunk (the array's chunk length).
+    channels : int
+        The chunk's channels.
+    dtype : numpy.dtype
+        int16 or float32: the array's dtype, stored little-endian.
+    aac_sample_rate : int
+        The codec's declared rate, kept in the header as in AAC chunks.
+    """
+
+    def __init__(self, n_samples: int, channels: int, dtype: np.dtype, aac_sample_rate: int) -> None:
+        self.n_samples = n_samples
+        self.channels = channels
+        self.aac_sample_rate = aac_sample_rate
+        self.dtype = np.dtype(dtype).newbyteorder("<")
+        if self.dtype.itemsize not in PCM_SAMPLE_FORMATS or PCM_SAMPLE_FORMATS[self.dtype.itemsize] != self.dtype:
+            raise ValueError(f"a PCM chunk stores int16 or float32 samples, not {dtype}")
+        self._buffer = bytearray(HEADER_NBYTES + CHECKSUM_ITEMSIZE + n_samples * channels * self.dtype.itemsize)
+        self._samples = np.frombuffer(self._buffer, dtype=self.dtype, offset=HEADER_NBYTES + CHECKSUM_ITEMSIZE)
+        self.stored = 0
+        self._payload_crc = 0
+
+    def extend(self, samples: np.ndarray) -> None:
+        """Add the chunk's next samples, shape (samples, channels)."""
+        count = samples.shape[0]
+        if self.stored + count > self.n_samples:
+            raise ValueError(f"{self.stored} + {count} samples do not fit a chunk of {self.n_samples}")
+        rows = self._samples.reshape(self.n_samples, self.channels)[self.stored : self.stored + count]
+        rows[:] = samples
+        self._payload_crc = google_crc32c.extend(self._payload_crc, rows.tobytes())
+        self.stored += count
+
+    def chunk(self) -> bytes:
+        """The chunk holding the samples added so far (the rest read as the fill value, 0)."""
+        payload_nbytes = self.stored * self.channels * self.dtype.itemsize
+        head = HEADER.pack(
+            MAGIC,
+            VERSION,
+            FLAG_PCM,
+            self.channels,
+            0,
+            self.aac_sample_rate,
+            self.stored,
+            self.n_samples,
+            0,
+            self.dtype.itemsize,
+            payload_nbytes,
+            0,
+            0,
+        )
+        checksum = struct.pack("<I", self._payload_crc)
+        crc = google_crc32c.extend(google_crc32c.value(head[:_CRC_OFFSET]), checksum)
+        self._buffer[:_CRC_OFFSET] = head[:_CRC_OFFSET]
+        struct.pack_into("<II", self._buffer, _CRC_OFFSET, crc, self._payload_crc)
+        return bytes(memoryview(self._buffer)[: HEADER_NBYTES + CHECKSUM_ITEMSIZE + payload_nbytes])
 
 
 def parse_pcm_chunk(data: bytes | memoryview, header: ChunkHeader, dtype: np.dtype, key: str | None) -> np.ndarray:
