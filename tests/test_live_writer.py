@@ -36,7 +36,7 @@ from support.media import write_wav
 from zarr.storage import MemoryStore
 
 import zarr_aac
-from zarr_aac.archive.live_writer import LIVE_ATTR
+from zarr_aac.archive.live_writer import LIVE_ATTR, LiveWriter
 from zarr_aac.archive.verification import PCM_TAIL
 from zarr_aac.errors import ArchiveError, CorruptChunkError, RecordingInUseError
 
@@ -210,15 +210,25 @@ def test_a_killed_writer_loses_at_most_its_last_block_and_another_process_resume
     assert zarr_aac.verify(archive, progress=False) == []
 
 
-def test_resuming_after_a_crash_during_close_finishes_the_close(tmp_path):
+class Crash(BaseException):
+    """The process dying at a chosen point."""
+
+
+def test_resuming_after_a_crash_during_close_finishes_the_close(tmp_path, monkeypatch):
     pcm = source(3 * BLOCK + 123)
     archive = tmp_path / "live.zarr"
     writer = open_test_writer(archive, "rec")
     writer.append(pcm)
-    # the steps close() takes before it writes the final attributes, then a crash
-    writer.array.attrs.update({LIVE_ATTR: {**writer.array.attrs[LIVE_ATTR], "closing": writer.n_samples}})
-    writer._encode_tail_padded()
-    writer._release()
+
+    def die(self: LiveWriter) -> None:
+        raise Crash
+
+    # close() dies once it has encoded the padded last chunk, before the final attributes
+    monkeypatch.setattr(LiveWriter, "_finish", die)
+    with pytest.raises(Crash):
+        writer.close()
+    monkeypatch.undo()
+    assert LIVE_ATTR in zarr.open_array(archive / "rec", mode="r").attrs
     with pytest.raises(ArchiveError, match="the close is now finished"):
         open_test_writer(archive, "rec", resume=True)
     finished = zarr.open_array(archive / "rec", mode="r")
@@ -227,6 +237,35 @@ def test_resuming_after_a_crash_during_close_finishes_the_close(tmp_path):
     assert zarr_aac.catalogue(archive).loc["rec", "n_samples"] == pcm.shape[0]
     with pytest.raises(ArchiveError, match="closed recording"):
         open_test_writer(archive, "rec", resume=True)
+
+
+def test_a_crash_between_the_channel_groups_of_a_chunk_loses_none_of_it(monkeypatch):
+    """10 channels are two channel groups: the writer dies after encoding the first group of a
+    completed chunk and before the second; the resumed writer takes the whole chunk up."""
+    pcm = source(5000, channels=10)
+    group = zarr.open_group(MemoryStore())
+    options = {"sample_rate": RATE, "channels": 10, "chunk_duration": 0.25, "bitrate": 32000}
+    writer = zarr_aac.open_writer(group, "rec", **options)
+    writer.append(pcm[:1500])
+    put = LiveWriter._put
+
+    def put_then_die(self: LiveWriter, coords: tuple[int, int], data: bytes) -> None:
+        if coords == (0, 1) and data[5] == 0:  # the second group's AAC chunk (flags 0)
+            raise Crash
+        put(self, coords, data)
+
+    monkeypatch.setattr(LiveWriter, "_put", put_then_die)
+    with pytest.raises(Crash):
+        writer.append(pcm[1500:3000])  # completes chunk 0 (2048 samples)
+    monkeypatch.undo()
+    writer._release()
+    with zarr_aac.open_writer(group, "rec", resume=True, **options) as resumed:
+        assert resumed.n_samples == 2048
+        resumed.append(pcm[2048:])
+    finished = zarr_aac.open_recording(group["rec"])
+    reference = zarr_reference(finished, pcm)
+    np.testing.assert_array_equal(finished[:], reference[:])
+    assert stored_chunks(finished) == stored_chunks(reference)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -348,5 +387,9 @@ def test_wrong_blocks_and_misuse_raise_clear_errors(tmp_path):
     float_writer._release()
     with pytest.raises(ArchiveError, match=r"sample_rate 8000, not 16000; shape \(0, 1\), not 2 channel"):
         zarr_aac.open_writer(archive, "f", sample_rate=16000, channels=2, dtype="float32", resume=True)
+    with zarr_aac.open_writer(archive, "new", sample_rate=RATE, channels=1, resume=True) as started:
+        assert started.n_samples == 0  # resume=True starts a recording that does not exist
+        started.append(np.arange(5, dtype="int16"))
+    np.testing.assert_array_equal(zarr_aac.open_recording(archive / "new")[:, 0], np.arange(5))
     with pytest.raises(ArchiveError, match="bitrate 24000, not 96000"):
         zarr_aac.open_writer(archive, "f", sample_rate=RATE, channels=1, dtype="float32", bitrate=96000, resume=True)

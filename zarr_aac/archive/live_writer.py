@@ -373,7 +373,7 @@ class LiveWriter:
     def _check_block(self, block: Any, sample_rate: int | None) -> np.ndarray:
         where = f"recording {self._name!r}"
         if self._closed:
-            raise ValueError(f"the writer of {where} is closed; open another with open_writer(..., resume=True)")
+            raise ValueError(f"the writer of {where} is closed, and a closed recording takes no more samples")
         if sample_rate is not None and sample_rate != self.sample_rate:
             raise ValueError(f"block at {sample_rate} Hz for {where} at {self.sample_rate} Hz; resample it first")
         if not isinstance(block, np.ndarray):
