@@ -38,6 +38,7 @@ from zarr.storage import MemoryStore
 import zarr_aac
 from zarr_aac.archive.live_writer import LIVE_ATTR, LiveWriter
 from zarr_aac.archive.verification import PCM_TAIL
+from zarr_aac.cli import main
 from zarr_aac.errors import ArchiveError, CorruptChunkError, RecordingInUseError
 
 
@@ -296,7 +297,7 @@ def test_any_blocks_with_any_crash_store_what_one_write_of_their_sum_stores(size
     assert stored_chunks(finished) == stored_chunks(reference)
 
 
-def test_readers_see_every_sample_through_open_recording_xarray_and_read_clips(tmp_path):
+def test_readers_see_every_sample_through_open_recording_xarray_and_read_clips(tmp_path, capsys):
     pcm = source(11_000)
     archive = tmp_path / "live.zarr"
     with open_test_writer(archive, "rec") as writer:
@@ -310,6 +311,9 @@ def test_readers_see_every_sample_through_open_recording_xarray_and_read_clips(t
         clips = zarr_aac.read_clips(recording, [0, 5000, 10_000], 1000)
         np.testing.assert_array_equal(clips, np.stack([pcm[0:1000], pcm[5000:6000], pcm[10_000:11_000]]))
         assert "rec" in zarr_aac.catalogue(archive).index
+        assert main(["ls", str(archive)]) == 0
+        assert main(["info", str(archive / "rec")]) == 0
+        assert "rec" in capsys.readouterr().out
     closed = zarr_aac.open_recording(archive / "rec")
     np.testing.assert_array_equal(closed[:], zarr_reference(closed, pcm)[:])
 

@@ -264,7 +264,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     rows: list[tuple[str, ...]] = [LS_COLUMNS]
     for name, entry in sorted(entries.items()):
         flat = {"name": name, **entry, **{f"source.{k}": v for k, v in entry.get("source", {}).items()}}
-        snr = entry.get("fidelity", {}).get("snr_db")
+        snr = (entry.get("fidelity") or {}).get("snr_db")  # none while a recording is written live
         flat["snr_db"] = f"{snr:.1f}" if snr is not None else None
         rows.append(tuple(_cell(flat.get(column)) for column in LS_COLUMNS))
     widths = [max(len(row[i]) for row in rows) for i in range(len(LS_COLUMNS))]
