@@ -24,6 +24,7 @@ from zarr_aac.examples import example_recording
 if TYPE_CHECKING:
     from zarr_aac.archive import (
         ImportOptions,
+        LiveWriter,
         catalogue,
         export,
         import_file,
@@ -43,6 +44,7 @@ __all__ = [
     "CorruptChunkError",
     "FrameIndex",
     "ImportOptions",
+    "LiveWriter",
     "MissingChunkError",
     "UnsupportedAudioError",
     "ZarrAACError",
@@ -67,6 +69,7 @@ __all__ = [
 
 _LAZY = {
     "ImportOptions": "zarr_aac.archive",
+    "LiveWriter": "zarr_aac.archive",
     "import_file": "zarr_aac.archive",
     "import_files": "zarr_aac.archive",
     "catalogue": "zarr_aac.archive",

@@ -133,7 +133,8 @@ def open_writer(
     rate = parse_sample_rate(sample_rate)
     n_channels = parse_positive_int(channels, "channels")
     array_dtype = parse_array_dtype(dtype)
-    assert array_dtype is not None
+    if array_dtype is None:
+        raise ValueError("dtype must be int16 or float32, got None")
     options = ImportOptions(
         bitrate=bitrate,
         aac_sample_rate=aac_sample_rate,
@@ -227,6 +228,7 @@ class LiveWriter:
 
     ``n_samples`` is the recording's length so far. Use it as a context manager: leaving the
     block closes it, also on an error (what was appended is kept, and the last chunk encoded).
+    One thread appends at a time; readers may be anywhere.
     """
 
     def __init__(
@@ -237,7 +239,6 @@ class LiveWriter:
         release: _Release,
         *,
         n_samples: int,
-        tail: np.ndarray | None = None,
     ) -> None:
         self._group = group
         self._array = array
@@ -255,11 +256,9 @@ class LiveWriter:
         """The PCM chunk of each channel group of the chunk under way (None before its first sample)."""
         self._tail_length = 0
         self._chunk_number = n_samples // self.chunk_length
-        """The chunk under way: ``_tail_length`` of its samples are in ``_tail`` (and fed to ``_encoders``)."""
+        """The chunk under way: ``_tail_length`` of its samples are in ``_tails`` and fed to ``_encoders``."""
         self._encoders: list[ChunkEncoder] | None = None
         self._closed = False
-        if tail is not None and tail.shape[0]:
-            self._take(tail)
 
     @classmethod
     def _resumed(cls, group: zarr.Group, array: zarr.Array) -> LiveWriter:
