@@ -313,7 +313,8 @@ def test_readers_see_every_sample_through_open_recording_xarray_and_read_clips(t
         assert "rec" in zarr_aac.catalogue(archive).index
         assert main(["ls", str(archive)]) == 0
         assert main(["info", str(archive / "rec")]) == 0
-        assert "rec" in capsys.readouterr().out
+        listed = capsys.readouterr()
+        assert "rec" in listed.out and "1 being written live" in listed.err
     closed = zarr_aac.open_recording(archive / "rec")
     np.testing.assert_array_equal(closed[:], zarr_reference(closed, pcm)[:])
 

@@ -271,6 +271,13 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     print(f"{len(entries)} recording(s)", file=sys.stderr)
+    live = sorted(name for name, entry in entries.items() if entry.get("live"))
+    if live:
+        print(
+            f"{len(live)} being written live, or left by a writer that stopped (resume it with "
+            f"zarr_aac.open_writer(..., resume=True)): {', '.join(live)}",
+            file=sys.stderr,
+        )
     unfinished = unfinished_imports(group)
     if unfinished:
         print(
