@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -398,3 +399,12 @@ def test_wrong_blocks_and_misuse_raise_clear_errors(tmp_path):
     np.testing.assert_array_equal(zarr_aac.open_recording(archive / "new")[:, 0], np.arange(5))
     with pytest.raises(ArchiveError, match="bitrate 24000, not 96000"):
         zarr_aac.open_writer(archive, "f", sample_rate=RATE, channels=1, dtype="float32", bitrate=96000, resume=True)
+
+
+def test_a_zarr_that_rewrites_local_files_in_place_is_warned_of(tmp_path, monkeypatch):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # zarr >= 3.1.3 here: nothing to warn of
+        open_test_writer(tmp_path / "a.zarr", "rec").close()
+    monkeypatch.setattr(zarr, "__version__", "3.1.2")
+    with pytest.warns(UserWarning, match=r"zarr 3.1.2 rewrites local files in place.*zarr>=3.1.3"):
+        open_test_writer(tmp_path / "a.zarr", "other").close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import TracebackType
@@ -565,6 +566,23 @@ class _Release:
             _writers_here.discard(self._path)
 
 
+ATOMIC_LOCAL_WRITES_SINCE = (3, 1, 3)
+"""zarr version whose LocalStore writes each key by a temporary file and a rename (zarr-python
+PR 3412); before it a file is rewritten in place, and a reader can meet it half-written."""
+
+
+def _warn_if_local_writes_tear(array: zarr.Array) -> None:
+    """Warn that readers may meet half-written keys, on a local store of a zarr that writes in place."""
+    release = tuple(int(part) for part in zarr.__version__.split(".")[:3] if part.isdigit())
+    if isinstance(array.store, LocalStore) and release < ATOMIC_LOCAL_WRITES_SINCE:
+        warnings.warn(
+            f"zarr {zarr.__version__} rewrites local files in place: a reader polling {array.store_path} while "
+            "it is written can meet a half-written chunk or metadata and raise (never read wrong samples); "
+            "zarr 3.1.3 and later write each file whole: pip install 'zarr>=3.1.3'",
+            stacklevel=3,
+        )
+
+
 def _claim(array: zarr.Array, owner: Any = None) -> _Release:
     """Claim the recording for one writer, or raise RecordingInUseError.
 
@@ -575,6 +593,7 @@ def _claim(array: zarr.Array, owner: Any = None) -> _Release:
     its live mark) is a live process of this host, and cannot tell whether one on another host
     still runs (docs/live-recording.md).
     """
+    _warn_if_local_writes_tear(array)
     path = str(array.store_path)
     with _writers_here_lock:
         if path in _writers_here:
