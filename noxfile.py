@@ -75,7 +75,14 @@ def fuzz(session: nox.Session) -> None:
 def s3(session: nox.Session) -> None:
     """Every object-store test against moto on loopback, the slow fault tests included."""
     session.install(".[test]")
-    session.run("pytest", "tests/test_s3.py", "-v", *session.posargs, env={"ZARR_AAC_S3_FULL": "1"})
+    session.run(
+        "pytest",
+        "tests/test_s3.py",
+        "tests/test_live_writer_s3.py",
+        "-v",
+        *session.posargs,
+        env={"ZARR_AAC_S3_FULL": "1"},
+    )
 
 
 @nox.session

@@ -8,24 +8,27 @@ the tests; it is written only by an explicit
     python tests/test_golden_chunks.py --regenerate
 
 which is for a deliberate change of the format (a new version number) or of FFmpeg's decoder
-output, never to make a failing test pass.
+output, never to make a failing test pass. ``int16-stereo-8k-pcm-tail`` holds a PCM chunk
+(flag 1, added to format 2 for live recording) beside an AAC one.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
-from support.chunks import Chunk
+from support.chunks import Chunk, PcmChunk
 from support.conformance import check_selections
 from support.selections import reference_decode
 from support.signals import as_int16, tone_with_noise, tones
 
+import zarr_aac
 from zarr_aac import AACCodec
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
@@ -58,6 +61,16 @@ FIXTURES = {
     ),
     "int16-6ch-48k": Golden(AACCodec(sample_rate=48000), "int16", (9_600, 6), (4_000, 6)),
 }
+
+
+PCM_TAIL = "int16-stereo-8k-pcm-tail"
+"""A recording as a live writer leaves it before closing: chunk 0 AAC, chunk 1 a PCM chunk
+(flag 1) holding the first 1904 of its 4096 samples."""
+PCM_TAIL_CHUNK, PCM_TAIL_SAMPLES = 4096, 6000
+
+
+def pcm_tail_signal() -> np.ndarray:
+    return as_int16(tone_with_noise(PCM_TAIL_SAMPLES, 2, 8000, seed=13))
 
 
 def open_golden(name: str) -> tuple[zarr.Array, np.ndarray]:
@@ -99,9 +112,48 @@ def test_golden_samples_are_the_sequential_decode_of_the_frames(name: str) -> No
     np.testing.assert_array_equal(reference_decode(array), expected)
 
 
+def test_golden_pcm_tail_reads_bit_identically():
+    """The encoded chunk reads as stored, the PCM chunk as the very samples appended."""
+    array, expected = open_golden(PCM_TAIL)
+    np.testing.assert_array_equal(expected[PCM_TAIL_CHUNK:], pcm_tail_signal()[PCM_TAIL_CHUNK:])
+    np.testing.assert_array_equal(array[:], expected)
+    check_selections(array, expected)
+
+
+def test_golden_pcm_tail_chunk_has_the_documented_layout():
+    aac_chunk = Chunk.parse((GOLDEN / PCM_TAIL / "c" / "0" / "0").read_bytes())
+    assert (aac_chunk.fields["flags"], aac_chunk.fields["checksum_group"]) == (0, 16)
+    tail = PcmChunk.parse((GOLDEN / PCM_TAIL / "c" / "1" / "0").read_bytes())
+    assert tail.checksums_hold()
+    fields = {k: tail.fields[k] for k in ("version", "flags", "channels", "asc_nbytes", "n_frames", "n_samples")}
+    assert fields == {"version": 2, "flags": 1, "channels": 2, "asc_nbytes": 0, "n_frames": 1904, "n_samples": 4096}
+    assert (tail.fields["skip"], tail.fields["frame_length"], tail.fields["checksum_group"]) == (0, 2, 0)
+    np.testing.assert_array_equal(tail.samples, pcm_tail_signal()[PCM_TAIL_CHUNK:])
+
+
+def regenerate_pcm_tail() -> None:
+    """Write the PCM-tail fixture with a live writer left open, as a recorder leaves it."""
+    with tempfile.TemporaryDirectory() as scratch:
+        writer = zarr_aac.open_writer(
+            Path(scratch) / "a.zarr", "rec", sample_rate=8000, channels=2, chunk_duration=0.5, bitrate=48000
+        )
+        writer.append(pcm_tail_signal())
+        folder = GOLDEN / PCM_TAIL
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(Path(scratch) / "a.zarr" / "rec", folder)
+        writer._release()
+    array = zarr.open_array(str(folder), mode="r+")
+    array.attrs.put({})  # the live writer's host, process and times are no part of the fixture
+    np.save(folder / "expected.npy", array[:])
+    print(f"{folder}: {sum(p.stat().st_size for p in folder.rglob('*') if p.is_file())} bytes")
+
+
 def regenerate(names: list[str]) -> None:
     """Write the fixtures ``names`` anew with the current package; prints what it wrote."""
     for name in names:
+        if name == PCM_TAIL:
+            regenerate_pcm_tail()
+            continue
         fixture = FIXTURES[name]
         folder = GOLDEN / name
         shutil.rmtree(folder, ignore_errors=True)
@@ -128,7 +180,7 @@ if __name__ == "__main__":
     arguments = parser.parse_args()
     if not arguments.regenerate:
         parser.error("nothing to do without --regenerate")
-    unknown = set(arguments.names) - set(FIXTURES)
+    unknown = set(arguments.names) - {*FIXTURES, PCM_TAIL}
     if unknown:
         parser.error(f"no such fixture: {', '.join(sorted(unknown))}")
-    regenerate(arguments.names or list(FIXTURES))
+    regenerate(arguments.names or [*FIXTURES, PCM_TAIL])

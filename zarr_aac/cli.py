@@ -284,14 +284,21 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     rows: list[tuple[str, ...]] = [LS_COLUMNS]
     for name, entry in sorted(entries.items()):
         flat = {"name": name, **entry, **{f"source.{k}": v for k, v in entry.get("source", {}).items()}}
-        snr = entry.get("fidelity", {}).get("snr_db")
+        snr = (entry.get("fidelity") or {}).get("snr_db")  # none while a recording is written live
         flat["snr_db"] = f"{snr:.1f}" if snr is not None else None
         rows.append(tuple(_cell(flat.get(column)) for column in LS_COLUMNS))
     widths = [max(len(row[i]) for row in rows) for i in range(len(LS_COLUMNS))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     print(f"{len(entries)} recording(s)", file=sys.stderr)
-    unfinished = unfinished_imports(group, entries)
+    live = sorted(name for name, entry in entries.items() if entry.get("live"))
+    if live:
+        print(
+            f"{len(live)} being written live, or left by a writer that stopped (resume it with "
+            f"zarr_aac.open_writer(..., resume=True)): {', '.join(live)}",
+            file=sys.stderr,
+        )
+        unfinished = unfinished_imports(group, entries)
     if unfinished:
         print(
             f"{len(unfinished)} unfinished import(s), not listed: under way, or left by a killed process "
@@ -329,16 +336,19 @@ def _cell(value: Any) -> str:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     try:
-        from zarr_aac.archive.verification import verify
+        from zarr_aac.archive.verification import PCM_TAIL, verify
     except ModuleNotFoundError as exc:
         if exc.name != "zarr_aac.archive.verification":
             raise
         raise ZarrAACError(
             "verify is not available: this installation has no zarr_aac.archive.verification module"
         ) from exc
-    bad = verify(args.path, progress=not args.quiet, report_missing=not args.ignore_missing)
-    for problem in bad:
+    listed = verify(args.path, progress=not args.quiet, report_missing=not args.ignore_missing)
+    for problem in listed:
         print(f"{problem['array']}: chunk {problem['key']}: {problem['error']}")
+    bad = [problem for problem in listed if problem["error"] != PCM_TAIL]
+    if len(bad) < len(listed):
+        print(f"{len(listed) - len(bad)} sound PCM tail chunk(s) of recordings not closed", file=sys.stderr)
     if bad:
         print(f"{len(bad)} bad or missing chunk(s)", file=sys.stderr)
         return 1

@@ -82,6 +82,10 @@ class RecordingNotCommittedError(ArchiveError):
     or left by an import that crashed): readers see only committed recordings (docs/scaling.md)."""
 
 
+class RecordingInUseError(ArchiveError):
+    """Another writer has the recording open (:func:`zarr_aac.open_writer`)."""
+
+
 class ImportFailedError(ZarrAACError):
     """Some files of a batch import failed; the others were imported. ``failures`` maps source to error."""
 

@@ -107,6 +107,50 @@ class Chunk:
         return head + struct.pack("<I", crc) + self.asc + index + self.payload
 
 
+FLAG_PCM = 0x01
+"""docs/spec.md: a PCM chunk, the unfinished last chunk of a recording written live."""
+PCM_SAMPLE_TYPES = {2: "<i2", 4: "<f4"}
+"""docs/spec.md: a PCM chunk's frame_length field is its bytes per sample."""
+
+
+@dataclass
+class PcmChunk:
+    """A PCM chunk split into its parts, as docs/spec.md lays it out: the 48-byte header, one
+    CRC-32C of the payload, and the payload of interleaved little-endian samples."""
+
+    fields: dict[str, Any]
+    payload_crc32c: int
+    payload: bytes
+
+    @classmethod
+    def parse(cls, data: bytes) -> PcmChunk:
+        fields = dict(zip(FIELDS, HEADER.unpack_from(data), strict=True))
+        assert fields["flags"] == FLAG_PCM, fields
+        (payload_crc,) = struct.unpack_from("<I", data, HEADER.size)
+        return cls(fields, payload_crc, data[HEADER.size + 4 :])
+
+    def checksums_hold(self) -> bool:
+        """Whether the header CRC (bytes 0..43 then the payload CRC) and the payload CRC match."""
+        head = HEADER.pack(*(self.fields[name] for name in FIELDS))[:-4]
+        header_crc = google_crc32c.extend(google_crc32c.value(head), struct.pack("<I", self.payload_crc32c))
+        return header_crc == self.fields["header_crc32c"] and google_crc32c.value(self.payload) == self.payload_crc32c
+
+    @property
+    def samples(self) -> np.ndarray:
+        """The stored samples, (stored, channels): the chunk's first ``n_frames`` samples."""
+        f = self.fields
+        dtype = PCM_SAMPLE_TYPES[f["frame_length"]]
+        return np.frombuffer(self.payload, dtype).reshape(f["n_frames"], f["channels"])
+
+    def pack(self, **overrides: Any) -> bytes:
+        """The chunk with ``overrides`` applied to header fields and both checksums recomputed."""
+        fields = {**self.fields, **overrides}
+        head = HEADER.pack(*(fields[name] for name in FIELDS))[:-4]
+        payload_crc = struct.pack("<I", google_crc32c.value(self.payload))
+        crc = google_crc32c.extend(google_crc32c.value(head), payload_crc)
+        return head + struct.pack("<I", crc) + payload_crc + self.payload
+
+
 def decode_chunk_sequentially(data: bytes) -> np.ndarray:
     """float32 (n_samples, channels) of one stored chunk, all frames through one decoder."""
     chunk = Chunk.parse(data)

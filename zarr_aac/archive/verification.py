@@ -22,9 +22,20 @@ from zarr.core.sync import sync
 
 from zarr_aac.archive.recordings import check_committed, check_committed_at, codec_of, recording_arrays
 from zarr_aac.codec.aac_codec import AACCodec
-from zarr_aac.codec.chunk_format import check_chunk_geometry, parse_header, parse_prefix, verify_payload
+from zarr_aac.codec.chunk_format import (
+    check_chunk_geometry,
+    parse_header,
+    parse_pcm_chunk,
+    parse_prefix,
+    verify_payload,
+)
 from zarr_aac.errors import ArchiveError, CorruptChunkError
 
+PCM_TAIL = (
+    "PCM tail: sound, stored losslessly and not yet encoded; the recording is being written live, or its "
+    "writer stopped before closing (zarr_aac.open_writer(..., resume=True) and close() encode it)"
+)
+"""The ``error`` of a sound PCM chunk in ``verify``'s list: no damage, but a recording not closed."""
 CONCURRENT_GETS = 16
 """Chunks fetched at once: enough to hide an object store's latency, few enough to bound memory."""
 
@@ -60,7 +71,9 @@ def verify(
     Returns
     -------
     list of dict
-        One ``{"array", "key", "error"}`` dict per bad or missing chunk; empty when all are sound.
+        One ``{"array", "key", "error"}`` dict per bad or missing chunk, and per sound PCM chunk
+        (``error`` is then :data:`PCM_TAIL`: a live recording's unfinished tail, or one whose
+        writer stopped before closing); empty when all are sound and encoded.
 
     Raises
     ------
@@ -111,10 +124,10 @@ async def _verify_array(array: zarr.Array, decode: bool, report_missing: bool, b
             if buf is None:
                 return _problem(array, key, _missing_message(array)) if report_missing else None
             try:
-                _check_chunk(array, await _without_compressors(array, buf, key), key, decode)
+                note = _check_chunk(array, await _without_compressors(array, buf, key), key, decode)
             except CorruptChunkError as exc:
                 return _problem(array, key, exc.reason)
-            return None
+            return _problem(array, key, note) if note is not None else None
         finally:
             bar.update()
 
@@ -154,15 +167,20 @@ def _missing_message(array: zarr.Array) -> str:
     return "missing: not stored, reads as fill values (zarr leaves out chunks equal to the fill value)"
 
 
-def _check_chunk(array: zarr.Array, data: bytes, key: str, decode: bool) -> None:
+def _check_chunk(array: zarr.Array, data: bytes, key: str, decode: bool) -> str | None:
+    """Raise CorruptChunkError if the chunk is bad; :data:`PCM_TAIL` if it is a sound PCM chunk."""
     codec = codec_of(array)
     chunk_shape = array.chunks
-    if decode:
-        codec.decode_chunk(data, chunk_shape, array.dtype, key)
-        return
     header = parse_header(data, key)
     check_chunk_geometry(header, chunk_shape, key)
+    if header.is_pcm:
+        parse_pcm_chunk(data, header, array.dtype, key)
+        return PCM_TAIL
+    if decode:
+        codec.decode_chunk(data, chunk_shape, array.dtype, key)
+        return None
     verify_payload(data, parse_prefix(data, header, key), key)
+    return None
 
 
 def _problem(array: zarr.Array, key: str, error: str) -> dict[str, str]:

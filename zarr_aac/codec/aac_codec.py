@@ -34,6 +34,7 @@ from zarr_aac.codec.chunk_format import (
     check_chunk_geometry,
     pack_chunk,
     parse_header,
+    parse_pcm_chunk,
     parse_prefix,
     prefix_nbytes_upper_bound,
     verify_payload,
@@ -409,6 +410,8 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         """
         header = parse_header(data, key)
         check_chunk_geometry(header, shape, key)
+        if header.is_pcm:
+            return _pcm_chunk_samples(data, header, shape, dtype, key)
         prefix = parse_prefix(data, header, key)
         verify_payload(data, prefix, key)
         payload = memoryview(data)[header.prefix_nbytes :]
@@ -479,6 +482,8 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         prefix = await _fetch_prefix(byte_getter, shape, prototype, key)
         if prefix is None:
             return None
+        if isinstance(prefix, PcmChunk):
+            return await _decode_whole_chunk(prefix.data, selection, chunk_spec, key, gain=self.gain)
         if location is not None:
             prefixes.put(location, prefix)
         return await _decode_from_prefix(byte_getter, prefix, samples, selection, chunk_spec, key=key, gain=self.gain)
@@ -559,10 +564,20 @@ class ChunkEncoder:
         )
 
 
+@dataclass(frozen=True)
+class PcmChunk:
+    """A whole chunk fetched because its first bytes were a PCM chunk's (a live recording's
+    unfinished tail): ``data`` is all of it, from one request, read by ``_decode_whole_chunk``.
+    It is an AAC chunk if the writer encoded it between the two requests."""
+
+    data: bytes
+
+
 async def _fetch_prefix(
     byte_getter: ByteGetter, shape: tuple[int, ...], prototype: BufferPrototype, key: str | None
-) -> ChunkPrefix | None:
-    """The chunk's parsed prefix in one request (two if its index is larger than this codec writes)."""
+) -> ChunkPrefix | PcmChunk | None:
+    """The chunk's parsed prefix in one request (two if its index is larger than this codec writes),
+    or, for a PCM chunk, the whole chunk (one request more if the first did not hold all of it)."""
     n_frames = aac.frames_for_samples(shape[0] + LEAD_IN + LEAD_OUT)
     first = await _get(byte_getter, prototype, key, RangeByteRequest(0, prefix_nbytes_upper_bound(n_frames)))
     if first is None:
@@ -570,6 +585,13 @@ async def _fetch_prefix(
     data = first.to_bytes()
     header = parse_header(data, key)
     check_chunk_geometry(header, shape, key)
+    if header.is_pcm:
+        if header.total_nbytes == len(data):
+            return PcmChunk(data)
+        # The rest in a request of its own could come from a newer version of the chunk (a live
+        # writer rewrites it on every append): the whole chunk again, in one request.
+        whole = await _get(byte_getter, prototype, key)
+        return PcmChunk(whole.to_bytes()) if whole is not None else None
     if header.prefix_nbytes > len(data):
         rest = await _get(byte_getter, prototype, key, RangeByteRequest(len(data), header.prefix_nbytes))
         data += rest.to_bytes() if rest is not None else b""
@@ -606,6 +628,9 @@ async def _decode_whole_chunk(
     shape = chunk_spec.shape
     header = parse_header(data, key)
     check_chunk_geometry(header, shape, key)
+    if header.is_pcm:
+        out = _pcm_chunk_samples(data, header, shape, chunk_spec.dtype.to_native_dtype(), key)
+        return chunk_spec.prototype.nd_buffer.from_numpy_array(out[selection])
     prefix = parse_prefix(data, header, key)
     await _maybe_in_thread(header.n_frames, verify_payload, data, prefix, key)
     frames = _FetchedFrames(memoryview(data)[header.prefix_nbytes :], prefix.index, 0, key)
@@ -614,6 +639,17 @@ async def _decode_whole_chunk(
     # Every frame, lead-in and flush included, as decode_chunk does: a malformed frame anywhere fails.
     out = await _decode_runs(frames, prefix, samples, [(0, header.n_frames)], chunk_spec, gain=gain)
     return chunk_spec.prototype.nd_buffer.from_numpy_array(out[selection])
+
+
+def _pcm_chunk_samples(
+    data: bytes, header: ChunkHeader, shape: tuple[int, ...], dtype: np.dtype, key: str | None
+) -> np.ndarray:
+    """A PCM chunk's samples, exactly as stored, as an array of the chunk ``shape``: the samples
+    after the stored ones are the fill value, 0, as zarr pads the last chunk of an array."""
+    stored = parse_pcm_chunk(data, header, dtype, key)
+    out = np.zeros((header.n_samples, header.channels), dtype=dtype)
+    out[: stored.shape[0]] = stored
+    return out.reshape(shape)
 
 
 async def _decode_runs(

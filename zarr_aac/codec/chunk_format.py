@@ -4,6 +4,10 @@ A chunk is self-describing::
 
     header (48 bytes) | ASC | frame sizes (uint16 each) | group checksums (uint32 each) | AAC frames
 
+or, for the unfinished last chunk of a recording written live (flag :data:`FLAG_PCM`)::
+
+    header (48 bytes) | payload checksum (uint32) | PCM samples
+
 ``docs/spec.md`` gives the field table. The index is stored as frame sizes only; byte offsets
 are their running sum and sample positions follow from the frame number and ``skip``. The
 frames are checksummed in groups of ``checksum_group`` consecutive frames, so a partial read
@@ -15,7 +19,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import overload
+from typing import Any, overload
 
 import google_crc32c
 import numpy as np
@@ -41,6 +45,13 @@ MAX_PADDING = 1 << 20
 what any encoder's priming and flush need, and low enough that a forged header cannot make a
 reader fetch or allocate much more than the chunk's own samples justify."""
 _CRC_OFFSET = HEADER_NBYTES - 4
+FLAG_PCM = 0x01
+"""Header flag of a PCM chunk: the samples stored losslessly, as the array's dtype, instead of as
+AAC frames. A live writer keeps a recording's unfinished last chunk so until the chunk is whole
+(docs/live-recording.md). Readers older than the flag reject the chunk (they reject any flag)."""
+PCM_SAMPLE_FORMATS: dict[int, np.dtype] = {2: np.dtype("<i2"), 4: np.dtype("<f4")}
+"""A PCM chunk's ``frame_length`` field is its sample format: bytes per sample, 2 for int16 and 4
+for float32 (little-endian, channels interleaved)."""
 
 
 @dataclass(frozen=True)
@@ -98,14 +109,26 @@ class ChunkHeader:
     checksum_group: int
     """Frames per frame checksum; 0 when the chunk carries none (see AACFileStore)."""
     frame_length: int = FRAME_LENGTH
+    is_pcm: bool = False
+    """A PCM chunk (:data:`FLAG_PCM`): ``n_frames`` is then the samples stored per channel (the
+    chunk's first ones; the rest are the fill value) and ``frame_length`` the bytes per sample."""
 
     @property
     def n_groups(self) -> int:
+        if self.is_pcm:
+            return 1
         return -(-self.n_frames // self.checksum_group) if self.checksum_group else 0
+
+    @property
+    def pcm_dtype(self) -> np.dtype:
+        """The dtype of a PCM chunk's samples."""
+        return PCM_SAMPLE_FORMATS[self.frame_length]
 
     @property
     def prefix_nbytes(self) -> int:
         """Bytes of header, ASC, frame sizes and checksums: everything before the first frame."""
+        if self.is_pcm:
+            return HEADER_NBYTES + CHECKSUM_ITEMSIZE
         return HEADER_NBYTES + self.asc_nbytes + FRAME_SIZE_ITEMSIZE * self.n_frames + CHECKSUM_ITEMSIZE * self.n_groups
 
     @property
@@ -254,6 +277,8 @@ def parse_header(data: bytes | memoryview, key: str | None) -> ChunkHeader:
         )
     if version != VERSION:
         raise CorruptChunkError(key, f"format version {version} is not supported (this reader knows {VERSION})")
+    if flags == FLAG_PCM:
+        return _parse_pcm_header(HEADER.unpack_from(data), key)
     problems = []
     if flags:
         problems.append(f"unknown flags {flags:#x}")
@@ -285,6 +310,124 @@ def parse_header(data: bytes | memoryview, key: str | None) -> ChunkHeader:
     )
 
 
+def _parse_pcm_header(fields: tuple[Any, ...], key: str | None) -> ChunkHeader:
+    """The header of a PCM chunk, from its unpacked fields, checked as docs/spec.md lays it out."""
+    (_, _, _, channels, asc_nbytes, rate, stored, n_samples, skip, sample_nbytes, payload_nbytes, group, _) = fields
+    problems = []
+    if not 1 <= channels <= MAX_CHANNELS:
+        problems.append(f"{channels} channels")
+    if rate not in AAC_SAMPLE_RATES:
+        problems.append(f"sample rate {rate}")
+    if sample_nbytes not in PCM_SAMPLE_FORMATS:
+        problems.append(f"{sample_nbytes} bytes a sample")
+    if asc_nbytes or skip or group:
+        problems.append(f"AudioSpecificConfig of {asc_nbytes} bytes, skip {skip}, checksum group {group}")
+    if stored > n_samples:
+        problems.append(f"{stored} stored of {n_samples} samples")
+    if payload_nbytes != stored * channels * sample_nbytes:
+        problems.append(f"{payload_nbytes} payload bytes for {stored} samples of {channels} x {sample_nbytes} bytes")
+    if problems:
+        raise CorruptChunkError(key, "PCM chunk header claims " + ", ".join(problems))
+    return ChunkHeader(
+        channels=channels,
+        aac_sample_rate=rate,
+        n_frames=stored,
+        n_samples=n_samples,
+        skip=0,
+        asc_nbytes=0,
+        payload_nbytes=payload_nbytes,
+        checksum_group=0,
+        frame_length=sample_nbytes,
+        is_pcm=True,
+    )
+
+
+class PcmChunkBuilder:
+    """A PCM chunk laid out in place as its samples arrive, so that each version of a growing
+    chunk costs one copy of it (``chunk``), not a packing of all its samples again.
+
+    Parameters
+    ----------
+    n_samples : int
+        Samples per channel of the whole chunk (the array's chunk length).
+    channels : int
+        The chunk's channels.
+    dtype : numpy.dtype
+        int16 or float32: the array's dtype, stored little-endian.
+    aac_sample_rate : int
+        The codec's declared rate, kept in the header as in AAC chunks.
+    """
+
+    def __init__(self, n_samples: int, channels: int, dtype: np.dtype, aac_sample_rate: int) -> None:
+        self.n_samples = n_samples
+        self.channels = channels
+        self.aac_sample_rate = aac_sample_rate
+        self.dtype = np.dtype(dtype).newbyteorder("<")
+        if self.dtype.itemsize not in PCM_SAMPLE_FORMATS or PCM_SAMPLE_FORMATS[self.dtype.itemsize] != self.dtype:
+            raise ValueError(f"a PCM chunk stores int16 or float32 samples, not {dtype}")
+        self._buffer = bytearray(HEADER_NBYTES + CHECKSUM_ITEMSIZE + n_samples * channels * self.dtype.itemsize)
+        self._samples = np.frombuffer(self._buffer, dtype=self.dtype, offset=HEADER_NBYTES + CHECKSUM_ITEMSIZE)
+        self.stored = 0
+        self._payload_crc = 0
+
+    def extend(self, samples: np.ndarray) -> None:
+        """Add the chunk's next samples, shape (samples, channels)."""
+        count = samples.shape[0]
+        if self.stored + count > self.n_samples:
+            raise ValueError(f"{self.stored} + {count} samples do not fit a chunk of {self.n_samples}")
+        rows = self._samples.reshape(self.n_samples, self.channels)[self.stored : self.stored + count]
+        rows[:] = samples
+        self._payload_crc = google_crc32c.extend(self._payload_crc, rows.tobytes())
+        self.stored += count
+
+    def chunk(self) -> bytes:
+        """The chunk holding the samples added so far (the rest read as the fill value, 0)."""
+        payload_nbytes = self.stored * self.channels * self.dtype.itemsize
+        head = HEADER.pack(
+            MAGIC,
+            VERSION,
+            FLAG_PCM,
+            self.channels,
+            0,
+            self.aac_sample_rate,
+            self.stored,
+            self.n_samples,
+            0,
+            self.dtype.itemsize,
+            payload_nbytes,
+            0,
+            0,
+        )
+        checksum = struct.pack("<I", self._payload_crc)
+        crc = google_crc32c.extend(google_crc32c.value(head[:_CRC_OFFSET]), checksum)
+        self._buffer[:_CRC_OFFSET] = head[:_CRC_OFFSET]
+        struct.pack_into("<II", self._buffer, _CRC_OFFSET, crc, self._payload_crc)
+        return bytes(memoryview(self._buffer)[: HEADER_NBYTES + CHECKSUM_ITEMSIZE + payload_nbytes])
+
+
+def parse_pcm_chunk(data: bytes | memoryview, header: ChunkHeader, dtype: np.dtype, key: str | None) -> np.ndarray:
+    """The stored samples of a whole PCM chunk, shape (stored, channels), after checking its
+    length, both checksums and that its samples are of the array's ``dtype``."""
+    if len(data) != header.total_nbytes:
+        raise CorruptChunkError(key, f"chunk is {len(data)} bytes, its header describes {header.total_nbytes}")
+    view = memoryview(data)
+    checksum = bytes(view[HEADER_NBYTES : HEADER_NBYTES + CHECKSUM_ITEMSIZE])
+    (stored_crc,) = struct.unpack_from("<I", view, _CRC_OFFSET)
+    crc = google_crc32c.extend(google_crc32c.value(bytes(view[:_CRC_OFFSET])), checksum)
+    if crc != stored_crc:
+        raise CorruptChunkError(key, f"header checksum mismatch (stored {stored_crc:#010x}, computed {crc:#010x})")
+    payload = bytes(view[header.prefix_nbytes :])
+    (expected,) = struct.unpack("<I", checksum)
+    computed = google_crc32c.value(payload)
+    if computed != expected:
+        raise CorruptChunkError(
+            key, f"checksum mismatch in the PCM samples (stored {expected:#010x}, computed {computed:#010x})"
+        )
+    if header.pcm_dtype != np.dtype(dtype).newbyteorder("<"):
+        raise CorruptChunkError(key, f"PCM chunk holds {header.pcm_dtype.name} samples, the array is {np.dtype(dtype)}")
+    return np.frombuffer(payload, dtype=header.pcm_dtype).reshape(header.n_frames, header.channels)
+
+
 def check_chunk_geometry(header: ChunkHeader, chunk_shape: tuple[int, ...], key: str | None) -> None:
     """Raise CorruptChunkError unless the chunk holds the samples and channels of the array's chunk shape.
 
@@ -302,6 +445,8 @@ def check_chunk_geometry(header: ChunkHeader, chunk_shape: tuple[int, ...], key:
 
 def parse_prefix(data: bytes | memoryview, header: ChunkHeader, key: str | None) -> ChunkPrefix:
     """Verify the header/index checksum and read ASC, frame index and group checksums."""
+    if header.is_pcm:
+        raise CorruptChunkError(key, "a PCM chunk (a live recording's unfinished tail) has no frame index")
     if len(data) < header.prefix_nbytes:
         raise CorruptChunkError(
             key, f"chunk is {len(data)} bytes, shorter than its {header.prefix_nbytes}-byte header and index"

@@ -24,6 +24,7 @@ from zarr.core.sync import sync
 from zarr_aac.codec import aac
 from zarr_aac.codec.aac_codec import (
     AACCodec,
+    PcmChunk,
     _decoder_for,
     _fetch_prefix,
     _FetchedFrames,
@@ -83,6 +84,9 @@ class _ChunkRead:
     prefix: ChunkPrefix | None = None
     ranges: list[tuple[int, int, _FetchedFrames, list[_Piece]]] = field(default_factory=list)
     """(first frame, stop frame, frames, the pieces it serves) of each fetched and verified run."""
+    whole: bytes | None = None
+    """The whole chunk, fetched instead of a prefix and frames when it is a PCM chunk (the
+    unfinished tail of a live recording)."""
 
     @property
     def key(self) -> str:
@@ -142,7 +146,9 @@ def read_clips(array: zarr.Array, starts: Any, length: int) -> np.ndarray:
     sync(_fetch_all(chunks, array.chunks, default_buffer_prototype(), report))
     tasks: list[_DecodeTask] = []
     for chunk in chunks:
-        if chunk.prefix is None:
+        if chunk.whole is not None:
+            _copy_whole(out, chunk, array, report)
+        elif chunk.prefix is None:
             _fill(out, chunk, chunk.pieces, array.fill_value)
         else:
             tasks.extend(_decode_tasks(chunk))
@@ -266,6 +272,9 @@ async def _fetch_chunk(chunk: _ChunkRead, chunk_shape: tuple[int, ...], prototyp
                 prefixes.drop(location)
         prefix = await _fetch_prefix(chunk.store_path, chunk_shape, prototype, chunk.key)
         if prefix is None:
+            return
+        if isinstance(prefix, PcmChunk):
+            chunk.whole = prefix.data
             return
         if location is not None:
             prefixes.put(location, prefix)
@@ -406,6 +415,29 @@ def _decode_task(task: _DecodeTask, out: np.ndarray, gain: float) -> None:
         else:
             width = chunk.columns.stop - chunk.columns.start
             out[piece.clip, rows, chunk.columns] = samples[:, :width]
+
+
+def _copy_whole(out: np.ndarray, chunk: _ChunkRead, array: zarr.Array, report: CorruptChunkReport | None) -> None:
+    """The pieces of a chunk fetched whole (a PCM chunk, or the AAC chunk a live writer made of it
+    meanwhile), decoded as ``array[a:b]`` decodes it."""
+    assert chunk.whole is not None
+    try:
+        samples = _require_aac_array(array).decode_chunk(chunk.whole, array.chunks, array.dtype, chunk.key)
+    except CorruptChunkError as exc:
+        error = _naming_clips(exc, chunk)
+        if report is None:
+            raise error from exc
+        report.errors.append(error)
+        _fill(out, chunk, chunk.pieces, array.fill_value)
+        return
+    samples = samples.reshape(samples.shape[0], -1)
+    for piece in chunk.pieces:
+        rows = slice(piece.offset, piece.offset + piece.hi - piece.lo)
+        if out.ndim == 2:
+            out[piece.clip, rows] = samples[piece.lo : piece.hi, 0]
+        else:
+            width = chunk.columns.stop - chunk.columns.start
+            out[piece.clip, rows, chunk.columns] = samples[piece.lo : piece.hi, :width]
 
 
 def _fill(out: np.ndarray, chunk: _ChunkRead, pieces: list[_Piece], fill_value: Any) -> None:

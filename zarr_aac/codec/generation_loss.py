@@ -37,8 +37,8 @@ def warn_if_reencoded(spec: ArraySpec) -> None:
     warnings.warn(
         f"writing part of a chunk of {spec.shape[0]} samples re-encodes the whole chunk: zarr decodes the stored "
         "AAC, merges the new samples and encodes it again, so its other samples lose quality with every such "
-        "write. Write whole chunks (selections aligned to array.chunks), or use zarr_aac's writer for appends "
-        "(see docs/spec.md, 'What is guaranteed')",
+        "write. Write whole chunks (selections aligned to array.chunks), or append blocks as they come with "
+        "zarr_aac.open_writer, which encodes each chunk once (docs/live-recording.md)",
         GenerationLossWarning,
         stacklevel=2,
     )
