@@ -298,7 +298,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
             f"zarr_aac.open_writer(..., resume=True)): {', '.join(live)}",
             file=sys.stderr,
         )
-        unfinished = unfinished_imports(group, entries)
+    unfinished = unfinished_imports(group, entries)
     if unfinished:
         print(
             f"{len(unfinished)} unfinished import(s), not listed: under way, or left by a killed process "
