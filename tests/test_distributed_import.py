@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -149,7 +150,7 @@ def _catalogue_entries(archive: str | Path, options: dict | None = None) -> dict
     """The catalogue through the public API, each row as the nested entry ``zarr-aac ls --json`` prints."""
     try:
         group = zarr.open_group(archive, mode="r", storage_options=options)
-    except zarr.errors.GroupNotFoundError:
+    except (zarr.errors.GroupNotFoundError, FileNotFoundError):  # not created yet
         return {}
     table = zarr_aac.catalogue(group)
     return {name: {"source": {"sha256": row["source.sha256"]}} for name, row in table.iterrows()}
@@ -245,6 +246,49 @@ def test_a_killed_worker_loses_nothing_and_a_rerun_adds_nothing(
     watcher.poll()
     assert watcher.checked == set(entries)
     assert watcher.polls > 10
+
+
+def test_a_killed_worker_redoes_only_its_own_files(client, running_cluster, local_sources, reference, tmp_path):
+    """Into a local archive (whose commit is safe today), a worker SIGKILLed mid-run: the
+    scheduler sends the files it held to the other worker and nothing else is imported twice
+    (each finished task is released, so files whose outcome lived on the dead worker are not
+    redone); every file ends in the catalogue once, bit-identical to a local import."""
+
+    def processing_counts(dask_scheduler) -> dict[str, int]:
+        """How often each import task was sent to a worker, from the scheduler's transition log
+        (a local function, shipped by value: the scheduler cannot import this test module)."""
+        sent = Counter(str(t.key) for t in dask_scheduler.transition_log if t.finish == "processing")
+        return {key: n for key, n in sent.items() if "_import_on_worker" in key}
+
+    sources = local_sources[:16]
+    archive = tmp_path / "killed.zarr"
+    before = client.run_on_scheduler(processing_counts)
+    thread, outcome = _in_thread(
+        zarr_aac.import_files, sources, archive, client=client, chunk_duration=CHUNK_DURATION, progress=False
+    )
+    victim = running_cluster.live_workers()[0]
+    deadline = time.monotonic() + RUN_SECONDS
+    while thread.is_alive() and time.monotonic() < deadline:
+        if len(_catalogue_entries(archive)) >= 8 and victim.poll() is None:
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+        time.sleep(POLL_SECONDS)
+    thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert not thread.is_alive(), f"the import did not finish within {RUN_SECONDS} s"
+    assert victim.returncode == -signal.SIGKILL, "the worker was killed mid-run, not after it"
+    assert "error" not in outcome, outcome.get("error")
+    counts = {k: n for k, n in client.run_on_scheduler(processing_counts).items() if k not in before}
+    assert len(counts) == len(sources)
+    # redone: the dead worker's running task, the one queued behind it, and at most one it had
+    # just finished whose release was under way; without the release, every file it had imported
+    assert sum(n > 1 for n in counts.values()) <= 3, counts
+    entries = _catalogue_entries(archive)
+    assert sorted(entries) == sorted(p.stem for p in sources)
+    assert [a.basename for a in outcome["result"]] == [p.stem for p in sources]
+    check = Reference(reference, sources)
+    group = zarr.open_group(archive, mode="r")
+    for name, entry in entries.items():
+        check.check(group[name], entry)
 
 
 def test_a_failing_file_fails_alone_as_in_a_local_import(client, local_sources, tmp_path, reference):
