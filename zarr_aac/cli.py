@@ -152,10 +152,21 @@ def _cmd_import(args: argparse.Namespace) -> int:
         )
     for source, array in zip(sources, arrays, strict=True):
         if array.basename in before:
-            print(f"{source} = {array.store_path} (already imported, not imported again)")
+            print(f"{source} = {_location(array)} (already imported, not imported again)")
         else:
-            print(f"{source} -> {array.store_path}")
+            print(f"{source} -> {_location(array)}")
     return 0
+
+
+def _location(array: Any) -> str:
+    """Where an array is, as a user would give it: zarr names an fsspec store by its repr, so
+    an array in an object store is given by its URL."""
+    from zarr.storage import FsspecStore
+
+    store = array.store_path.store
+    if isinstance(store, FsspecStore):
+        return str(store.fs.unstrip_protocol(f"{store.path}/{array.path}"))
+    return str(array.store_path)
 
 
 def _import_on_cluster(
