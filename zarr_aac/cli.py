@@ -142,7 +142,9 @@ def _cmd_import(args: argparse.Namespace) -> int:
         raise ZarrAACError(f"--storage-options applies to an archive URL (s3://...), not to the local path {args.dest}")
     before = _recording_names(args.dest, args.storage_options)
     if args.name is not None:
-        dest = ArchiveLocation.of(args.dest, args.storage_options).open()
+        dest: Any = args.dest
+        if args.storage_options is not None:
+            dest = ArchiveLocation.of(args.dest, args.storage_options).open()
         arrays = [import_file(sources[0], dest, args.name, options=options)]
     elif args.scheduler is not None:
         arrays = _import_on_cluster(args.scheduler, sources, args.dest, args.storage_options, options)
