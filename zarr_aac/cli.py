@@ -408,7 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_import_command(commands: Any, common: argparse.ArgumentParser) -> None:
     imp = commands.add_parser("import", parents=[common], help="import audio or video files into an archive")
-    imp.add_argument("sources", nargs="+", metavar="SRC", help="files, or directories searched for audio files")
+    imp.add_argument(
+        "sources", nargs="+", metavar="SRC", help="files, directories searched for audio files, or URLs (s3://...)"
+    )
     imp.add_argument("dest", metavar="DEST", help="the archive (a Zarr group, created if missing)")
     imp.add_argument("--name", help="array name (one source only; default: the file name)")
     imp.add_argument(
