@@ -5,7 +5,9 @@ scheduler and the single-threaded workers are processes of their own too (distri
 ``SubprocessCluster``). Both cluster sizes import the same files, cut from ``ctx.hour_wav``
 at different offsets (so no content repeats and nothing is skipped as already imported), each
 into a new archive; the rounds alternate 1, 2, 1, 2 so that load changes affect both alike,
-and each size reports its faster round. The machine's load average is recorded beside them.
+and each size reports its faster round. The peer, in the same rounds: the local process pool
+(``workers=1`` and ``workers=2``) importing the same files into a local archive, which shows
+how much parallelism the machine gives at that moment. The load average is recorded beside them.
 """
 
 from __future__ import annotations
@@ -104,6 +106,13 @@ def _import_seconds(sources: list[Path], n_workers: int, archive: str, options: 
         )
 
 
+def _local_seconds(sources: list[Path], n_workers: int, archive: Path) -> float:
+    """Seconds of one local import_files call with ``n_workers`` processes (the peer)."""
+    import zarr_aac
+
+    return timed(lambda: zarr_aac.import_files(sources, archive, workers=n_workers, bitrate=BITRATE, progress=False))
+
+
 def measure(ctx: Context) -> list[dict]:
     """Rows of import throughput into S3 (moto) with 1 and with 2 dask workers, same files."""
     import s3fs
@@ -115,6 +124,7 @@ def measure(ctx: Context) -> list[dict]:
         megabytes = sum(p.stat().st_size for p in sources) / 1e6
         audio_seconds = count * seconds
         best: dict[int, float] = {}
+        local: dict[int, float] = {}
         load: dict[int, float] = {}
         with _moto_server() as endpoint:
             options = {**CREDENTIALS, "client_kwargs": {"endpoint_url": endpoint}, "skip_instance_cache": True}
@@ -125,9 +135,11 @@ def measure(ctx: Context) -> list[dict]:
                     took = _import_seconds(sources, n_workers, archive, options)
                     best[n_workers] = min(took, best.get(n_workers, took))
                     load[n_workers] = os.getloadavg()[0]
+                    took = _local_seconds(sources, n_workers, work / f"local{round_}-{n_workers}.zarr")
+                    local[n_workers] = min(took, local.get(n_workers, took))
     finally:
         shutil.rmtree(work)
-    return [
+    rows = [
         {
             "method": f"import_files on dask, {n_workers} worker{'s' if n_workers > 1 else ''} -> S3 (moto)",
             "files": count,
@@ -141,3 +153,16 @@ def measure(ctx: Context) -> list[dict]:
         }
         for n_workers in (1, 2)
     ]
+    rows += [
+        {
+            "method": f"peer: local import_files, workers={n_workers} -> local archive",
+            "files": count,
+            "seconds": local[n_workers],
+            "x realtime": audio_seconds / local[n_workers],
+            "MB/s of source": megabytes / local[n_workers],
+            "speed-up over 1 worker": local[1] / local[n_workers],
+            "cores": os.cpu_count(),
+        }
+        for n_workers in (1, 2)
+    ]
+    return rows
