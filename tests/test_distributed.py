@@ -1,24 +1,17 @@
-"""A real dask.distributed run: a scheduler and two workers as separate processes.
-
-``LocalCluster`` re-imports the test's own modules in its workers and so can hide a package
-that is not installed; here the workers are started from the command line, from an empty
-directory, and find zarr_aac (its codec entry point and its xarray backend) only as installed.
-"""
+"""A real dask.distributed run: a scheduler and two workers as separate processes
+(support.dask_cluster), which find zarr_aac (its codec entry point and its xarray backend) only
+as installed."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import distributed
 import numpy as np
 import pandas as pd
 import pytest
 import zarr
+from support.dask_cluster import cluster
 from support.signals import tone_with_noise
 
 import zarr_aac
@@ -28,7 +21,6 @@ RATE = 8000
 MINUTES = 4
 MINUTE = 60 * RATE
 START = "2026-06-10T05:00:00Z"
-STARTUP_SECONDS = 90
 
 
 @pytest.fixture(scope="module")
@@ -48,71 +40,6 @@ def archive(tmp_path_factory) -> Path:
     )
     array[:] = (pcm * 32767).astype(np.int16)
     return path
-
-
-@contextlib.contextmanager
-def cluster(workdir: Path, n_workers: int):
-    """A scheduler and ``n_workers`` single-threaded workers, each its own process; always torn down."""
-    scheduler_file = workdir / "scheduler.json"
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    common = {"cwd": workdir, "env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "distributed.cli.dask_scheduler",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--no-dashboard",
-                "--scheduler-file",
-                str(scheduler_file),
-            ],
-            **common,
-        )
-    ]
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while not scheduler_file.exists():
-            if procs[0].poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"dask scheduler did not start (exit code {procs[0].poll()})")
-            time.sleep(0.2)
-        for i in range(n_workers):
-            # One at a time, so that the finally block stops the workers already started if one fails to.
-            procs.append(  # noqa: PERF401
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "distributed.cli.dask_worker",
-                        "--scheduler-file",
-                        str(scheduler_file),
-                        "--nthreads",
-                        "1",
-                        "--no-nanny",
-                        "--no-dashboard",
-                        "--name",
-                        f"worker-{i}",
-                        "--local-directory",
-                        str(workdir / f"worker-{i}"),
-                    ],
-                    **common,
-                )
-            )
-        with distributed.Client(scheduler_file=str(scheduler_file), timeout=STARTUP_SECONDS) as client:
-            client.wait_for_workers(n_workers, timeout=STARTUP_SECONDS)
-            yield client, procs[1:]
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def local_minute_rms(path: Path) -> np.ndarray:

@@ -10,13 +10,9 @@ from __future__ import annotations
 import http.client
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections import Counter
-from contextlib import closing
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -28,6 +24,7 @@ pytest.importorskip("moto")
 s3fs = pytest.importorskip("s3fs")
 import zarr  # noqa: E402
 from support.archives import bookkeeping, nodes  # noqa: E402
+from support.s3 import CREDENTIALS, REGION, moto_server  # noqa: E402
 from support.selections import reference_decode  # noqa: E402
 from support.signals import tone_with_noise  # noqa: E402
 from zarr.core.sync import sync  # noqa: E402
@@ -41,41 +38,13 @@ from zarr_aac.errors import ChunkReadError  # noqa: E402
 full_s3_run = pytest.mark.skipif(not os.environ.get("ZARR_AAC_S3_FULL"), reason="slow S3 fault test: nox -s s3 runs it")
 """For the slower fault tests (retry budgets running out, timeouts); ``nox -s s3`` sets ZARR_AAC_S3_FULL=1."""
 BUCKET = "field-recordings"
-REGION = "eu-west-1"
-CREDENTIALS = {"key": "testing", "secret": "testing"}
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def moto_endpoint():
     """moto's S3 server in its own process on a free loopback port."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
-                break
-            except OSError:
-                if server.poll() is not None:
-                    pytest.fail(f"moto server exited with {server.returncode}")
-                time.sleep(0.05)
-        else:
-            pytest.fail("moto server did not start within 10 s")
+    with moto_server() as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 @dataclass

@@ -50,10 +50,14 @@ AUDIO_SUFFIXES = {
 """File types picked up when a directory is given to ``zarr-aac import``."""
 
 
-def _sources(paths: Sequence[str]) -> list[Path]:
-    """Files as given, and the audio files under any directory given (sorted, hidden ones skipped)."""
-    found: list[Path] = []
+def _sources(paths: Sequence[str]) -> list[Path | str]:
+    """Files as given, URLs as given (fsspec reads them), and the audio files under any directory
+    given (sorted, hidden ones skipped)."""
+    found: list[Path | str] = []
     for name in paths:
+        if "://" in name:
+            found.append(name)
+            continue
         path = Path(name)
         if not path.exists():
             raise ZarrAACError(f"{name}: no such file or folder")
@@ -109,6 +113,16 @@ def _hours(text: str) -> float:
     return value
 
 
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r} ({exc})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"anon\": true}}', got {text!r}")
+    return value
+
+
 def _key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -119,6 +133,7 @@ def _key_value(text: str) -> tuple[str, str]:
 def _cmd_import(args: argparse.Namespace) -> int:
     from zarr_aac.archive.import_options import ImportOptions
     from zarr_aac.archive.importer import import_file, import_files
+    from zarr_aac.archive.locations import ArchiveLocation
 
     options = ImportOptions(
         bitrate=args.bitrate,
@@ -141,28 +156,65 @@ def _cmd_import(args: argparse.Namespace) -> int:
             f"--start-time needs exactly one source file ({len(sources)} found): it would give them all one start, "
             "overriding their own; set a start later with zarr-aac set ARCHIVE/NAME --start-time"
         )
-    before = _recording_names(args.dest)
+    if args.scheduler is not None and (args.name is not None or args.workers is not None):
+        raise ZarrAACError("--scheduler imports on the cluster's workers: drop --name and --workers")
+    if args.storage_options is not None and "://" not in args.dest:
+        raise ZarrAACError(f"--storage-options applies to an archive URL (s3://...), not to the local path {args.dest}")
+    before = _recording_names(args.dest, args.storage_options)
     if args.name is not None:
-        arrays = [import_file(sources[0], args.dest, args.name, options=options)]
+        dest: Any = args.dest
+        if args.storage_options is not None:
+            dest = ArchiveLocation.of(args.dest, args.storage_options).open()
+        arrays = [import_file(sources[0], dest, args.name, options=options)]
+    elif args.scheduler is not None:
+        arrays = _import_on_cluster(args.scheduler, sources, args.dest, args.storage_options, options)
     else:
-        arrays = import_files(sources, args.dest, workers=args.workers, options=options)
+        arrays = import_files(
+            sources, args.dest, workers=args.workers, storage_options=args.storage_options, options=options
+        )
     for source, array in zip(sources, arrays, strict=True):
         if array.basename in before:
-            print(f"{source} = {array.store_path} (already imported, not imported again)")
+            print(f"{source} = {_location(array)} (already imported, not imported again)")
         else:
-            print(f"{source} -> {array.store_path}")
+            print(f"{source} -> {_location(array)}")
     return 0
 
 
-def _recording_names(archive: str) -> set[str]:
+def _location(array: Any) -> str:
+    """Where an array is, as a user would give it: zarr names an fsspec store by its repr, so
+    an array in an object store is given by its URL."""
+    from zarr.storage import FsspecStore
+
+    store = array.store_path.store
+    if isinstance(store, FsspecStore):
+        return str(store.fs.unstrip_protocol(f"{store.path}/{array.path}"))
+    return str(array.store_path)
+
+
+def _import_on_cluster(
+    address: str, sources: list[Path | str], archive: str, storage_options: dict[str, Any] | None, options: Any
+) -> list[Any]:
+    """import_files on the dask cluster whose scheduler is at ``address``."""
+    from zarr_aac.archive.importer import import_files
+
+    try:
+        import distributed
+    except ModuleNotFoundError as exc:
+        raise ZarrAACError("--scheduler needs dask.distributed: pip install 'zarr-aac[distributed]'") from exc
+    with distributed.Client(address) as client:
+        return import_files(sources, archive, client=client, storage_options=storage_options, options=options)
+
+
+def _recording_names(archive: str, storage_options: dict[str, Any] | None = None) -> set[str]:
     """The catalogued recordings of ``archive``, none if it does not exist yet."""
-    from zarr_aac.archive.recordings import catalogue_entries, open_archive
+    from zarr_aac.archive.locations import ArchiveLocation
+    from zarr_aac.archive.recordings import catalogue_entries
     from zarr_aac.errors import ArchiveError
 
     if not Path(archive).exists() and "://" not in archive:
         return set()
     try:
-        return set(catalogue_entries(open_archive(archive, mode="r")))
+        return set(catalogue_entries(ArchiveLocation.of(archive, storage_options).open(mode="r")))
     except ArchiveError:
         return set()
 
@@ -435,7 +487,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_import_command(commands: Any, common: argparse.ArgumentParser) -> None:
     imp = commands.add_parser("import", parents=[common], help="import audio or video files into an archive")
-    imp.add_argument("sources", nargs="+", metavar="SRC", help="files, or directories searched for audio files")
+    imp.add_argument(
+        "sources", nargs="+", metavar="SRC", help="files, directories searched for audio files, or URLs (s3://...)"
+    )
     imp.add_argument("dest", metavar="DEST", help="the archive (a Zarr group, created if missing)")
     imp.add_argument("--name", help="array name (one source only; default: the file name)")
     imp.add_argument(
@@ -448,6 +502,18 @@ def _add_import_command(commands: Any, common: argparse.ArgumentParser) -> None:
     imp.add_argument("--dtype", choices=("int16", "float32"), help="array dtype (default: from the source)")
     imp.add_argument("--meta", type=_key_value, action="append", default=[], metavar="KEY=VALUE", help="user metadata")
     imp.add_argument("--workers", type=int, help="parallel processes (default: one per core)")
+    imp.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="import on a dask.distributed cluster: its scheduler's address (tcp://host:8786); "
+        "the workers read the sources and write the archive",
+    )
+    imp.add_argument(
+        "--storage-options",
+        type=_json_object,
+        metavar="JSON",
+        help="fsspec options for an archive URL, as a JSON object (endpoint, credentials)",
+    )
     imp.add_argument("--allow-truncated", action="store_true", help="import what a truncated file holds")
     imp.set_defaults(run=_cmd_import)
 

@@ -18,10 +18,11 @@ import time
 import warnings
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import av
 import numpy as np
@@ -35,6 +36,7 @@ from zarr_aac.archive.chunk_writer import ChunkWriter
 from zarr_aac.archive.fidelity import FidelityReport, ReadBackComparison, clip_level_for
 from zarr_aac.archive.garbage import drop_entry
 from zarr_aac.archive.import_options import DEFAULT_CHUNK_DURATION, ImportOptions
+from zarr_aac.archive.locations import ArchiveLocation, RemoteSource, Source, parse_source
 from zarr_aac.archive.recordings import (
     IMPORTING_ATTR,
     PathLike,
@@ -62,6 +64,10 @@ from zarr_aac.errors import (
     TruncatedSourceWarning,
     ZarrAACError,
 )
+
+if TYPE_CHECKING:
+    from distributed import Client
+    from fsspec.core import OpenFile
 
 __all__ = [
     "DEFAULT_CHUNK_DURATION",
@@ -127,7 +133,7 @@ def file_sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _pick_stream(container: av.container.InputContainer, stream: int | None, source: Path) -> av.AudioStream:
+def _pick_stream(container: av.container.InputContainer, stream: int | None, source: Source) -> av.AudioStream:
     streams = container.streams
     listing = ", ".join(f"#{s.index} {s.type} {_codec_name(s)}" for s in streams) or "none"
     if stream is not None:
@@ -169,7 +175,7 @@ class _DecodeEnd:
 def _decoded_blocks(
     container: av.container.InputContainer,
     stream: av.AudioStream,
-    source: Path,
+    source: Source,
     end: _DecodeEnd,
     *,
     salvage: bool,
@@ -218,7 +224,7 @@ def _decoded_blocks(
             yield samples.astype(np.float32)
 
 
-def source_peak(source: Path, stream: int) -> float:
+def source_peak(source: Source, stream: int) -> float:
     """The largest absolute sample of ``source``'s audio stream ``stream`` (full scale 1), from a
     decode of its own before the import's, which picks the gain (``gain_for_peak``).
 
@@ -236,14 +242,14 @@ def source_peak(source: Path, stream: int) -> float:
 
 
 def _source_info(
-    source: Path, container: av.container.InputContainer, stream: av.AudioStream, digest: str
+    source: Source, container: av.container.InputContainer, stream: av.AudioStream, digest: str
 ) -> dict[str, Any]:
     ctx = stream.codec_context
     extradata = bytes(ctx.extradata) if ctx.extradata is not None else None
     return {
         "name": source.name,
-        "path": str(source.resolve()),
-        "size": source.stat().st_size,
+        "path": str(source.resolve()) if isinstance(source, Path) else str(source),
+        "size": source.stat().st_size if isinstance(source, Path) else source.size(),
         "sha256": digest,
         "format": container.format.name,
         "codec": ctx.name,
@@ -331,14 +337,19 @@ class _RecordingLayout:
         )
 
 
-def _open_source(source: Path) -> av.container.InputContainer:
-    try:
-        return av.open(str(source))
-    except av.FFmpegError as exc:
-        raise SourceError(source, f"FFmpeg cannot read it ({exc.strerror or exc})") from exc
+@contextmanager
+def _open_source(source: Source) -> Iterator[av.container.InputContainer]:
+    """The source's container; one at a URL is read through fsspec, in ranges as FFmpeg asks."""
+    with nullcontext(str(source)) if isinstance(source, Path) else source.open() as file:
+        try:
+            container = av.open(file, mode="r")
+        except av.FFmpegError as exc:
+            raise SourceError(source, f"FFmpeg cannot read it ({exc.strerror or exc})") from exc
+        with container:
+            yield container
 
 
-def _check_stream_declares_format(audio: av.AudioStream, source: Path) -> None:
+def _check_stream_declares_format(audio: av.AudioStream, source: Source) -> None:
     ctx = audio.codec_context
     if ctx is None or not ctx.sample_rate or not ctx.channels or ctx.format is None:
         raise SourceError(
@@ -349,7 +360,7 @@ def _check_stream_declares_format(audio: av.AudioStream, source: Path) -> None:
 
 
 def _write_source(
-    source: Path, group: zarr.Group, name: str, digest: str, options: ImportOptions, *, owner: dict[str, Any]
+    source: Source, group: zarr.Group, name: str, digest: str, options: ImportOptions, *, owner: dict[str, Any]
 ) -> dict[str, Any]:
     """Decode ``source`` into a new array ``name`` of ``group`` (reserved for it); return its attributes."""
     with _open_source(source) as container:
@@ -418,7 +429,7 @@ def _peek(blocks: Iterator[np.ndarray], samples: float) -> tuple[list[np.ndarray
 def _write_samples(
     array: zarr.Array,
     blocks: Iterator[np.ndarray],
-    source: Path,
+    source: Source,
     layout: _RecordingLayout,
     bar: tqdm,
     *,
@@ -450,7 +461,7 @@ def _write_samples(
 TRUNCATED_HINT = "import what is there with allow_truncated=True, or --allow-truncated on the command line"
 
 
-def _warn_truncated(source: Path, written: int, declared: int | None, rate: int, error: str | None) -> None:
+def _warn_truncated(source: Source, written: int, declared: int | None, rate: int, error: str | None) -> None:
     """Say how much of a truncated source was imported."""
     of = f" of the {declared} ({declared / rate:.2f} s) its header declares" if declared else ""
     cause = f"; decoding stopped on undecodable data ({error})" if error else ""
@@ -470,7 +481,7 @@ def _is_truncated(written: int, declared: int | None, codec_name: str) -> bool:
 
 
 def _import_into_archive(
-    source: Path,
+    source: Source,
     store: Any,
     group_path: str,
     *,
@@ -539,13 +550,15 @@ def _existing_recording(archive: zarr.Group, digest: str) -> str | None:
     return None
 
 
-def _name_for(source: Path) -> str:
+def _name_for(source: Source) -> str:
     """The file's stem as a Zarr node name (no leading dot, which marks temporaries, or underscore)."""
     return re.sub(r"[/\\]", "_", source.stem).lstrip("._") or "recording"
 
 
-def _prepare(source: PathLike) -> tuple[Path, str]:
-    path = Path(source)
+def _prepare(source: PathLike | OpenFile | RemoteSource) -> tuple[Source, str]:
+    path = parse_source(source)
+    if isinstance(path, RemoteSource):
+        return path, path.checked_sha256()
     if not path.is_file():
         raise SourceError(path, "no such file" if not path.exists() else "not a regular file")
     if path.stat().st_size == 0:
@@ -563,7 +576,7 @@ def _options_from(options: ImportOptions | None, **keywords: Any) -> ImportOptio
 
 
 def import_file(
-    source: PathLike,
+    source: PathLike | OpenFile,
     group: zarr.Group | PathLike,
     name: str | None = None,
     *,
@@ -586,7 +599,9 @@ def import_file(
     Parameters
     ----------
     source
-        The file: anything FFmpeg reads that holds an audio stream.
+        The file: anything FFmpeg reads that holds an audio stream. A local path, a URL that
+        fsspec reads (``s3://``, ``https://``...; read in ranges, not downloaded whole), or an
+        ``fsspec.open(url, **options)`` result for a URL that needs options of its own.
     group
         The archive: a Zarr group or its path or URL, created if missing.
     name
@@ -648,7 +663,7 @@ def import_file(
 class _PendingImport:
     """A source of a batch still to import: its path and content hash."""
 
-    path: Path
+    path: Source
     digest: str
 
 
@@ -666,7 +681,7 @@ class _Batch:
     failures: dict[str, BaseException] = field(default_factory=dict)
 
     @classmethod
-    def hashed(cls, paths: list[Path], archive: zarr.Group, progress: bool) -> _Batch:
+    def hashed(cls, paths: list[Source], archive: zarr.Group, progress: bool) -> _Batch:
         """Hash every source and set aside those whose content the archive lacks."""
         batch = cls()
         for i, given in enumerate(tqdm(paths, desc="hashing", unit="file", disable=None if progress else True)):
@@ -694,10 +709,12 @@ class _Batch:
 
 
 def import_files(
-    sources: Iterable[PathLike],
+    sources: Iterable[PathLike | OpenFile],
     group: zarr.Group | PathLike,
     *,
     workers: int | None = None,
+    client: Client | None = None,
+    storage_options: dict[str, Any] | None = None,
     options: ImportOptions | None = None,
     bitrate: int | None = None,
     aac_sample_rate: int | None = None,
@@ -718,12 +735,21 @@ def import_files(
     Parameters
     ----------
     sources
-        The files; each recording is named after its file's stem, made unique.
+        The files, as :func:`import_file` takes them; each recording is named after its
+        file's stem, made unique.
     group
         The archive: a Zarr group or its path or URL, created if missing.
     workers
         Worker processes; by default one per core (one for a memory store, which processes
-        do not share).
+        do not share). Not with ``client``.
+    client
+        A ``dask.distributed`` Client: the cluster's workers read the sources and write the
+        archive, one file per task, and this process shows the progress
+        (:mod:`zarr_aac.archive.distributed`). The workers must reach the sources and the
+        archive: shared paths or URLs; local paths are made absolute here.
+    storage_options
+        fsspec options (endpoint, credentials) for an archive given by URL; passed to the
+        workers with ``client``.
     options
         All the options below as one :class:`ImportOptions`, instead of the keywords.
     bitrate, aac_sample_rate, chunk_duration, start_time, metadata, stream, dtype, allow_truncated, progress
@@ -741,7 +767,8 @@ def import_files(
     ArchiveError
         If ``group`` is not a Zarr group.
     ValueError, TypeError, UnsupportedAudioError
-        If an option is invalid (see :class:`ImportOptions`); checked before any file is hashed.
+        If an option is invalid (see :class:`ImportOptions`), or ``workers`` is given with
+        ``client``; checked before any file is hashed.
     """
     options = _options_from(
         options,
@@ -755,13 +782,19 @@ def import_files(
         allow_truncated=allow_truncated,
         progress=progress,
     )
-    paths = [Path(s) for s in sources]
+    paths = [parse_source(s) for s in sources]
     if options.start_time is not None and len(paths) > 1:
         raise ValueError(
             f"start_time would give all {len(paths)} sources the same start, overriding their own; "
             "import them one at a time, or set each start later with set_recording_attributes"
         )
-    archive = open_archive(group)
+    if client is not None:
+        if workers is not None:
+            raise TypeError("workers= sets local processes; with client= the cluster's workers import, so drop one")
+        from zarr_aac.archive.distributed import import_on_cluster
+
+        return import_on_cluster(client, paths, ArchiveLocation.of(group, storage_options), options)
+    archive = ArchiveLocation.of(group, storage_options).open() if storage_options is not None else open_archive(group)
     remove_stale_imports(archive)
     batch = _Batch.hashed(paths, archive, options.progress)
     skipped = [i for i in batch.digests if i not in batch.pending and batch.recording_of[batch.digests[i]]]
@@ -788,7 +821,7 @@ def _options_asked(options: ImportOptions) -> list[str]:
     ]
 
 
-def _warn_not_reimported(paths: list[Path], archive: zarr.Group, names: list[str], asked: list[str]) -> None:
+def _warn_not_reimported(paths: list[Source], archive: zarr.Group, names: list[str], asked: list[str]) -> None:
     """Warn that sources already in the archive were skipped, if options were asked that this leaves unapplied."""
     if not asked:  # skipping content already stored is the documented, expected re-run
         return
@@ -911,7 +944,7 @@ def _init_worker(stop: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _per_file_error(source: Path, error: BaseException) -> BaseException:
+def _per_file_error(source: Source, error: BaseException) -> BaseException:
     """A failure that stops one file of a batch, named after it: an OSError, or an error from a
     library (a parser meeting a malformed file), may not say which file nor what kind of error."""
     if isinstance(error, ZarrAACError):

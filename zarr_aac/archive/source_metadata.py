@@ -14,6 +14,7 @@ from typing import Any
 
 import guano
 
+from zarr_aac.archive.locations import Source, open_binary
 from zarr_aac.start_time import parse_start_time
 
 START_TIME_SOURCES = ("user", "guano", "tag", "filename")
@@ -49,10 +50,10 @@ class RiffInfo:
     declared_frames: int | None
 
 
-def read_riff(path: Path) -> RiffInfo:
+def read_riff(path: Source) -> RiffInfo:
     """Walk the top-level chunks of a RIFF/WAVE file, seeking over the samples."""
     guano_text, block_align, data_size = None, None, None
-    with open(path, "rb") as f:
+    with open_binary(path) as f:
         head = f.read(12)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
             return RiffInfo({}, None)

@@ -1,0 +1,168 @@
+"""Where sources and archives are: local paths or fsspec URLs (``s3://``, ``https://``, ``gs://``...).
+
+A source at a URL is read through fsspec in ranges as it is hashed and decoded, never downloaded
+whole. An archive is handed to other processes (dask workers) as its URL and fsspec options,
+and opened there: a zarr Group holds an event loop and open connections that do not travel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import zarr
+from zarr.storage import FsspecStore, LocalStore
+
+from zarr_aac.archive.recordings import PathLike, open_archive
+from zarr_aac.errors import ArchiveError, SourceError
+
+if TYPE_CHECKING:
+    from fsspec.core import OpenFile
+    from zarr.core.common import AccessModeLiteral
+
+
+def is_url(location: object) -> bool:
+    """Whether ``location`` is a string naming a URL (``protocol://...``) rather than a local path."""
+    return isinstance(location, str) and "://" in location
+
+
+@dataclass(frozen=True)
+class RemoteSource:
+    """A source file at an fsspec URL, with what the importer asks of a local path: its name and
+    stem, size, content hash, and a binary file object that reads it in ranges.
+
+    ``file`` is an :class:`fsspec.core.OpenFile`, which carries its filesystem's options and
+    pickles to other processes.
+    """
+
+    file: OpenFile
+
+    @classmethod
+    def parse(cls, source: str | OpenFile) -> RemoteSource:
+        """The source at ``source``: a URL, opened with fsspec's configuration (environment
+        variables such as ``FSSPEC_S3_ENDPOINT_URL``, credentials), or an ``fsspec.open(...)``
+        result, which brings its own options."""
+        if isinstance(source, str):
+            try:
+                import fsspec
+            except ModuleNotFoundError as exc:
+                raise SourceError(source, "reading URLs needs fsspec: pip install 'zarr-aac[remote]'") from exc
+            try:
+                return cls(fsspec.open(source, "rb"))
+            except (ValueError, ImportError) as exc:  # unknown protocol, or its package missing
+                raise SourceError(source, f"fsspec cannot open this URL ({exc})") from exc
+        return cls(source)
+
+    def __str__(self) -> str:
+        return str(self.file.full_name)
+
+    @property
+    def name(self) -> str:
+        """The file's name: the last segment of its URL's path."""
+        return posixpath.basename(str(self.file.path).rstrip("/"))
+
+    @property
+    def stem(self) -> str:
+        """The file's name without its extension."""
+        return Path(self.name).stem
+
+    def size(self) -> int:
+        """Bytes in the file."""
+        return int(self.file.fs.size(self.file.path))
+
+    def open(self) -> IO[bytes]:
+        """The file for reading: a buffered object that fetches ranges as they are read."""
+        return self.file.fs.open(self.file.path, "rb")
+
+    def checked_sha256(self) -> str:
+        """The SHA-256 of the content, read as a stream; a SourceError if the file is missing,
+        not a file, or empty."""
+        fs, path = self.file.fs, self.file.path
+        try:
+            info = fs.info(path)
+        except FileNotFoundError:
+            raise SourceError(self, "no such file") from None
+        if info.get("type") != "file":
+            raise SourceError(self, "not a regular file")
+        if not info.get("size"):
+            raise SourceError(self, "it is empty (0 bytes)")
+        with fs.open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+Source = Path | RemoteSource
+"""A source as the importer reads it."""
+
+
+def parse_source(source: PathLike | OpenFile | RemoteSource) -> Source:
+    """A local path, or a RemoteSource for a URL or an ``fsspec.open(...)`` result."""
+    if isinstance(source, Path | RemoteSource):
+        return source
+    if is_url(source) or _is_open_file(source):
+        return RemoteSource.parse(source)
+    return Path(source)
+
+
+def _is_open_file(source: object) -> bool:
+    """Whether ``source`` is an ``fsspec.open(...)`` result (which is path-like, so tested first)."""
+    try:
+        from fsspec.core import OpenFile
+    except ModuleNotFoundError:
+        return False
+    return isinstance(source, OpenFile)
+
+
+def open_binary(source: Source) -> IO[bytes]:
+    """A source's bytes for reading, wherever it is."""
+    return open(source, "rb") if isinstance(source, Path) else source.open()
+
+
+@dataclass(frozen=True)
+class ArchiveLocation:
+    """An archive as another process opens it: an absolute local path or a URL, and the fsspec
+    options for a URL."""
+
+    url: str
+    storage_options: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, group: zarr.Group | PathLike, storage_options: dict[str, Any] | None = None) -> ArchiveLocation:
+        """Where ``group`` is: a path or URL as given (a relative path made absolute), or the
+        location of a Group's local or fsspec store; an ArchiveError for a store other
+        processes cannot reach (in memory, say)."""
+        if isinstance(group, zarr.Group):
+            if storage_options is not None:
+                raise TypeError("storage_options apply to an archive given by URL; a zarr Group's store has its own")
+            return cls._of_group(group)
+        text = os.fspath(group)
+        if not is_url(text):
+            if storage_options is not None:
+                raise TypeError(f"storage_options apply to an archive given by URL, not to the local path {text}")
+            return cls(str(Path(text).absolute()))
+        return cls(text, dict(storage_options) if storage_options is not None else None)
+
+    @classmethod
+    def _of_group(cls, group: zarr.Group) -> ArchiveLocation:
+        store = group.store
+        if isinstance(store, LocalStore):
+            return cls(str(Path(store.root, group.path)))
+        if isinstance(store, FsspecStore):
+            path = posixpath.join(store.path, group.path) if group.path else store.path
+            return cls(store.fs.unstrip_protocol(path), dict(store.fs.storage_options))
+        raise ArchiveError(
+            f"other processes cannot open an archive in a {type(store).__name__}; "
+            "give the archive's path or URL (with storage_options) instead"
+        )
+
+    def open(self, mode: AccessModeLiteral = "a") -> zarr.Group:
+        """The archive group, created if missing with mode ``a``."""
+        if self.storage_options is None:
+            return open_archive(self.url, mode=mode)
+        try:
+            return zarr.open_group(self.url, mode=mode, storage_options=self.storage_options)
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.ContainsArrayError) as exc:
+            raise ArchiveError(f"{self.url} is not a zarr-aac archive (a Zarr group): {exc}") from exc
