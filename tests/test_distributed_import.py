@@ -219,8 +219,8 @@ def test_a_killed_worker_loses_nothing_and_a_rerun_adds_nothing(
         time.sleep(POLL_SECONDS)
     thread.join(timeout=max(0.0, deadline - time.monotonic()))
     assert not thread.is_alive(), f"the import did not finish within {RUN_SECONDS} s"
-    assert victim.returncode == -signal.SIGKILL, "the worker was killed mid-run, not after it"
     assert "error" not in outcome, outcome.get("error")
+    assert victim.returncode == -signal.SIGKILL, "the worker was killed mid-run, not after it"
     first = outcome["result"]
     entries = _catalogue_entries(archive, options)
     assert len(entries) == N_FILES
@@ -274,8 +274,8 @@ def test_a_killed_worker_redoes_only_its_own_files(client, running_cluster, loca
         time.sleep(POLL_SECONDS)
     thread.join(timeout=max(0.0, deadline - time.monotonic()))
     assert not thread.is_alive(), f"the import did not finish within {RUN_SECONDS} s"
-    assert victim.returncode == -signal.SIGKILL, "the worker was killed mid-run, not after it"
     assert "error" not in outcome, outcome.get("error")
+    assert victim.returncode == -signal.SIGKILL, "the worker was killed mid-run, not after it"
     counts = {k: n for k, n in client.run_on_scheduler(processing_counts).items() if k not in before}
     assert len(counts) == len(sources)
     # redone: the dead worker's running task, the one queued behind it, and at most one it had
