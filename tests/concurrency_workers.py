@@ -85,7 +85,11 @@ def open_target(root: str, endpoint: str | None) -> zarr.Group | str:
             "asynchronous": True,
         },
     )
-    return zarr.open_group(store, mode="a")
+    try:
+        return zarr.open_group(store, mode="a")
+    except zarr.errors.ContainsGroupError:
+        # zarr looks, then creates: another worker created the archive in between
+        return zarr.open_group(store, mode="r+")
 
 
 def import_together(paths: list[str], root: str, endpoint: str | None, go, results) -> None:

@@ -481,3 +481,20 @@ def test_a_store_without_a_conditional_write_says_so(source, reference, monkeypa
     with pytest.warns(NoConditionalWriteWarning, match="one process at a time"):
         zarr_aac.import_file(source, zarr.open_group(store, mode="w"), chunk_duration=0.25, progress=False)
     assert_same_recording(stored_recording(zarr.open_group(store, mode="r"), "dawn"), reference)
+
+
+def test_an_archive_created_by_another_process_meanwhile_is_opened(tmp_path, monkeypatch):
+    """zarr.open_group(mode="a") looks for the group, then creates it: a second importer starting
+    at the same moment finds the group made between the two and must open it, not fail."""
+    path = tmp_path / "a.zarr"
+    real_open_group = zarr.open_group
+
+    def racing_open_group(store, *, mode="a", **kwargs):
+        if mode == "a":
+            real_open_group(store, mode="w-")  # the other process, between the look and the create
+            raise zarr.errors.ContainsGroupError(f"A group exists in store at path {str(store)!r}.")
+        return real_open_group(store, mode=mode, **kwargs)
+
+    monkeypatch.setattr(zarr, "open_group", racing_open_group)
+    archive = recordings.open_archive(path)
+    assert archive.store_path.store.root == path

@@ -53,7 +53,11 @@ def open_archive(group: zarr.Group | PathLike, mode: AccessModeLiteral = "a") ->
         return group
     _check_local_archive_path(group)
     try:
-        return zarr.open_group(group, mode=mode)
+        try:
+            return zarr.open_group(group, mode=mode)
+        except zarr.errors.ContainsGroupError:
+            # another process created it between zarr's look and its create: open that one
+            return zarr.open_group(group, mode="r+")
     except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.ContainsArrayError) as exc:
         raise ArchiveError(f"{group} is not a zarr-aac archive (a Zarr group): {exc}") from exc
 
