@@ -11,9 +11,11 @@ import contextlib
 import json
 import multiprocessing
 import os
+import queue
 import socket
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -321,7 +323,17 @@ def _start_importers(root: str, endpoint: str | None, shares: list[list[str]]):
     for job in jobs:
         job.start()
     go.set()
-    names = [pair for _ in jobs for pair in results.get(timeout=300)]
+    names: list = []
+    deadline = time.monotonic() + 300
+    for _ in jobs:
+        while True:
+            try:
+                names += results.get(timeout=2)
+                break
+            except queue.Empty:
+                died = [job.exitcode for job in jobs if job.exitcode not in (None, 0)]
+                assert not died, f"an importer process died (exit codes {died}); see the captured stderr"
+                assert time.monotonic() < deadline, "the importers did not finish within 300 s"
     for job in jobs:
         job.join(timeout=60)
     assert all(job.exitcode == 0 for job in jobs)
