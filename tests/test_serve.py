@@ -19,6 +19,9 @@ import soundfile
 import zarr
 from support.chunks import chunk_key, get_bytes, put_bytes
 from support.served import BAT_TONE_HZ, CHUNK_SECONDS, STEREO_TONES_HZ, TONE_HZ, free_port, make_archive
+from support.signals import tone_with_noise
+
+import zarr_aac
 
 pytest.importorskip("starlette")
 pytest.importorskip("httpx2")
@@ -386,3 +389,66 @@ def test_an_archive_behind_an_fsspec_url_is_served(served, tmp_path):
             assert aac.status_code == 200 and aac.headers["content-type"] == "audio/aac"
     finally:
         memory.rm("/served-archive.zarr", recursive=True)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_archive_in_s3_is_served_by_the_command(served, workers):
+    """`zarr-aac serve s3://... --storage-options JSON` against moto's S3 server on loopback:
+    the catalogue and exact audio come from the bucket, in every worker process."""
+    s3fs = pytest.importorskip("s3fs")
+    import httpx2 as httpx
+    from support.s3 import moto_server, s3_options
+
+    with moto_server() as endpoint:
+        options = s3_options(endpoint)
+        filesystem = s3fs.S3FileSystem(**options)
+        filesystem.mkdir("served-bucket")
+        filesystem.put(str(served.path), "served-bucket/archive.zarr", recursive=True)
+        port = free_port()
+        command = [sys.executable, "-m", "zarr_aac.cli", "serve", "s3://served-bucket/archive.zarr"]
+        process = subprocess.Popen(
+            [*command, "--port", str(port), "--workers", str(workers), "--storage-options", json.dumps(options)],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    response = httpx.get(f"http://127.0.0.1:{port}/api/recordings", timeout=5)
+                    break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline or process.poll() is not None:
+                        raise
+                    time.sleep(0.2)
+            assert [row["name"] for row in response.json()["recordings"]] == ["birds", "stereo", "bat"]
+            for _ in range(2 * workers):
+                audio = httpx.get(f"http://127.0.0.1:{port}/api/recordings/birds/audio?start=1&stop=2", timeout=30)
+                samples, _ = soundfile.read(io.BytesIO(audio.content), dtype="int16", always_2d=True)
+                np.testing.assert_array_equal(samples, recording(served, "birds")[32000:64000])
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def test_serve_command_refuses_storage_options_for_a_local_path(served, capsys):
+    assert cli_main(["serve", str(served.path), "--storage-options", "{}"]) == 1
+    assert "applies to an archive URL" in capsys.readouterr().err
+
+
+def test_a_live_recording_is_served_exactly_and_its_pcm_chunk_is_not_passed_through_as_aac(tmp_path):
+    """A recording being written live: its unfinished chunk is PCM, served as exact WAV; AAC
+    passthrough there is refused with the reason, while its encoded chunks still pass through."""
+    rate = 8000
+    signal = (tone_with_noise(rate * 7, 1, rate, seed=5) * 20000).astype(np.int16)
+    with zarr_aac.open_writer(
+        tmp_path / "live.zarr", "now", sample_rate=rate, channels=1, dtype="int16", chunk_duration=5
+    ) as writer:
+        writer.append(signal)
+        with TestClient(create_app(str(tmp_path / "live.zarr")), raise_server_exceptions=False) as client:
+            wav = client.get("/api/recordings/now/audio?start=5.5&stop=6.5")
+            samples, _ = soundfile.read(io.BytesIO(wav.content), dtype="int16", always_2d=True)
+            np.testing.assert_array_equal(samples, signal[44000:52000])
+            check_error(client.get("/api/recordings/now/audio?start=5.5&stop=6.5&format=aac"), 422, "PCM", "WAV")
+            assert client.get("/api/recordings/now/audio?start=1&stop=2&format=aac").status_code == 200

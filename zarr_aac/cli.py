@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -445,12 +446,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise ZarrAACError(
             f"serve needs the serve extra ({exc.name} is missing): pip install 'zarr-aac[serve]'"
         ) from exc
-    if args.workers == 1:
-        app = create_app(args.archive)
-    else:  # each worker builds its own app; reading the catalogue here makes a bad archive fail clearly
-        from zarr_aac.archive.recordings import catalogue
-
-        catalogue(args.archive)
+    if args.storage_options is not None and "://" not in args.archive:
+        raise ZarrAACError(
+            f"--storage-options applies to an archive URL (s3://...), not to the local path {args.archive}"
+        )
+    # with several workers each builds its own app; this one only makes a bad archive fail clearly
+    app = create_app(args.archive, args.storage_options)
+    if args.workers > 1:
+        shutil.rmtree(app.state.archive.folder, ignore_errors=True)
     url = f"http://{args.host}:{args.port}/"
     print(f"serving {args.archive} read-only at {url} (Ctrl-C stops)", file=sys.stderr)
     if args.open:
@@ -460,9 +463,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.workers == 1:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
         return 0
-    from zarr_aac.serve.app import ARCHIVE_VARIABLE
+    from zarr_aac.serve.app import ARCHIVE_VARIABLE, STORAGE_OPTIONS_VARIABLE
 
     os.environ[ARCHIVE_VARIABLE] = args.archive
+    if args.storage_options is not None:
+        os.environ[STORAGE_OPTIONS_VARIABLE] = json.dumps(args.storage_options)
     factory = "zarr_aac.serve.app:app_from_environment"
     uvicorn.run(factory, factory=True, workers=args.workers, host=args.host, port=args.port, log_level="warning")
     return 0
@@ -611,6 +616,12 @@ def _add_serve_command(commands: Any, common: argparse.ArgumentParser) -> None:
     serve.add_argument("--open", action="store_true", help="open the page in the default browser")
     serve.add_argument(
         "--workers", type=_positive_int, default=1, help="server processes, e.g. one per core (default 1)"
+    )
+    serve.add_argument(
+        "--storage-options",
+        type=_json_object,
+        metavar="JSON",
+        help="fsspec options for an archive URL, as a JSON object (endpoint, credentials)",
     )
     serve.set_defaults(run=_cmd_serve)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -20,6 +21,8 @@ STATIC = Path(__file__).parent / "static"
 ARCHIVE_VARIABLE = "ZARR_AAC_SERVE_ARCHIVE"
 """The archive of :func:`app_from_environment`: how ``zarr-aac serve --workers`` tells each
 uvicorn worker process what to serve."""
+STORAGE_OPTIONS_VARIABLE = "ZARR_AAC_SERVE_STORAGE_OPTIONS"
+"""Its fsspec storage options, as a JSON object (optional)."""
 
 
 def create_app(archive_url: str, storage_options: dict[str, Any] | None = None) -> Starlette:
@@ -71,4 +74,5 @@ def app_from_environment() -> Starlette:
     archive = os.environ.get(ARCHIVE_VARIABLE)
     if not archive:
         raise RuntimeError(f"set {ARCHIVE_VARIABLE} to the archive to serve")
-    return create_app(archive)
+    options = os.environ.get(STORAGE_OPTIONS_VARIABLE)
+    return create_app(archive, json.loads(options) if options else None)

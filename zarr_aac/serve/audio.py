@@ -32,7 +32,7 @@ from zarr.core.sync import sync
 from zarr_aac.archive.exporter import export
 from zarr_aac.archive.recordings import codec_of
 from zarr_aac.codec.aac import FRAME_LENGTH
-from zarr_aac.codec.aac_codec import DEFAULT_GAINS, LEGACY_GAIN, _fetch_frames, _fetch_prefix
+from zarr_aac.codec.aac_codec import DEFAULT_GAINS, LEGACY_GAIN, PcmChunk, _fetch_frames, _fetch_prefix
 from zarr_aac.errors import CorruptChunkError, MissingChunkError, UnsupportedAudioError
 
 ADTS_HEADER_NBYTES = 7
@@ -124,6 +124,11 @@ def adts_segment(array: zarr.Array, first: int, last: int) -> AdtsSegment:
     prefix = sync(_fetch_prefix(where, shape, prototype, where.path))
     if prefix is None:
         raise MissingChunkError(where.path)
+    if isinstance(prefix, PcmChunk):
+        raise RangeNotServableError(
+            f"samples [{first}, {last}) lie in a chunk stored as PCM (a live recording's unfinished chunk, "
+            "docs/live-recording.md), which holds no AAC frames to pass through: ask for WAV"
+        )
     lo, hi = first - chunk * chunk_length, last - chunk * chunk_length
     index = prefix.index
     start, stop = max(index.frame_of(lo) - 1, 0), index.frame_of(hi - 1) + 1
