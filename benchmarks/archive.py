@@ -1,6 +1,6 @@
 """Archive scale: one commit's cost with 10 and with 10,000 recordings already in the archive,
-the catalogue of 10,000 recordings, and (from benchmarks/cluster_import.py, when present) import
-throughput on a dask cluster.
+the catalogue of 10,000 recordings, live appends (benchmarks/append.py) and import throughput on
+a dask cluster (benchmarks/cluster_import.py).
 
 The 10,000 recordings are one real import of a 0.1 s file, then entries committed through the
 protocol's own functions (``reserve_name`` and ``publish_recording``, the calls an import makes)
@@ -13,7 +13,6 @@ document in the group's attributes) at the same sizes.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 import shutil
 import statistics
@@ -29,7 +28,7 @@ from zarr.abc.store import ByteRequest, Store
 from zarr.core.buffer import Buffer, BufferPrototype
 from zarr.storage import LocalStore, WrapperStore
 
-from benchmarks import Context, timed
+from benchmarks import Context, append, cluster_import, timed
 from zarr_aac import catalogue, import_file
 from zarr_aac.archive import entries as bk
 from zarr_aac.archive import recordings
@@ -137,19 +136,6 @@ def time_old_commit(work: Path, attributes: dict, size: int) -> float:
     return statistics.median(times)
 
 
-def cluster_import_rows(ctx: Context) -> tuple[list[dict], list[str]]:
-    """Rows of import throughput on a dask cluster, from benchmarks/cluster_import.py's
-    ``measure(ctx) -> list[dict]`` (written with the distributed importer); none, with a note,
-    while that module does not exist."""
-    try:
-        module = importlib.import_module("benchmarks.cluster_import")
-    except ModuleNotFoundError as exc:
-        if exc.name != "benchmarks.cluster_import":
-            raise
-        return [], ["import throughput on a dask cluster: skipped, benchmarks/cluster_import.py does not exist yet"]
-    return module.measure(ctx), []
-
-
 def run(ctx: Context) -> dict:
     work = ctx.workdir / "archive"
     shutil.rmtree(work, ignore_errors=True)
@@ -217,10 +203,11 @@ def run(ctx: Context) -> dict:
     )
     if statistics.median(warm) > CATALOGUE_TARGET_S:
         notes.append(f"catalogue() with the snapshot exceeds the {CATALOGUE_TARGET_S} s target")
-    cluster_rows, cluster_notes = cluster_import_rows(ctx)
-    notes += cluster_notes
+    cluster_rows = cluster_import.measure(ctx)
     notes.append(f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after (1 min)")
     result: dict = {"title": "Archive scale: commits and the catalogue", "rows": rows, "notes": notes}
-    if cluster_rows:
-        result["tables"] = [{"title": "Import on a dask cluster", "rows": cluster_rows}]
+    result["tables"] = [
+        {"title": "Live recording: appends of 0.5 s blocks", "rows": append.measure(ctx)},
+        {"title": "Import on a dask cluster", "rows": cluster_rows},
+    ]
     return result
