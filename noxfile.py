@@ -79,6 +79,8 @@ def s3(session: nox.Session) -> None:
         "pytest",
         "tests/test_s3.py",
         "tests/test_live_writer_s3.py",
+        "tests/test_distributed_import.py",
+        "tests/test_serve.py::test_an_archive_in_s3_is_served_by_the_command",
         "-v",
         *session.posargs,
         env={"ZARR_AAC_S3_FULL": "1"},
