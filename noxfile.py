@@ -25,7 +25,7 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff (lint and format) on the whole tree, mypy on the package."""
     # The extras put xarray, fsspec, starlette and pillow in reach of mypy; pandas ships no types of its own.
-    session.install("ruff>=0.8", "mypy>=1.13", "pandas-stubs>=2.2", "-e", ".[xarray,remote,serve]")
+    session.install("ruff>=0.8", "mypy>=1.13", "pandas-stubs>=2.2", "-e", ".[xarray,distributed,remote,serve]")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
