@@ -46,6 +46,20 @@ def recording(served, name: str) -> zarr.Array:
     return zarr.open_array(served.path / name, mode="r")
 
 
+def first_answer(process: subprocess.Popen, url: str, seconds: float = 60):
+    """The first response of the server ``process`` starts at ``url``, once it listens."""
+    import httpx2 as httpx
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return httpx.get(url, timeout=5)
+        except httpx.TransportError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise
+            time.sleep(0.2)
+
+
 def check_error(response, status: int, *words: str) -> dict:
     """The response is a JSON error with ``status`` whose reason names ``words``, and no traceback."""
     assert response.status_code == status, response.text[:500]
@@ -323,15 +337,7 @@ def test_serve_command_binds_localhost_by_default(served, workers):
     try:
         import httpx2 as httpx
 
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                response = httpx.get(f"http://127.0.0.1:{port}/api/recordings", timeout=5)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.2)
+        response = first_answer(process, f"http://127.0.0.1:{port}/api/recordings")
         assert [row["name"] for row in response.json()["recordings"]] == ["birds", "stereo", "bat"]
         import psutil
 
@@ -413,15 +419,7 @@ def test_an_archive_in_s3_is_served_by_the_command(served, workers):
             text=True,
         )
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    response = httpx.get(f"http://127.0.0.1:{port}/api/recordings", timeout=5)
-                    break
-                except httpx.TransportError:
-                    if time.monotonic() > deadline or process.poll() is not None:
-                        raise
-                    time.sleep(0.2)
+            response = first_answer(process, f"http://127.0.0.1:{port}/api/recordings")
             assert [row["name"] for row in response.json()["recordings"]] == ["birds", "stereo", "bat"]
             for _ in range(2 * workers):
                 audio = httpx.get(f"http://127.0.0.1:{port}/api/recordings/birds/audio?start=1&stop=2", timeout=30)
