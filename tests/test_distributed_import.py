@@ -201,15 +201,19 @@ def test_a_killed_worker_loses_nothing_and_a_rerun_adds_nothing(
     options = s3_options(endpoint)
     archive = f"s3://{BUCKET}/killed.zarr"
     watcher = Watcher(archive, options, Reference(reference, local_sources))
-    thread, outcome = _in_thread(
-        zarr_aac.import_files,
-        remote_sources,
-        archive,
-        client=client,
-        storage_options=options,
-        chunk_duration=CHUNK_DURATION,
-        progress=False,
-    )
+
+    def start_import():
+        return _in_thread(
+            zarr_aac.import_files,
+            remote_sources,
+            archive,
+            client=client,
+            storage_options=options,
+            chunk_duration=CHUNK_DURATION,
+            progress=False,
+        )
+
+    thread, outcome = start_import()
     victim = running_cluster.live_workers()[0]
     deadline = time.monotonic() + RUN_SECONDS
     while thread.is_alive() and time.monotonic() < deadline:
@@ -227,15 +231,7 @@ def test_a_killed_worker_loses_nothing_and_a_rerun_adds_nothing(
     assert sorted(a.basename for a in first) == sorted(entries)
     assert {e["source"]["sha256"] for e in entries.values()} == {_sha256(p) for p in local_sources}
 
-    thread, outcome = _in_thread(
-        zarr_aac.import_files,
-        remote_sources,
-        archive,
-        client=client,
-        storage_options=options,
-        chunk_duration=CHUNK_DURATION,
-        progress=False,
-    )
+    thread, outcome = start_import()
     while thread.is_alive():
         watcher.poll()
         time.sleep(POLL_SECONDS)
