@@ -131,7 +131,9 @@ def test_failing_section_is_reported_not_hidden(benchmarks, tmp_path, monkeypatc
     assert "section exploded" in result["notes"][0] and "RuntimeError" in result["error"]
 
 
-def test_only_run_keeps_the_other_sections(benchmarks, tmp_path, monkeypatch):
+def test_only_a_full_run_publishes_and_a_partial_run_never_mixes_with_it(benchmarks, tmp_path, monkeypatch):
+    """docs/ holds every section from one full run; an --only run writes its own report to
+    bench-out/ and leaves the published one as it was."""
     pytest.importorskip("psutil")
     import benchmarks.__main__ as harness
 
@@ -141,12 +143,21 @@ def test_only_run_keeps_the_other_sections(benchmarks, tmp_path, monkeypatch):
     monkeypatch.setattr(harness, "SECTIONS", ["first", "second"])
     monkeypatch.setitem(sys.modules, "benchmarks.first", section("First v1"))
     monkeypatch.setitem(sys.modules, "benchmarks.second", section("Second v1"))
-    paths = ["--workdir", str(tmp_path), "--out", str(tmp_path / "out"), "--docs", str(tmp_path / "docs")]
+    out, docs = tmp_path / "out", tmp_path / "docs"
+    paths = ["--workdir", str(tmp_path), "--out", str(out), "--docs", str(docs)]
     harness.main(paths)
+    published = (docs / "benchmarks.md").read_text()
+    assert "## First v1" in published and "## Second v1" in published
+    assert (docs / "benchmarks.json").read_text() == (out / "benchmarks.json").read_text()
+
     monkeypatch.setitem(sys.modules, "benchmarks.second", section("Second v2"))
     harness.main([*paths, "--only", "second"])
-    text = (tmp_path / "docs" / "benchmarks.md").read_text()
-    assert text.index("## First v1") < text.index("## Second v2") and "Second v1" not in text
+    partial = (out / "benchmarks.md").read_text()
+    assert "## Second v2" in partial and "First" not in partial
+    assert (docs / "benchmarks.md").read_text() == published
+
+    harness.main([*paths, "--quick"])
+    assert (docs / "benchmarks.md").read_text() == published
 
 
 def test_archive_section_commits_cost_the_same_store_operations_at_any_size(benchmarks, tmp_path, monkeypatch):
