@@ -123,6 +123,21 @@ def test_codec_codes_the_whole_band_at_its_own_rate():
     assert third_octave_errors_db(x, y, rate).min() < -20
 
 
+@pytest.mark.parametrize(("cutoff", "expected_db"), [(None, 0.8), (18_000, -13.7), (17_000, -62.2)])
+def test_cutoff_empties_the_band_above_it(cutoff, expected_db):
+    """What the codec's cutoff costs material that reaches the top (docs/fidelity.md, "What the
+    full band costs music"): the 20 kHz third-octave band of pink noise at 48 kHz, stereo, 160 kbps."""
+    rate = 48000
+    x = pink(4 * rate, rate, channels=2)
+    codec = zarr_aac.AACCodec(sample_rate=rate, bitrate=160_000, gain=0.25, cutoff=cutoff)
+    y = codec.decode_chunk(codec.encode_pcm(aac.to_dtype(x, np.dtype("int16"))), x.shape, np.dtype("float32"))
+    f, source = signal.welch(x.astype(np.float64), rate, nperseg=4096, axis=0)
+    _, stored = signal.welch(y.astype(np.float64), rate, nperseg=4096, axis=0)
+    band = (f >= 20000 * 2 ** (-1 / 6)) & (f < 20000 * 2 ** (1 / 6))
+    change_db = 10 * np.log10(stored[band].sum() / source[band].sum())
+    assert change_db == pytest.approx(expected_db, abs=1.5)
+
+
 # 2. Headroom ----------------------------------------------------------------------------------
 
 
