@@ -123,6 +123,21 @@ def test_codec_codes_the_whole_band_at_its_own_rate():
     assert third_octave_errors_db(x, y, rate).min() < -20
 
 
+@pytest.mark.parametrize(("cutoff", "expected_db"), [(None, 0.8), (18_000, -13.7), (17_000, -62.2)])
+def test_cutoff_empties_the_band_above_it(cutoff, expected_db):
+    """What the codec's cutoff costs material that reaches the top (docs/fidelity.md, "What the
+    full band costs music"): the 20 kHz third-octave band of pink noise at 48 kHz, stereo, 160 kbps."""
+    rate = 48000
+    x = pink(4 * rate, rate, channels=2)
+    codec = zarr_aac.AACCodec(sample_rate=rate, bitrate=160_000, gain=0.25, cutoff=cutoff)
+    y = codec.decode_chunk(codec.encode_pcm(aac.to_dtype(x, np.dtype("int16"))), x.shape, np.dtype("float32"))
+    f, source = signal.welch(x.astype(np.float64), rate, nperseg=4096, axis=0)
+    _, stored = signal.welch(y.astype(np.float64), rate, nperseg=4096, axis=0)
+    band = (f >= 20000 * 2 ** (-1 / 6)) & (f < 20000 * 2 ** (1 / 6))
+    change_db = 10 * np.log10(stored[band].sum() / source[band].sum())
+    assert change_db == pytest.approx(expected_db, abs=1.5)
+
+
 # 2. Headroom ----------------------------------------------------------------------------------
 
 
@@ -370,28 +385,87 @@ def test_indices_kept_on_a_soundscape(tmp_path):
     assert max(abs(v) for v in changes.values()) <= 5, changes
 
 
-INDEX_FILES = {
-    # file: {index: bound in %} for the indices that miss +-5 % at the defaults (docs/fidelity.md,
-    # "Acoustic indices"); the bound is the measured miss plus a margin, so a regression still fails
-    "field_recording_96k_24bit.wav": {},
-    "forest_birds_soundscape_32k.wav": {},
-    "bengalese_finch_song_32k.wav": {},
-    "bat_audiomoth_250k.wav": {},
-    "frogs_pond_storm_44k1_stereo.ogg": {},
-    "bat_192k.wav": {},
-    "fruitfly_song_10k_3ch.wav": {"AEI": 13},
-    "monkeys_8k.wav": {"BI": 14},
-}
+INDEX_FILES = [
+    "field_recording_96k_24bit.wav",
+    "forest_birds_soundscape_32k.wav",
+    "bengalese_finch_song_32k.wav",
+    "bat_audiomoth_250k.wav",
+    "frogs_pond_storm_44k1_stereo.ogg",
+    "bat_192k.wav",
+    "fruitfly_song_10k_3ch.wav",
+    "monkeys_8k.wav",
+]
+MISSED_AT_DEFAULTS = {"monkeys_8k.wav": ("BI", 10.9), "fruitfly_song_10k_3ch.wav": ("AEI", 9.4)}
+"""The two indices that miss +-5 % at the defaults and their change in % (docs/fidelity.md, "Where
++-5 % is not reached"). FFmpeg's encoder is deterministic, so the change is pinned within
+MISSED_TOLERANCE both ways: growing is a regression, shrinking makes the page wrong."""
+MISSED_TOLERANCE = 1.0
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(INDEX_FILES))
+@pytest.mark.parametrize("name", INDEX_FILES)
 def test_indices_kept_on_shared_recordings(name, shared_audio, tmp_path):
     z = zarr_aac.import_file(shared_audio / name, tmp_path / "a.zarr", progress=False)
     x = decoded_source(shared_audio / name)
     changes = index_changes(x, stored_float(z), z.attrs["sample_rate"])
-    bounds = {k: INDEX_FILES[name].get(k, 5) for k in changes}
-    assert all(abs(changes[k]) <= bounds[k] for k in changes), changes
+    missed, measured = MISSED_AT_DEFAULTS.get(name, (None, None))
+    assert all(abs(v) <= 5 for k, v in changes.items() if k != missed), changes
+    if missed is not None:
+        assert changes[missed] == pytest.approx(measured, abs=MISSED_TOLERANCE), changes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "index", "expected"),
+    [
+        # twoloop, the mono coder, never reaches +-5 %, up to the 48 kbps AAC carries at 8 kHz
+        ("monkeys_8k.wav", "BI", {24_000: 10.9, 32_000: 10.7, 48_000: 11.4}),
+        # every index within +-5 % at 104 and 110 kbps; above, BI moves and the size passes half the FLAC
+        ("fruitfly_song_10k_3ch.wav", "AEI", {104_000: -2.9, 110_000: -0.1, 120_000: 2.1}),
+        ("fruitfly_song_10k_3ch.wav", "BI", {104_000: -4.0, 110_000: 1.9, 120_000: 10.0}),
+    ],
+)
+def test_missed_indices_against_the_bitrate(name, index, expected, shared_audio):
+    """The bitrates of docs/fidelity.md's table for the two misses, as ``zarr-aac quality`` measures them."""
+    pytest.importorskip("maad")
+    _, previews = preview(shared_audio / name, list(expected), seconds=600)
+    measured = {p.bitrate: p.index_changes[index] for p in previews}
+    assert measured == pytest.approx(expected, abs=MISSED_TOLERANCE)
+    if name.startswith("fruitfly"):
+        at_110 = next(p for p in previews if p.bitrate == 110_000)
+        assert all(abs(v) <= 5 for v in at_110.index_changes.values()), at_110.index_changes
+
+
+def perturbed(x: np.ndarray, how: str) -> np.ndarray:
+    """``x`` (float32 of int16 values) changed in a way a lossless coder would also make, or in its
+    lowest bit only."""
+    if how == "15-bit copy":
+        return np.round(x * 16384) / 16384
+    if how == "noise at -100 dBFS":
+        return x + 1e-5 * np.random.default_rng(0).standard_normal(x.shape).astype(np.float32)
+    if how.startswith("delayed by "):
+        return np.concatenate([np.zeros((int(how.split()[2]), x.shape[1]), np.float32), x])
+    raise ValueError(how)
+
+
+@pytest.mark.parametrize(
+    ("name", "index", "how", "expected"),
+    [
+        ("monkeys_8k.wav", "BI", "15-bit copy", -8.4),
+        ("monkeys_8k.wav", "BI", "noise at -100 dBFS", -2.4),
+        ("monkeys_8k.wav", "BI", "delayed by 64 samples", -0.1),
+        ("fruitfly_song_10k_3ch.wav", "AEI", "15-bit copy", -0.7),
+        ("fruitfly_song_10k_3ch.wav", "AEI", "delayed by 64 samples", -16.6),
+        ("fruitfly_song_10k_3ch.wav", "AEI", "delayed by 128 samples", -52.6),
+    ],
+)
+def test_missed_indices_are_fragile_on_their_recordings(name, index, how, expected, shared_audio):
+    """Why the two indices miss: monkeys' BI moves with the lowest bit of the source (its minimum lies
+    7.6 dB above int16's rounding floor), fruit fly's AEI with where the spectrogram's frames fall."""
+    x = decoded_source(shared_audio / name)
+    rate = sf.info(str(shared_audio / name)).samplerate
+    before, after = acoustic_indices(x, rate)[index], acoustic_indices(perturbed(x, how), rate)[index]
+    assert 100 * (after - before) / abs(before) == pytest.approx(expected, abs=MISSED_TOLERANCE)
 
 
 def decoded_source(path: Path) -> np.ndarray:
