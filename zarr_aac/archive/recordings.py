@@ -70,7 +70,9 @@ def _check_local_archive_path(group: PathLike) -> None:
     path = Path(group)
     if path.is_file():
         raise ArchiveError(f"{path} is a file, not an archive; give a folder (a new one is created)")
-    zarr_metadata = ("zarr.json", ".zgroup", ".zarray")
+    if (path / ".zarray").exists():
+        raise ArchiveError(f"{path} is a Zarr v2 array, not an archive; give a new or empty folder for the archive")
+    zarr_metadata = ("zarr.json", ".zgroup")
     if path.is_dir() and not any((path / name).exists() for name in zarr_metadata) and any(path.iterdir()):
         raise ArchiveError(
             f"{path} is a folder of other files, not a Zarr group (it has no zarr.json); "
@@ -371,7 +373,13 @@ def check_committed_at(location: PathLike, array: zarr.Array, storage_options: d
     """
     if array.path:
         return check_committed(array)
-    parent, _, name = os.fspath(location).rstrip("/").rpartition("/")
+    text = os.fspath(location).rstrip("/")
+    if "://" in text:
+        parent, _, name = text.rpartition("/")
+    else:
+        # A local path: a bare name is a recording of the archive that is the working folder.
+        local = Path(text)
+        parent, name = os.fspath(local.parent), local.name
     if not parent or not name:
         return array
     try:
