@@ -22,6 +22,7 @@ from zarr.core.sync import sync
 
 from zarr_aac.archive.recordings import check_committed, check_committed_at, codec_of, recording_arrays
 from zarr_aac.codec.aac_codec import AACCodec
+from zarr_aac.codec.chain import codec_chain_problem
 from zarr_aac.codec.chunk_format import (
     check_chunk_geometry,
     parse_header,
@@ -36,6 +37,9 @@ PCM_TAIL = (
     "writer stopped before closing (zarr_aac.open_writer(..., resume=True) and close() encode it)"
 )
 """The ``error`` of a sound PCM chunk in ``verify``'s list: no damage, but a recording not closed."""
+CODEC_CHAIN_KEY = "zarr.json"
+"""The ``key`` of the finding for an array with codecs besides the zarr_aac codec (zarr's default
+zstd): no damage, every chunk is checked through them, but every read decodes whole chunks."""
 CONCURRENT_GETS = 16
 """Chunks fetched at once: enough to hide an object store's latency, few enough to bound memory."""
 
@@ -71,9 +75,12 @@ def verify(
     Returns
     -------
     list of dict
-        One ``{"array", "key", "error"}`` dict per bad or missing chunk, and per sound PCM chunk
+        One ``{"array", "key", "error"}`` dict per bad or missing chunk, per sound PCM chunk
         (``error`` is then :data:`PCM_TAIL`: a live recording's unfinished tail, or one whose
-        writer stopped before closing); empty when all are sound and encoded.
+        writer stopped before closing), and per array with codecs besides the zarr_aac codec
+        (``key`` is then :data:`CODEC_CHAIN_KEY` and ``error`` says to create arrays with
+        ``compressors=None``); empty when all are sound, encoded and read at full speed.
+        :func:`is_damage` tells the damage from the other findings.
 
     Raises
     ------
@@ -88,8 +95,17 @@ def verify(
     problems: list[dict[str, str]] = []
     with tqdm(total=total, unit="chunk", desc="verify", disable=None if progress else True) as bar:
         for array in arrays:
+            chain = codec_chain_problem(array)
+            if chain is not None:
+                problems.append(_problem(array, CODEC_CHAIN_KEY, chain))
             problems.extend(sync(_verify_array(array, decode, report_missing, bar)))
     return problems
+
+
+def is_damage(problem: dict[str, str]) -> bool:
+    """Whether a finding of :func:`verify` is a bad or missing chunk, rather than a sound PCM tail
+    or an array that reads slowly through codecs besides the zarr_aac codec."""
+    return problem["error"] != PCM_TAIL and problem["key"] != CODEC_CHAIN_KEY
 
 
 def _open(source: Any) -> zarr.Group | zarr.Array:
