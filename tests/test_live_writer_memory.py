@@ -1,0 +1,76 @@
+"""The live writer's memory is bounded (issue 17): it grows neither with the recording's length
+nor with what a chunk of the importer's 60 s would hold at a high rate and channel count. Read as
+the peak RSS (VmHWM) a fresh process adds while appending 0.5 s blocks.
+
+The sizes and speeds at every rate are in the benchmarks (``python -m benchmarks --only importer``).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from zarr_aac.archive.live_writer import LIVE_CHUNK_BYTES, live_chunk_length
+
+GROWTH_BOUND_MB = 150
+"""Peak RSS the writer may add: the unfinished chunk (32 MiB), its copy written to the store, one
+block and the encoder. A 60 s chunk at 500 kHz x 4 channels of int16 is 240 MB, once."""
+LENGTH_GROWTH_MB = 25
+"""What the longer recording may add beyond the shorter one's peak: it appends 120 MB more PCM."""
+
+_APPEND = """
+import json, sys
+import numpy as np
+import zarr_aac
+
+def vm(field):
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":")) / 1024
+
+archive, rate, channels, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+block = rate // 2
+rng = np.random.default_rng(0)
+blocks = [(rng.standard_normal((block, channels)) * 3000).astype(np.int16) for _ in range(3)]
+before = vm("VmHWM")
+with zarr_aac.open_writer(archive, "rec", sample_rate=rate, channels=channels) as writer:
+    for i in range(round(seconds * 2)):
+        writer.append(blocks[i % 3])
+print(json.dumps({"growth_mb": vm("VmHWM") - before, "shape": list(writer.array.shape), "chunks": writer.chunk_length}))
+"""
+
+
+def _append_in_process(tmp_path, rate: int, channels: int, seconds: float) -> dict:
+    run = subprocess.run(
+        [sys.executable, "-c", _APPEND, str(tmp_path / f"{seconds}.zarr"), str(rate), str(channels), str(seconds)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(run.stdout)
+    assert result["shape"] == [round(rate * seconds), channels]
+    return result
+
+
+@pytest.mark.slow
+def test_live_writer_memory_grows_neither_with_length_nor_with_the_rate(tmp_path):
+    rate, channels = 500_000, 4
+    short = _append_in_process(tmp_path, rate, channels, 5)
+    long = _append_in_process(tmp_path, rate, channels, 20)
+    assert long["chunks"] * channels * 2 <= LIVE_CHUNK_BYTES  # chunks cut below the importer's 60 s
+    assert long["growth_mb"] < GROWTH_BOUND_MB, f"the writer added {long['growth_mb']:.0f} MB to the peak RSS"
+    assert long["growth_mb"] - short["growth_mb"] < LENGTH_GROWTH_MB, (short, long)
+
+
+def test_chunks_are_the_importers_unless_they_would_exceed_the_bound():
+    assert live_chunk_length(None, 48_000, 2, 2, np.dtype("int16")) == 2_879_488  # 60 s, as imported
+    assert live_chunk_length(30.0, 48_000, 2, 2, np.dtype("int16")) == 1_439_744
+    cut = live_chunk_length(None, 500_000, 4, 4, np.dtype("int16"))
+    assert cut * 4 * 2 <= LIVE_CHUNK_BYTES < (cut + 1024) * 4 * 2
+    with pytest.raises(ValueError, match=r"at most 32 MiB, 8\.39 s here; pass a shorter chunk_duration"):
+        live_chunk_length(60.0, 500_000, 4, 4, np.dtype("int16"))
+    # every channel group is held: 10 channels are two groups of 8
+    assert live_chunk_length(None, 48_000, 10, 8, np.dtype("float32")) * 16 * 4 <= LIVE_CHUNK_BYTES
