@@ -17,7 +17,7 @@ import zarr
 from zarr_aac import AACCodec
 from zarr_aac.archive.verification import CODEC_CHAIN_KEY, is_damage, verify
 from zarr_aac.cli import main
-from zarr_aac.codec.chain import codec_chain_problem, codecs_besides_aac
+from zarr_aac.codec.chain import codec_chain_problem, codecs_besides_aac, copy_without_compressors
 from zarr_aac.errors import SlowCodecChainWarning
 
 RATE = 8000
@@ -99,3 +99,21 @@ def test_only_zarr_aac_arrays_with_other_codecs_are_named(tmp_path):
     other = zarr.create_array(str(tmp_path / "pcm.zarr"), shape=(10,), dtype="int16")
     assert codecs_besides_aac(other) == () and codec_chain_problem(other) is None
     assert codec_chain_problem(_array(tmp_path / "plain.zarr", compressors=None)) is None
+
+
+def test_the_fix_copies_the_same_aac_chunks_into_an_array_without_compressors(zstd_array, tmp_path):
+    """The message's way out: no re-encoding (a copy through zarr reads would lose a generation)."""
+    import numcodecs
+    from support.chunks import get_bytes
+
+    copy = copy_without_compressors(zstd_array, str(tmp_path / "copy.zarr"))
+    assert copy.compressors == () and codec_chain_problem(copy) is None
+    for chunk in range(4):
+        key = f"c/{chunk}/0"
+        assert get_bytes(copy, key) == numcodecs.Zstd().decode(get_bytes(zstd_array, key))
+    np.testing.assert_array_equal(copy[:], zstd_array[:])
+    assert copy.attrs.asdict() == zstd_array.attrs.asdict()
+    assert copy.metadata.dimension_names == ("time", "channel")
+    assert verify(copy, progress=False) == []
+    with pytest.raises(ValueError, match="not stored with the zarr_aac codec"):
+        copy_without_compressors(zarr.create_array(str(tmp_path / "pcm.zarr"), shape=(4,), dtype="int16"), {})

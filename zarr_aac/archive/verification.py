@@ -14,15 +14,12 @@ from typing import Any
 
 import zarr
 from tqdm.auto import tqdm
-from zarr.abc.codec import BytesBytesCodec
-from zarr.core.array_spec import ArrayConfig, ArraySpec
-from zarr.core.buffer import Buffer, default_buffer_prototype
-from zarr.core.metadata import ArrayV3Metadata
+from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from zarr_aac.archive.recordings import check_committed, check_committed_at, codec_of, recording_arrays
 from zarr_aac.codec.aac_codec import AACCodec
-from zarr_aac.codec.chain import codec_chain_problem
+from zarr_aac.codec.chain import codec_chain_problem, undo_compressors
 from zarr_aac.codec.chunk_format import (
     check_chunk_geometry,
     parse_header,
@@ -140,7 +137,7 @@ async def _verify_array(array: zarr.Array, decode: bool, report_missing: bool, b
             if buf is None:
                 return _problem(array, key, _missing_message(array)) if report_missing else None
             try:
-                note = _check_chunk(array, await _without_compressors(array, buf, key), key, decode)
+                note = _check_chunk(array, await undo_compressors(array, buf, key), key, decode)
             except CorruptChunkError as exc:
                 return _problem(array, key, exc.reason)
             return _problem(array, key, note) if note is not None else None
@@ -150,30 +147,6 @@ async def _verify_array(array: zarr.Array, decode: bool, report_missing: bool, b
     grid = itertools.product(*(range(n) for n in array.cdata_shape))
     results = await asyncio.gather(*(check(coords) for coords in grid))
     return [r for r in results if r is not None]
-
-
-async def _without_compressors(array: zarr.Array, stored: Buffer, key: str) -> bytes:
-    """The AAC chunk inside a stored value: bytes-to-bytes codecs after the AAC codec (zarr's
-    default zstd when ``compressors=None`` was not given) are undone first, as a read does."""
-    metadata = array.metadata
-    if not isinstance(metadata, ArrayV3Metadata):  # a zarr_aac serializer exists in v3 only
-        return stored.to_bytes()
-    spec = ArraySpec(
-        shape=array.chunks,
-        dtype=metadata.data_type,
-        fill_value=metadata.fill_value,
-        config=ArrayConfig.from_dict({}),
-        prototype=default_buffer_prototype(),
-    )
-    for compressor in reversed([c for c in array.compressors if isinstance(c, BytesBytesCodec)]):
-        try:
-            (decoded,) = await compressor.decode([(stored, spec)])
-        except Exception as exc:  # the compressor's own error type: zstd raises RuntimeError
-            raise CorruptChunkError(key, f"{compressor} cannot decompress it: {exc}") from exc
-        if decoded is None:
-            raise CorruptChunkError(key, f"{compressor} decompressed it to nothing")
-        stored = decoded
-    return stored.to_bytes()
 
 
 def _missing_message(array: zarr.Array) -> str:

@@ -12,15 +12,27 @@ recordings) warns, and ``zarr-aac verify``/``info`` name the fix (docs/reliabili
 
 from __future__ import annotations
 
+import itertools
 import warnings
+from typing import Any
 
 import zarr
-from zarr.abc.codec import Codec
+from zarr.abc.codec import BytesBytesCodec, Codec
+from zarr.core.array_spec import ArrayConfig, ArraySpec
+from zarr.core.buffer import Buffer, default_buffer_prototype
+from zarr.core.metadata import ArrayV3Metadata
+from zarr.core.sync import sync
 
 from zarr_aac.codec.aac_codec import AACCodec
-from zarr_aac.errors import SlowCodecChainWarning
+from zarr_aac.errors import CorruptChunkError, SlowCodecChainWarning
 
-__all__ = ["codec_chain_problem", "codecs_besides_aac", "warn_codec_chain"]
+__all__ = [
+    "codec_chain_problem",
+    "codecs_besides_aac",
+    "copy_without_compressors",
+    "undo_compressors",
+    "warn_codec_chain",
+]
 
 
 def codecs_besides_aac(array: zarr.Array) -> tuple[Codec, ...]:
@@ -41,7 +53,8 @@ def codec_chain_problem(array: zarr.Array) -> str | None:
         f"{array.store_path} has {names} besides the zarr_aac codec (zarr adds its default zstd unless "
         "the array is created with compressors=None): zarr then decodes whole chunks for every read, "
         "many times slower for short reads, and AAC does not compress further. Create such arrays with "
-        "compressors=None (and no filters); to fix this one, copy it into a new array made so"
+        "compressors=None (and no filters); zarr_aac.codec.chain.copy_without_compressors copies this one into "
+        "such an array without re-encoding"
     )
 
 
@@ -51,3 +64,91 @@ def warn_codec_chain(array: zarr.Array, stacklevel: int = 2) -> None:
     problem = codec_chain_problem(array)
     if problem is not None:
         warnings.warn(problem, SlowCodecChainWarning, stacklevel=stacklevel + 1)
+
+
+async def undo_compressors(array: zarr.Array, stored: Buffer, key: str) -> bytes:
+    """The zarr_aac chunk inside a stored value: the array's bytes-to-bytes codecs (zarr's default
+    zstd when ``compressors=None`` was not given) undone, last first, as a read undoes them.
+
+    Raises
+    ------
+    CorruptChunkError
+        If a compressor cannot decompress the value.
+    """
+    metadata = array.metadata
+    if not isinstance(metadata, ArrayV3Metadata):  # a zarr_aac serializer exists in v3 only
+        return stored.to_bytes()
+    spec = ArraySpec(
+        shape=array.chunks,
+        dtype=metadata.data_type,
+        fill_value=metadata.fill_value,
+        config=ArrayConfig.from_dict({}),
+        prototype=default_buffer_prototype(),
+    )
+    for compressor in reversed([c for c in array.compressors if isinstance(c, BytesBytesCodec)]):
+        try:
+            (decoded,) = await compressor.decode([(stored, spec)])
+        except Exception as exc:  # the compressor's own error type: zstd raises RuntimeError
+            raise CorruptChunkError(key, f"{compressor} cannot decompress it: {exc}") from exc
+        if decoded is None:
+            raise CorruptChunkError(key, f"{compressor} decompressed it to nothing")
+        stored = decoded
+    return stored.to_bytes()
+
+
+def copy_without_compressors(array: zarr.Array, store: Any, *, name: str | None = None) -> zarr.Array:
+    """Copy a zarr_aac array that has compressors into a new array without them, chunk by chunk
+    with the compressors undone: the same AAC chunks, not decoded and encoded again.
+
+    Parameters
+    ----------
+    array
+        A zarr_aac array (its filters, array-to-array codecs, cannot be undone so and are refused).
+    store
+        Where to create the new array (any zarr store or path; it must not exist).
+    name
+        Path of the new array inside ``store``.
+
+    Returns
+    -------
+    zarr.Array
+        The new array: same shape, chunks, dtype, codec, fill value, attributes and dimension
+        names, and ``compressors=None``, so reads decode only the frames they need.
+
+    Raises
+    ------
+    ValueError
+        If ``array`` is not a zarr_aac array, or has filters.
+    CorruptChunkError
+        If a stored value cannot be decompressed (nothing is left half-copied to look whole:
+        remove the new array and see ``zarr-aac verify``).
+    """
+    codec = array.serializer if array.metadata.zarr_format == 3 else None
+    if not isinstance(codec, AACCodec):
+        raise ValueError(f"{array.store_path} is not stored with the zarr_aac codec")
+    if array.filters:
+        raise ValueError(
+            f"{array.store_path} has filters {list(array.filters)}: its chunks cannot be copied without decoding them"
+        )
+    metadata = array.metadata
+    assert isinstance(metadata, ArrayV3Metadata)
+    target = zarr.create_array(
+        store,
+        name=name,
+        shape=array.shape,
+        chunks=array.chunks,
+        dtype=array.dtype,
+        serializer=codec,
+        compressors=None,
+        fill_value=array.fill_value,
+        attributes=array.attrs.asdict(),
+        dimension_names=metadata.dimension_names,
+    )
+    for coords in itertools.product(*(range(n) for n in array.cdata_shape)):
+        key = metadata.encode_chunk_key(coords)
+        stored = sync((array.store_path / key).get(default_buffer_prototype()))
+        if stored is None:
+            continue
+        inner = sync(undo_compressors(array, stored, f"{array.store_path}/{key}"))
+        sync((target.store_path / key).set(default_buffer_prototype().buffer.from_bytes(inner)))
+    return target
