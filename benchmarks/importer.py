@@ -2,9 +2,9 @@
 
 Each import runs in a fresh process that reports its own peak RSS, so memory is measured per
 run and not mixed with the harness; so does each run of the live writer (``open_writer``), whose
-peak RSS is measured at the same rates, channel counts and lengths. Peers in the same run: the ``ffmpeg`` command line encoding
-the same WAV to AAC (m4a) at the same bitrate with PNS off, and the old system's reported
-19.4 MB/s (350 MB in 18 s through an ffmpeg subprocess and a temp file).
+peak RSS is measured at the same rates, channel counts and lengths. Peers in the same run: the
+``ffmpeg`` command line encoding the same WAV to AAC (m4a) at the same bitrate with PNS off,
+and the old system's reported 19.4 MB/s (350 MB in 18 s through an ffmpeg subprocess and a temp file).
 """
 
 from __future__ import annotations

@@ -409,8 +409,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     tails = sum(problem["error"] == PCM_TAIL for problem in listed)
     if tails:
         print(f"{tails} sound PCM tail chunk(s) of recordings not closed", file=sys.stderr)
-    if len(listed) - len(bad) - tails:
-        print(f"{len(listed) - len(bad) - tails} array(s) read slowly: create them with compressors=None", file=sys.stderr)
+    slow = len(listed) - len(bad) - tails
+    if slow:
+        print(f"{slow} array(s) read slowly: create them with compressors=None", file=sys.stderr)
     if bad:
         print(f"{len(bad)} bad or missing chunk(s)", file=sys.stderr)
         return 1

@@ -40,7 +40,7 @@ def codecs_besides_aac(array: zarr.Array) -> tuple[Codec, ...]:
     zarr_aac array created with ``compressors=None``, as it should be)."""
     if array.metadata.zarr_format != 3 or not isinstance(array.serializer, AACCodec):
         return ()
-    return (*array.filters, *array.compressors)  # type: ignore[arg-type]  # v3 arrays hold v3 codecs
+    return (*array.filters, *array.compressors)
 
 
 def codec_chain_problem(array: zarr.Array) -> str | None:

@@ -29,7 +29,6 @@ SINGLE_RECORDING = "audio"
 """Name of the data variable when the store, or ``variable=``, points at one recording."""
 
 
-
 class AudioBackendArray(BackendArray):
     """Lazy PCM view of one stored recording; outer indexing maps straight onto ``zarr.Array.oindex``."""
 
