@@ -354,7 +354,13 @@ def test_datasets_from_m4a_files_and_imports_write_to_netcdf(data_dir, tmp_path)
 
 
 def test_the_engine_names_its_documentation():
-    assert xr.backends.list_engines()["zarr_aac"].url.endswith("docs/xarray.md")
+    """Under both names, a page of this repository: docs/xarray.md."""
+    from pathlib import Path
+
+    engines = xr.backends.list_engines()
+    url = engines["zarr_aac"].url
+    assert url == engines["aac"].url and url.startswith("https://") and url.endswith("/blob/main/docs/xarray.md")
+    assert (Path(__file__).resolve().parents[1] / url.split("/blob/main/")[1]).is_file()
 
 
 def test_the_open_zarr_recipe_works_on_an_archive_of_several_recordings(data_dir, tmp_path):
