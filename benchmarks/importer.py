@@ -1,9 +1,10 @@
 """Import throughput, peak memory and parallel speed-up, against the ffmpeg command line.
 
 Each import runs in a fresh process that reports its own peak RSS, so memory is measured per
-run and not mixed with the harness. Peers in the same run: the ``ffmpeg`` command line encoding
-the same WAV to AAC (m4a) at the same bitrate with PNS off, and the old system's reported
-19.4 MB/s (350 MB in 18 s through an ffmpeg subprocess and a temp file).
+run and not mixed with the harness; so does each run of the live writer (``open_writer``), whose
+peak RSS is measured at the same rates, channel counts and lengths. Peers in the same run: the
+``ffmpeg`` command line encoding the same WAV to AAC (m4a) at the same bitrate with PNS off,
+and the old system's reported 19.4 MB/s (350 MB in 18 s through an ffmpeg subprocess and a temp file).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ MEMORY_CASES = ((48_000, 2), (256_000, 1), (500_000, 4), (96_000, 8))
 """(rate, channels) of the generated inputs whose peak RSS is measured at two lengths."""
 MEMORY_MINUTES = (5, 20)
 QUICK_MEMORY_MINUTES = (0.5, 2)
+LIVE_BLOCK_SECONDS = 0.5
+"""Blocks a recorder hands the live writer; its rows use the same cases and lengths, with a
+generated signal (the same tone in noise as the WAVs) held in memory, so no file is read."""
 
 _IMPORT_SCRIPT = """
 import json, os, resource, sys, time
@@ -52,6 +56,26 @@ except OSError:
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_kb / 1024}))
 """
+
+
+_LIVE_SCRIPT = """
+import json, os, sys, time
+import numpy as np
+import zarr_aac
+archive, rate, channels, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+block = round(rate * BLOCK_SECONDS)
+rng = np.random.default_rng(0)
+tone = 0.3 * np.sin(2 * np.pi * np.arange(block) / 8)[:, None]  # rate / 8, as in the WAVs imported
+blocks = [((tone + 0.05 * rng.standard_normal((block, channels))) * 32767).astype(np.int16) for _ in range(3)]
+start = time.perf_counter()
+with zarr_aac.open_writer(archive, "rec", sample_rate=rate, channels=channels, bitrate=160_000) as writer:
+    for i in range(round(seconds / BLOCK_SECONDS)):
+        writer.append(blocks[i % len(blocks)])
+seconds_taken = time.perf_counter() - start
+with open("/proc/self/status") as status:
+    peak_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+print(json.dumps({"seconds": seconds_taken, "peak_rss_mb": peak_kb / 1024, "chunk_s": writer.chunk_length / rate}))
+""".replace("BLOCK_SECONDS", repr(LIVE_BLOCK_SECONDS))
 
 
 def _machine_ceiling(sources: list[Path], work: Path) -> float:
@@ -123,6 +147,32 @@ def _memory_by_rate(ctx: Context, work: Path) -> list[dict]:
     return rows
 
 
+def _live_memory_by_rate(ctx: Context, work: Path) -> list[dict]:
+    """Peak RSS of ``zarr_aac.open_writer`` appending 0.5 s blocks, each case at two lengths, in a
+    fresh process each (the archive deleted after each)."""
+    rows = []
+    for rate, channels in MEMORY_CASES:
+        row: dict = {"input": f"live writer, {rate / 1000:g} kHz x {channels} ch"}
+        for minutes in QUICK_MEMORY_MINUTES if ctx.quick else MEMORY_MINUTES:
+            archive = work / "live.zarr"
+            run = subprocess.run(
+                [sys.executable, "-c", _LIVE_SCRIPT, str(archive), str(rate), str(channels), str(minutes * 60)],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            shutil.rmtree(archive)
+            result = json.loads(run.stdout)
+            row[f"peak RSS MB, {minutes:g} min"] = result["peak_rss_mb"]
+            row[f"x realtime, {minutes:g} min"] = minutes * 60 / result["seconds"]
+            row["chunk s"] = result["chunk_s"]
+        peaks = [v for k, v in row.items() if k.startswith("peak")]
+        row["bounded (within 10 %)"] = max(peaks) <= 1.1 * min(peaks)
+        row[f"under {MEMORY_TARGET_MB} MB"] = max(peaks) < MEMORY_TARGET_MB
+        rows.append(row)
+    return rows
+
+
 def _head(wav: Path, seconds: int, target: Path) -> Path:
     """The first ``seconds`` of ``wav`` (a shorter source for the memory and parallel runs)."""
     data, rate = sf.read(str(wav), frames=seconds * sf.info(str(wav)).samplerate, dtype="int16")
@@ -159,7 +209,7 @@ def _measure(ctx: Context, wav: Path, work: Path) -> dict:
     one = _import_in_process([short, short_copy], work / "serial.zarr", workers=1)
     two = _import_in_process([short, short_copy], work / "parallel.zarr", workers=2)
     independent = _machine_ceiling([short, short_copy], work)
-    memory_rows = _memory_by_rate(ctx, work)
+    memory_rows = _memory_by_rate(ctx, work) + _live_memory_by_rate(ctx, work)
 
     rows = [
         _row(
@@ -217,7 +267,15 @@ def _measure(ctx: Context, wav: Path, work: Path) -> dict:
     return {
         "title": "Import: WAV to an AAC archive",
         "rows": rows,
-        "tables": [{"title": "Peak RSS (VmHWM of a fresh process) by rate, channels and length", "rows": memory_rows}],
+        "tables": [
+            {
+                "title": (
+                    "Peak RSS (VmHWM of a fresh process) by rate, channels and length: import_file of a WAV, "
+                    f"and the live writer appending {LIVE_BLOCK_SECONDS:g} s blocks"
+                ),
+                "rows": memory_rows,
+            }
+        ],
         "notes": notes,
         "memory": {
             "short_s": short_seconds,

@@ -27,17 +27,21 @@ def test_codec_entry_point_is_registered():
 def test_xarray_engine_entry_point_is_registered():
     from zarr_aac.dataset import ZarrAACBackendEntrypoint
 
-    (point,) = [e for e in entry_points(group="xarray.backends") if e.name == "zarr_aac"]
-    assert point.load() is ZarrAACBackendEntrypoint
+    for name in ("zarr_aac", "aac"):  # "aac": the name xarray's guessing asks before "zarr"
+        (point,) = [e for e in entry_points(group="xarray.backends") if e.name == name]
+        assert point.load() is ZarrAACBackendEntrypoint
 
 
 def test_xarray_engine_entry_point_loads_no_reading_code():
-    """xarray loads every backend's entry point whatever it opens, so ours must stay cheap."""
+    """xarray loads every backend's entry point whatever it opens, and asks ours ("aac") before
+    most others whether it opens a path, so loading it and turning down other paths stay cheap."""
     script = (
         "import sys\n"
         "from importlib.metadata import entry_points\n"
         "(point,) = [e for e in entry_points(group='xarray.backends') if e.name == 'zarr_aac']\n"
-        "point.load()\n"
+        "engine = point.load()()\n"
+        f"assert not engine.guess_can_open({str(REPO / 'README.md')!r})\n"
+        f"assert not engine.guess_can_open({str(REPO)!r})\n"
         "print(sorted(m for m in sys.modules if m.startswith(('zarr_aac.dataset.', 'zarr_aac.archive'))))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120, check=False)

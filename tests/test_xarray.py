@@ -116,18 +116,24 @@ def test_chunks_follow_the_stored_chunks(recording):
     np.testing.assert_allclose(minute_rms.values, np.sqrt((reference.astype("float64") ** 2).mean(0)))
 
 
-def test_the_engine_is_registered_and_guessed_without_the_zarr_suffix(recording, tmp_path):
+def test_the_engine_is_registered_and_guessed_with_and_without_the_zarr_suffix(recording, tmp_path):
+    """xarray's own zarr engine claims every *.zarr path before engines later in name order, so
+    the engine is also registered as "aac", which xarray asks before "zarr"; it claims zarr_aac
+    recordings only, and leaves other *.zarr stores to xarray's engine."""
     path, _, reference = recording
-    assert "zarr_aac" in xr.backends.list_engines()
-    # xarray's own zarr engine claims every *.zarr path before engines later in name order.
-    assert xr.backends.plugins.guess_engine(str(path)) == "zarr"
+    engines = xr.backends.list_engines()
+    assert type(engines["zarr_aac"]) is type(engines["aac"])
+    assert list(engines).index("aac") < list(engines).index("zarr")
+    assert xr.backends.plugins.guess_engine(str(path)) == "aac"
     bare = tmp_path / "deployment-7"
     write_recording(str(bare))
-    assert xr.backends.plugins.guess_engine(str(bare)) == "zarr_aac"
+    assert xr.backends.plugins.guess_engine(str(bare)) == "aac"
+    np.testing.assert_array_equal(xr.open_dataset(path).audio[:100].values, reference[:100])
     np.testing.assert_array_equal(xr.open_dataset(path, engine="zarr_aac").audio[:100].values, reference[:100])
-    plain = tmp_path / "plain"
-    zarr.create_array(str(plain), shape=(10,), dtype="int16")
-    assert not xr.backends.list_engines()["zarr_aac"].guess_can_open(str(plain))
+    for plain in (tmp_path / "plain", tmp_path / "plain.zarr"):
+        zarr.create_array(str(plain), shape=(10,), dtype="int16")
+        assert not engines["zarr_aac"].guess_can_open(str(plain))
+    assert xr.backends.plugins.guess_engine(str(tmp_path / "plain.zarr")) == "zarr"
 
 
 def test_group_gives_one_variable_per_recording(tmp_path):
@@ -305,7 +311,7 @@ def test_aac_files_open_by_path_with_the_engine(data_dir, tmp_path):
     ds = xr.open_dataset(path, engine="zarr_aac")
     assert ds.audio.dims == ("time", "channel")
     np.testing.assert_array_equal(ds.audio.isel(time=slice(44100, 88200)).values, expected)
-    assert xr.backends.plugins.guess_engine(str(path)) == "zarr_aac"
+    assert xr.backends.plugins.guess_engine(str(path)) == "aac"  # the engine under its guessing name
 
 
 def test_drop_variables_is_honoured_for_one_recording_and_for_aac_files(recording, data_dir, tmp_path):
@@ -348,7 +354,13 @@ def test_datasets_from_m4a_files_and_imports_write_to_netcdf(data_dir, tmp_path)
 
 
 def test_the_engine_names_its_documentation():
-    assert xr.backends.list_engines()["zarr_aac"].url.endswith("docs/xarray.md")
+    """Under both names, a page of this repository: docs/xarray.md."""
+    from pathlib import Path
+
+    engines = xr.backends.list_engines()
+    url = engines["zarr_aac"].url
+    assert url == engines["aac"].url and url.startswith("https://") and url.endswith("/blob/main/docs/xarray.md")
+    assert (Path(__file__).resolve().parents[1] / url.split("/blob/main/")[1]).is_file()
 
 
 def test_the_open_zarr_recipe_works_on_an_archive_of_several_recordings(data_dir, tmp_path):
@@ -360,6 +372,9 @@ def test_the_open_zarr_recipe_works_on_an_archive_of_several_recordings(data_dir
     zarr_aac.import_file(data_dir / "music_lena_44k1.m4a", archive, "music", progress=False)
     with pytest.raises(ValueError, match="conflicting sizes for dimension 'time'"):
         xr.open_zarr(archive, consolidated=False)  # xarray's engine, as the docs warn
+    guessed = xr.open_dataset(archive)  # without an engine: this one, not xarray's zarr engine
+    assert set(guessed.data_vars) == {"crow", "music"}
+    np.testing.assert_array_equal(guessed.crow.values, zarr.open_array(str(archive / "crow"), mode="r")[:])
     group = zarr.open_group(str(archive), mode="r")
     others = [name for name in group.array_keys() if name != "crow"]
     ds = assign_time_index(xr.open_zarr(archive, consolidated=False, drop_variables=others))

@@ -266,6 +266,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
         ("chunks", f"{array.chunks[0]} samples ({array.chunks[0] / rate:.2f} s)"),
         ("bytes on disk", size),
     ]
+    from zarr_aac.codec.chain import codec_chain_problem
+
+    slow = codec_chain_problem(array)
+    if slow is not None:
+        lines.append(("codecs", f"slow reads: {slow}"))
     attrs = array.attrs.asdict()
     report = attrs.get("fidelity")
     if isinstance(report, dict):
@@ -389,7 +394,7 @@ def _cell(value: Any) -> str:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     try:
-        from zarr_aac.archive.verification import PCM_TAIL, verify
+        from zarr_aac.archive.verification import CODEC_CHAIN_KEY, PCM_TAIL, is_damage, verify
     except ModuleNotFoundError as exc:
         if exc.name != "zarr_aac.archive.verification":
             raise
@@ -398,10 +403,15 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         ) from exc
     listed = verify(args.path, progress=not args.quiet, report_missing=not args.ignore_missing)
     for problem in listed:
-        print(f"{problem['array']}: chunk {problem['key']}: {problem['error']}")
-    bad = [problem for problem in listed if problem["error"] != PCM_TAIL]
-    if len(bad) < len(listed):
-        print(f"{len(listed) - len(bad)} sound PCM tail chunk(s) of recordings not closed", file=sys.stderr)
+        where = "" if problem["key"] == CODEC_CHAIN_KEY else f" chunk {problem['key']}:"
+        print(f"{problem['array']}:{where} {problem['error']}")
+    bad = [problem for problem in listed if is_damage(problem)]
+    tails = sum(problem["error"] == PCM_TAIL for problem in listed)
+    if tails:
+        print(f"{tails} sound PCM tail chunk(s) of recordings not closed", file=sys.stderr)
+    slow = len(listed) - len(bad) - tails
+    if slow:
+        print(f"{slow} array(s) read slowly: create them with compressors=None", file=sys.stderr)
     if bad:
         print(f"{len(bad)} bad or missing chunk(s)", file=sys.stderr)
         return 1

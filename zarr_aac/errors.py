@@ -155,3 +155,8 @@ class NoConditionalWriteWarning(UserWarning):
 
 class GenerationLossWarning(UserWarning):
     """A write re-encodes audio already stored as AAC (part of a chunk written), losing quality."""
+
+
+class SlowCodecChainWarning(UserWarning):
+    """A zarr_aac array has codecs besides the zarr_aac codec (zarr's default zstd when it was
+    created without ``compressors=None``): zarr decodes whole chunks for every read of it."""

@@ -64,6 +64,12 @@ LIVE_ATTR = "live"
 """Attribute of a recording being written live: its writer (host, process id) and, once the writer
 has begun to close, ``closing``: the final length. Closing removes it."""
 
+LIVE_CHUNK_BYTES = 32 * 2**20
+"""PCM bytes of the unfinished chunk (all its channel groups), at most. The writer holds that
+chunk and rewrites it whole on every append, so where the importer's 60 s would exceed this (high
+rates, many channels, float32) a live recording's chunks are shorter: its memory and the cost of
+an append stay bounded whatever the rate (docs/live-recording.md, "Cost")."""
+
 _writers_here: set[str] = set()
 """Store paths of the recordings this process has a writer open on."""
 _writers_here_lock = threading.Lock()
@@ -111,9 +117,10 @@ def open_writer(
         other arguments must agree with the recording; ``bitrate``, ``aac_sample_rate`` and
         ``chunk_duration`` may be left out.
     bitrate, aac_sample_rate, chunk_duration, metadata
-        As in :class:`~zarr_aac.ImportOptions` (``chunk_duration`` None: 60 s); the lower
-        bitrate the importer gives near-mono stereo, judged from a file's first seconds, is not
-        chosen here.
+        As in :class:`~zarr_aac.ImportOptions` (``chunk_duration`` None: 60 s, or less where a
+        chunk would hold more than :data:`LIVE_CHUNK_BYTES` of PCM: 8.4 s at 500 kHz x 4
+        channels of int16); the lower bitrate the importer gives near-mono stereo, judged from a
+        file's first seconds, is not chosen here.
 
     Returns
     -------
@@ -129,7 +136,8 @@ def open_writer(
         If another writer has the recording open (see docs/live-recording.md for what each
         store can detect).
     ValueError, UnsupportedAudioError
-        If an argument is invalid.
+        If an argument is invalid, or ``chunk_duration`` gives chunks of more than
+        :data:`LIVE_CHUNK_BYTES` of PCM.
     """
     check_recording_name(name)
     rate = parse_sample_rate(sample_rate)
@@ -155,27 +163,58 @@ def open_writer(
         array = recording_array(group, name)
         _check_agrees(array, rate, n_channels, array_dtype, options, chunk_duration_given=chunk_duration is not None)
         return LiveWriter._resumed(group, array)
-    layout = _layout(rate, n_channels, array_dtype, options)
+    layout = _layout(rate, n_channels, array_dtype, options, chunk_duration_given=chunk_duration is not None)
     attrs = _live_attributes(layout, options, name)
     array = _publish(group, name, attrs, layout=layout)
     return LiveWriter(group, array, attrs, _claim(array), n_samples=0)
 
 
-def _layout(rate: int, channels: int, dtype: np.dtype, options: ImportOptions) -> _RecordingLayout:
-    """The importer's layout for a source of this rate, channel count and dtype with ``options``."""
+def _layout(
+    rate: int, channels: int, dtype: np.dtype, options: ImportOptions, *, chunk_duration_given: bool
+) -> _RecordingLayout:
+    """The importer's layout for a source of this rate, channel count and dtype with ``options``,
+    with chunks no larger than :data:`LIVE_CHUNK_BYTES`."""
     aac_rate = options.aac_sample_rate or aac_rate_for(rate)
     chunk_channels = min(channels, aac.MAX_CHANNELS)
     return _RecordingLayout(
         sample_rate=rate,
         channels=channels,
         dtype=dtype,
-        chunk_length=chunk_length_for(options.chunk_duration, rate),
+        chunk_length=live_chunk_length(
+            options.chunk_duration if chunk_duration_given else None, rate, channels, chunk_channels, dtype
+        ),
         chunk_channels=chunk_channels,
         aac_sample_rate=aac_rate,
         bitrate=options.bitrate or aac.default_bitrate(chunk_channels, aac_rate, rate),
         # the peak of what a recorder will deliver is not known: keep the dtype's full headroom
         gain=DEFAULT_GAINS[dtype],
     )
+
+
+def live_chunk_length(
+    chunk_duration: float | None, rate: int, channels: int, chunk_channels: int, dtype: np.dtype
+) -> int:
+    """Samples per chunk of a live recording: the importer's for ``chunk_duration`` (None: its
+    default, cut to :data:`LIVE_CHUNK_BYTES` of PCM), in whole AAC frames.
+
+    Raises
+    ------
+    ValueError
+        If ``chunk_duration`` is given and its chunks hold more than :data:`LIVE_CHUNK_BYTES`.
+    """
+    bytes_per_sample = -(-channels // chunk_channels) * chunk_channels * np.dtype(dtype).itemsize
+    longest = max(1, LIVE_CHUNK_BYTES // bytes_per_sample // aac.FRAME_LENGTH) * aac.FRAME_LENGTH
+    if chunk_duration is None:
+        return min(chunk_length_for(DEFAULT_CHUNK_DURATION, rate), longest)
+    length = chunk_length_for(chunk_duration, rate)
+    if length > longest:
+        raise ValueError(
+            f"chunk_duration={chunk_duration:g} s holds {length * bytes_per_sample / 2**20:.0f} MiB of PCM at "
+            f"{rate} Hz, {channels} channel(s), {np.dtype(dtype).name}: the live writer holds the unfinished "
+            f"chunk and rewrites it on every append, so it takes at most {LIVE_CHUNK_BYTES // 2**20} MiB, "
+            f"{longest / rate:.3g} s here; pass a shorter chunk_duration or leave it out"
+        )
+    return length
 
 
 def _live_attributes(layout: _RecordingLayout, options: ImportOptions, name: str) -> dict[str, Any]:

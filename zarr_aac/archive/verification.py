@@ -14,14 +14,12 @@ from typing import Any
 
 import zarr
 from tqdm.auto import tqdm
-from zarr.abc.codec import BytesBytesCodec
-from zarr.core.array_spec import ArrayConfig, ArraySpec
-from zarr.core.buffer import Buffer, default_buffer_prototype
-from zarr.core.metadata import ArrayV3Metadata
+from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from zarr_aac.archive.recordings import check_committed, check_committed_at, codec_of, recording_arrays
 from zarr_aac.codec.aac_codec import AACCodec
+from zarr_aac.codec.chain import codec_chain_problem, undo_compressors
 from zarr_aac.codec.chunk_format import (
     check_chunk_geometry,
     parse_header,
@@ -36,6 +34,9 @@ PCM_TAIL = (
     "writer stopped before closing (zarr_aac.open_writer(..., resume=True) and close() encode it)"
 )
 """The ``error`` of a sound PCM chunk in ``verify``'s list: no damage, but a recording not closed."""
+CODEC_CHAIN_KEY = "zarr.json"
+"""The ``key`` of the finding for an array with codecs besides the zarr_aac codec (zarr's default
+zstd): no damage, every chunk is checked through them, but every read decodes whole chunks."""
 CONCURRENT_GETS = 16
 """Chunks fetched at once: enough to hide an object store's latency, few enough to bound memory."""
 
@@ -71,9 +72,12 @@ def verify(
     Returns
     -------
     list of dict
-        One ``{"array", "key", "error"}`` dict per bad or missing chunk, and per sound PCM chunk
+        One ``{"array", "key", "error"}`` dict per bad or missing chunk, per sound PCM chunk
         (``error`` is then :data:`PCM_TAIL`: a live recording's unfinished tail, or one whose
-        writer stopped before closing); empty when all are sound and encoded.
+        writer stopped before closing), and per array with codecs besides the zarr_aac codec
+        (``key`` is then :data:`CODEC_CHAIN_KEY` and ``error`` says to create arrays with
+        ``compressors=None``); empty when all are sound, encoded and read at full speed.
+        :func:`is_damage` tells the damage from the other findings.
 
     Raises
     ------
@@ -88,8 +92,17 @@ def verify(
     problems: list[dict[str, str]] = []
     with tqdm(total=total, unit="chunk", desc="verify", disable=None if progress else True) as bar:
         for array in arrays:
+            chain = codec_chain_problem(array)
+            if chain is not None:
+                problems.append(_problem(array, CODEC_CHAIN_KEY, chain))
             problems.extend(sync(_verify_array(array, decode, report_missing, bar)))
     return problems
+
+
+def is_damage(problem: dict[str, str]) -> bool:
+    """Whether a finding of :func:`verify` is a bad or missing chunk, rather than a sound PCM tail
+    or an array that reads slowly through codecs besides the zarr_aac codec."""
+    return problem["error"] != PCM_TAIL and problem["key"] != CODEC_CHAIN_KEY
 
 
 def _open(source: Any) -> zarr.Group | zarr.Array:
@@ -124,7 +137,7 @@ async def _verify_array(array: zarr.Array, decode: bool, report_missing: bool, b
             if buf is None:
                 return _problem(array, key, _missing_message(array)) if report_missing else None
             try:
-                note = _check_chunk(array, await _without_compressors(array, buf, key), key, decode)
+                note = _check_chunk(array, await undo_compressors(array, buf, key), key, decode)
             except CorruptChunkError as exc:
                 return _problem(array, key, exc.reason)
             return _problem(array, key, note) if note is not None else None
@@ -134,30 +147,6 @@ async def _verify_array(array: zarr.Array, decode: bool, report_missing: bool, b
     grid = itertools.product(*(range(n) for n in array.cdata_shape))
     results = await asyncio.gather(*(check(coords) for coords in grid))
     return [r for r in results if r is not None]
-
-
-async def _without_compressors(array: zarr.Array, stored: Buffer, key: str) -> bytes:
-    """The AAC chunk inside a stored value: bytes-to-bytes codecs after the AAC codec (zarr's
-    default zstd when ``compressors=None`` was not given) are undone first, as a read does."""
-    metadata = array.metadata
-    if not isinstance(metadata, ArrayV3Metadata):  # a zarr_aac serializer exists in v3 only
-        return stored.to_bytes()
-    spec = ArraySpec(
-        shape=array.chunks,
-        dtype=metadata.data_type,
-        fill_value=metadata.fill_value,
-        config=ArrayConfig.from_dict({}),
-        prototype=default_buffer_prototype(),
-    )
-    for compressor in reversed([c for c in array.compressors if isinstance(c, BytesBytesCodec)]):
-        try:
-            (decoded,) = await compressor.decode([(stored, spec)])
-        except Exception as exc:  # the compressor's own error type: zstd raises RuntimeError
-            raise CorruptChunkError(key, f"{compressor} cannot decompress it: {exc}") from exc
-        if decoded is None:
-            raise CorruptChunkError(key, f"{compressor} decompressed it to nothing")
-        stored = decoded
-    return stored.to_bytes()
 
 
 def _missing_message(array: zarr.Array) -> str:

@@ -4,9 +4,12 @@ xarray imports the entry point class of every installed backend when it first lo
 engine, whichever file is being opened, so this module imports nothing beyond xarray itself.
 The reading lives in :mod:`zarr_aac.dataset.reading`, imported on first use.
 
-xarray tries engines in name order and its ``zarr`` engine claims every ``*.zarr`` path first, so
-open archives with ``engine="zarr_aac"`` or with :func:`open_dataset`; paths without the ``.zarr``
-suffix are recognised by guessing.
+Without ``engine=``, xarray asks the installed engines in name order whether they can open a
+path, netCDF engines first, and its ``zarr`` engine claims every ``*.zarr`` path. An archive of
+several recordings then fails in xarray ("conflicting sizes for dimension 'time'"), before this
+engine is asked. So the engine is registered twice: as ``zarr_aac``, the name to pass, and as
+``aac``, a name xarray asks before ``zarr``, which claims only what this engine opens (zarr_aac
+archives and recordings, ``.aac``/``.m4a`` files) and leaves every other ``*.zarr`` to xarray.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import xarray as xr
 from xarray.backends import BackendEntrypoint
 
 ENGINE = "zarr_aac"
+AAC_FILE_SUFFIXES = (".aac", ".adts", ".m4a", ".mp4")
+"""Existing AAC files, opened in place through :class:`zarr_aac.AACFileStore`."""
 
 
 class ZarrAACBackendEntrypoint(BackendEntrypoint):
@@ -45,12 +50,24 @@ class ZarrAACBackendEntrypoint(BackendEntrypoint):
         return dataset_from_node(node, variable, drop_variables)
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
-        """An ``.aac``/``.m4a`` file, or a local Zarr v3 directory holding a zarr_aac recording."""
+        """An ``.aac``/``.m4a`` file, or a local Zarr v3 directory holding a zarr_aac recording.
+
+        xarray asks this before most engines (as ``aac``), so any other path is turned down
+        without importing the reading code.
+        """
         if not isinstance(filename_or_obj, str | os.PathLike):
+            return False
+        path = os.fspath(filename_or_obj)
+        if not (is_aac_file(path) or os.path.isfile(os.path.join(path, "zarr.json"))):
             return False
         from zarr_aac.dataset.reading import holds_recordings
 
-        return holds_recordings(filename_or_obj)
+        return holds_recordings(path)
+
+
+def is_aac_file(path: Any) -> bool:
+    """True for a path or name ending in one of :data:`AAC_FILE_SUFFIXES` (any case)."""
+    return isinstance(path, str | os.PathLike) and os.fspath(path).lower().endswith(AAC_FILE_SUFFIXES)
 
 
 def open_dataset(
@@ -64,8 +81,8 @@ def open_dataset(
 ) -> xr.Dataset:
     """Open AAC recordings as an xarray Dataset with a lazy ``datetime64[ns]`` time index.
 
-    Same as ``xr.open_dataset(store, engine="zarr_aac", ...)``, which xarray's own ``zarr`` engine
-    would otherwise pre-empt for ``*.zarr`` paths.
+    Same as ``xr.open_dataset(store, engine="zarr_aac", ...)``; ``xr.open_dataset(path)`` without
+    an engine finds this engine too for paths holding zarr_aac recordings.
 
     Parameters
     ----------

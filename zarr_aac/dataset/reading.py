@@ -19,15 +19,14 @@ from xarray.backends import BackendArray
 from xarray.core import indexing
 
 from zarr_aac.codec.aac_codec import AACCodec
+from zarr_aac.codec.chain import warn_codec_chain
+from zarr_aac.dataset.backend import is_aac_file
 from zarr_aac.dataset.time_index import SampleTimeIndex, parse_start_ns
 from zarr_aac.errors import ArchiveError, RecordingMetadataError
 from zarr_aac.validation import parse_positive_int
 
 SINGLE_RECORDING = "audio"
 """Name of the data variable when the store, or ``variable=``, points at one recording."""
-
-AAC_FILE_SUFFIXES = (".aac", ".adts", ".m4a", ".mp4")
-"""Existing AAC files, opened in place through :class:`zarr_aac.AACFileStore`."""
 
 
 class AudioBackendArray(BackendArray):
@@ -43,11 +42,6 @@ class AudioBackendArray(BackendArray):
 
     def _oindex(self, key: tuple[Any, ...]) -> np.ndarray:
         return np.asarray(self.array.oindex[key])
-
-
-def is_aac_file(path: Any) -> bool:
-    """True for a path or name ending in one of :data:`AAC_FILE_SUFFIXES` (any case)."""
-    return isinstance(path, str | os.PathLike) and os.fspath(path).lower().endswith(AAC_FILE_SUFFIXES)
 
 
 def holds_recordings(path: str | os.PathLike[str]) -> bool:
@@ -179,7 +173,9 @@ def variable_name(path: str) -> str:
 
 
 def recording_variable(array: zarr.Array, time_dim: str, channel_dim: str) -> xr.Variable:
-    """The recording's samples as a lazy variable, with its stored chunks as the preferred ones."""
+    """The recording's samples as a lazy variable, with its stored chunks as the preferred ones;
+    a :class:`~zarr_aac.errors.SlowCodecChainWarning` if codecs besides the zarr_aac codec slow its reads."""
+    warn_codec_chain(array)
     dims = (time_dim, channel_dim)[: array.ndim]
     encoding = {"chunks": array.chunks, "preferred_chunks": dict(zip(dims, array.chunks, strict=True))}
     data = indexing.LazilyIndexedArray(AudioBackendArray(array))
