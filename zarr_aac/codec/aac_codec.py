@@ -698,10 +698,11 @@ async def _decode_span_in_pool(
     frames (one range for chunks of other encoders, which may use PNS), into a shared array."""
     header = prefix.header
     ((first, stop),) = runs
-    ranges = max(1, min(processes, (stop - first) // SPLIT_MIN_FRAMES)) if _pns_off(header) else 1
-    bounds = [int(b) for b in np.linspace(first, stop, ranges + 1).round()]
-    # The first range begins with the run's own pre-roll frame; each later one decodes the frame
-    # before it as its pre-roll.
+    kept_first = frames.index.frame_of(samples.start)
+    ranges = max(1, min(processes, (stop - kept_first) // SPLIT_MIN_FRAMES)) if _pns_off(header) else 1
+    bounds = [int(b) for b in np.linspace(kept_first, stop, ranges + 1).round()]
+    # Each range holds samples of the span. The first begins with the run's own pre-roll frame;
+    # each later one decodes the frame before it as its pre-roll.
     starts = [first, *(b - 1 for b in bounds[1:-1])]
     offsets = frames.index.byte_offsets
     jobs = []

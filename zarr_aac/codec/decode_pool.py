@@ -239,6 +239,7 @@ class _SharedPool:
         self._lock = threading.Lock()
         self._executor: ProcessPoolExecutor | None = None
         self._size = 0
+        self._start_method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
     def executor(self, processes: int) -> ProcessPoolExecutor:
         """The pool of ``processes`` workers, started again after a worker died or the size changed."""
@@ -246,9 +247,18 @@ class _SharedPool:
             if self._executor is None or self._size != processes:
                 if self._executor is not None:
                     self._executor.shutdown(wait=False, cancel_futures=True)
-                self._executor = ProcessPoolExecutor(max_workers=processes, mp_context=_context())
+                self._executor = ProcessPoolExecutor(max_workers=processes, mp_context=self._context())
                 self._size = processes
             return self._executor
+
+    def _context(self) -> Any:
+        """forkserver where the platform has it (a fork of this process would copy zarr's
+        event-loop thread's locks in whatever state they are), its workers forked from a server
+        that has imported this module already; else spawn."""
+        context = multiprocessing.get_context(self._start_method)
+        if self._start_method == "forkserver":
+            context.set_forkserver_preload([__name__])
+        return context
 
     def discard(self, broken: ProcessPoolExecutor) -> None:
         """Forget ``broken`` (a worker died) so the next read starts a new pool."""
@@ -259,24 +269,15 @@ class _SharedPool:
 
     def forget_after_fork(self) -> None:
         """A forked child (a DataLoader worker) must not use its parent's pool, whose queues and
-        worker processes belong to the parent: it starts its own on first use."""
+        worker processes belong to the parent: it starts its own on first use, by spawn, as the
+        forkserver it knows of is its parent's child, not its own."""
         self._lock = threading.Lock()
         self._executor = None
+        self._start_method = "spawn"
 
 
 _pool = _SharedPool()
 os.register_at_fork(after_in_child=_pool.forget_after_fork)
-
-
-def _context() -> Any:
-    """forkserver where the platform has it (a fork of this process would copy zarr's event-loop
-    thread's locks in whatever state they are), else spawn; workers start from a server that has
-    imported this module already."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    return context
 
 
 def _submit(
@@ -307,15 +308,20 @@ def _collect(
         try:
             failed = future.result()
         except BrokenProcessPool as exc:
-            _pool.discard(pool)
-            keys = sorted({str(job.key) for job in batch})
-            raise DecodeWorkerError(
-                f"a decode worker process died while decoding {what} (chunk(s) {', '.join(keys)}); the pool is "
-                f"restarted for the next read. If it recurs (out of memory?), set zarr config {CONFIG_KEY!r} to 0 "
-                "to decode in the reading process"
-            ) from exc
+            raise _worker_died(pool, batches, what) from exc
         failures.extend((batch[number], error) for number, error in failed)
     return failures
+
+
+def _worker_died(pool: ProcessPoolExecutor, batches: list[list[DecodeJob]], what: str) -> DecodeWorkerError:
+    """The error of a read whose worker died (now or before it began), the pool discarded."""
+    _pool.discard(pool)
+    keys = sorted({str(job.key) for batch in batches for job in batch})
+    return DecodeWorkerError(
+        f"a decode worker process died while decoding {what} (chunk(s) {', '.join(keys)}); the pool is "
+        f"restarted for the next read. If it recurs (out of memory?), set zarr config {CONFIG_KEY!r} to 0 "
+        "to decode in the reading process"
+    )
 
 
 def decode(
@@ -328,7 +334,10 @@ def decode(
     """
     batches = balanced_batches(jobs, processes)
     pool = _pool.executor(processes)
-    futures = _submit(pool, output, batches, gain)
+    try:
+        futures = _submit(pool, output, batches, gain)
+    except BrokenProcessPool as exc:
+        raise _worker_died(pool, batches, what) from exc
     # Every batch ends before the block's name goes, so no worker opens a name already gone.
     wait_for(futures)
     return _collect(futures, batches, pool, what)
@@ -340,7 +349,10 @@ async def decode_async(
     """``decode`` for a coroutine on zarr's event loop, which runs other reads meanwhile."""
     batches = balanced_batches(jobs, processes)
     pool = _pool.executor(processes)
-    futures = _submit(pool, output, batches, gain)
+    try:
+        futures = _submit(pool, output, batches, gain)
+    except BrokenProcessPool as exc:
+        raise _worker_died(pool, batches, what) from exc
     try:
         await asyncio.wait([asyncio.wrap_future(future) for future in futures])
     except asyncio.CancelledError:
