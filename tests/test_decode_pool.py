@@ -299,7 +299,7 @@ def test_a_chunk_failing_in_a_worker_is_filled_inside_tolerant_reads(forged, poo
 
 
 def test_a_span_failing_in_a_worker_raises_for_its_chunk(forged, pool_jobs, shared_blocks):
-    z, _, bad_sample = forged
+    z, _, _ = forged
     with pytest.raises(CorruptChunkError, match="c/1/0"):
         z[CHUNK : 2 * CHUNK]
     assert pool_jobs
