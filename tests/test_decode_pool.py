@@ -63,7 +63,6 @@ def pool_jobs(monkeypatch):
     """The pool on (PROCESSES workers) for any read of a frame or more; the jobs each read hands
     to it, one list per read."""
     monkeypatch.setattr(decode_pool, "POOL_MIN_FRAMES", 1)
-    monkeypatch.setattr(aac_codec, "ALONGSIDE_MIN_FRAMES", 1)
     handed: list[list[decode_pool.DecodeJob]] = []
     balanced = decode_pool.balanced_batches
 

@@ -1,6 +1,6 @@
 """Which ``z[a:b]`` reads decode in the decode pool's worker processes, with its thresholds as
-shipped: long spans (split over the workers), and the chunks of a read in flight together; short
-reads stay in the reading process. Results against a full sequential decode (support.chunks,
+shipped: long spans (split over the workers), the large chunks of one read at once; short reads
+stay in the reading process. Results against a full sequential decode (support.chunks,
 through PyAV directly); tests/test_decode_pool.py checks the pool's results at every split."""
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ PROCESSES = 2
 
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory):
-    """Two and a half chunks of 400 frames, stereo int16, in a LocalStore (whose gets suspend, so
-    the chunks of one read are in flight together); with the sequential reference decode."""
+    """Two and a half chunks of 400 frames, stereo int16, in a LocalStore; with the sequential
+    reference decode."""
     pcm = tone_with_noise(CHUNK * 5 // 2, 2, RATE, seed=3)
     z = zarr.create_array(
         zarr.storage.LocalStore(tmp_path_factory.mktemp("parallel") / "a.zarr"),
@@ -70,15 +70,17 @@ def test_a_long_read_of_one_chunk_is_split_over_the_workers(stored, pool_reads):
     assert min(first, second) >= aac_codec.SPLIT_MIN_FRAMES
 
 
-def test_the_chunks_of_a_read_decode_in_the_pool_together(stored, pool_reads):
-    """Each chunk of a 2 s read across a chunk end decodes ALONGSIDE_MIN_FRAMES or more frames
-    while the other is in flight: both go to the workers; a 200 ms one stays."""
+def test_the_large_chunks_of_a_read_decode_in_the_pool_and_short_ones_here(stored, pool_reads):
+    """A 6 s read across a chunk end decodes about 141 frames of each chunk: both go to the
+    workers; a 2 s read decodes about 48 of each, which stay in the reading process."""
     z, reference = stored
-    np.testing.assert_array_equal(z[CHUNK - RATE : CHUNK + RATE], reference[CHUNK - RATE : CHUNK + RATE])
+    np.testing.assert_array_equal(
+        z[CHUNK - 3 * RATE : CHUNK + 3 * RATE], reference[CHUNK - 3 * RATE : CHUNK + 3 * RATE]
+    )
     assert len(pool_reads) == 2
-    assert all(len(jobs) == 1 and jobs[0] >= aac_codec.ALONGSIDE_MIN_FRAMES for jobs in pool_reads)
+    assert all(sum(jobs) >= decode_pool.POOL_MIN_FRAMES for jobs in pool_reads)
     pool_reads.clear()
-    np.testing.assert_array_equal(z[CHUNK - 4800 : CHUNK + 4800], reference[CHUNK - 4800 : CHUNK + 4800])
+    np.testing.assert_array_equal(z[CHUNK - RATE : CHUNK + RATE], reference[CHUNK - RATE : CHUNK + RATE])
     assert pool_reads == []
 
 

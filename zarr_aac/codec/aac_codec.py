@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeAlias
 
@@ -68,12 +65,6 @@ SPLIT_MIN_FRAMES = 96
 """A span of one chunk decoded in the worker processes (zarr_aac.codec.decode_pool) is split into
 ranges of at least this many frames (about 2 s at 48 kHz), one per worker at most; each range
 decodes its own pre-roll frame, so the samples are those of a sequential decode."""
-ALONGSIDE_MIN_FRAMES = 40
-"""While other chunk reads are in flight (the other chunks of one read, other threads' reads), a
-chunk decoding at least this many frames (0.85 s at 48 kHz) decodes in the worker processes so
-that it decodes at the same time as they do; alone, a chunk decodes there from
-``decode_pool.POOL_MIN_FRAMES`` frames. A 1 s read that crosses a chunk end decodes two shorter
-runs, which stay in the reading process (docs/reading.md has the measurements)."""
 MIN_BITRATE = 8_000
 MAX_BITRATE = 1_536_000
 DEFAULT_GAINS = {np.dtype("int16"): 0.25, np.dtype("float32"): 0.0625}
@@ -422,10 +413,7 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
     async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
         note_decoded(chunk_spec)
         try:
-            with _reads_in_flight.counting():
-                return await _decode_whole_chunk(
-                    chunk_bytes.to_bytes(), (slice(None),), chunk_spec, None, gain=self.gain
-                )
+            return await _decode_whole_chunk(chunk_bytes.to_bytes(), (slice(None),), chunk_spec, None, gain=self.gain)
         except CorruptChunkError as exc:
             return fill_or_raise(exc, slice(None), chunk_spec)
 
@@ -435,8 +423,7 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         """Decode ``selection`` of one chunk; a corrupt chunk, or an absent one of an array whose
         chunks are all stored, raises unless tolerant reads are on."""
         try:
-            with _reads_in_flight.counting():
-                result = await self._decode_selection(byte_getter, selection, chunk_spec)
+            result = await self._decode_selection(byte_getter, selection, chunk_spec)
             if result is None and self.all_chunks_stored:
                 raise MissingChunkError(_key_of(byte_getter, len(chunk_spec.shape)))
             return result
@@ -659,8 +646,8 @@ async def _decode_runs(
     gain: float | None,
 ) -> np.ndarray:
     """``samples`` as ``chunk_spec``'s dtype, of shape (samples, *chunk shape[1:]), from ``runs`` of the
-    fetched frames with ``gain`` undone (None: the dtype's default); a span of many frames, or of
-    enough frames while other chunk reads are in flight, in the decode worker processes."""
+    fetched frames with ``gain`` undone (None: the dtype's default); a span of many frames in the
+    decode worker processes."""
     header, shape = prefix.header, chunk_spec.shape
     dtype = chunk_spec.dtype.to_native_dtype()
     gain = gain if gain is not None else DEFAULT_GAINS.get(dtype, LEGACY_GAIN)
@@ -675,11 +662,10 @@ async def _decode_runs(
 
 def _processes_for(samples: _SampleSelection, n_frames: int) -> int:
     """The decode worker processes to decode ``samples`` in (0: here): a span of
-    ``decode_pool.POOL_MIN_FRAMES`` frames or more, or of ALONGSIDE_MIN_FRAMES while other chunk
-    reads are in flight."""
-    if not isinstance(samples, _SampleSpan) or n_frames < ALONGSIDE_MIN_FRAMES:
-        return 0
-    if n_frames < decode_pool.POOL_MIN_FRAMES and not _reads_in_flight.alongside_others():
+    ``decode_pool.POOL_MIN_FRAMES`` frames or more. Each chunk of a read decodes as its own task,
+    so the large chunks of one read, or of reads from several threads, decode in the workers at
+    once; shorter spans cost the reading process about as much to hand over as to decode."""
+    if not isinstance(samples, _SampleSpan) or n_frames < decode_pool.POOL_MIN_FRAMES:
         return 0
     return decode_pool.decode_processes()
 
@@ -728,36 +714,6 @@ async def _decode_span_in_pool(
     if failures:
         raise failures[0][1]
     return shared.array
-
-
-class _InFlight:
-    """A count of chunk reads begun and not finished, in every thread and event loop."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._lock = threading.Lock()
-        self._began_alongside: ContextVar[bool] = ContextVar("zarr_aac_began_alongside", default=False)
-
-    @contextmanager
-    def counting(self) -> Iterator[None]:
-        """Count a chunk read (zarr runs each in its own task) while the block runs."""
-        with self._lock:
-            self.count += 1
-            others = self.count > 1
-        token = self._began_alongside.set(others)
-        try:
-            yield
-        finally:
-            self._began_alongside.reset(token)
-            with self._lock:
-                self.count -= 1
-
-    def alongside_others(self) -> bool:
-        """Whether this task's chunk read began while others were in flight, or others are now."""
-        return self._began_alongside.get() or self.count > 1
-
-
-_reads_in_flight = _InFlight()
 
 
 async def _fetch_frames(
