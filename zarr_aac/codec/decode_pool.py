@@ -20,11 +20,13 @@ import itertools
 import mmap
 import multiprocessing
 import os
+import sys
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import wait as wait_for
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 from typing import Any
@@ -173,13 +175,8 @@ def decode_here(jobs: list[DecodeJob], out: np.ndarray, gain: float) -> list[tup
 def _run_in_worker(
     block: str, shape: tuple[int, ...], dtype: str, jobs: list[DecodeJob], gain: float
 ) -> list[tuple[int, CorruptChunkError]]:
-    """``run_jobs`` in a worker process, into the shared-memory block ``block``.
-
-    The block stays registered with the resource tracker: the pool's workers share their parent's
-    tracker, which keeps one entry per name, and the parent unregisters it when it unlinks the
-    block. Unregistering here too would make the tracker fail on the parent's unregister.
-    """
-    shared = SharedMemory(block)
+    """``run_jobs`` in a worker process, into the shared-memory block ``block``."""
+    shared = _attach(block)
     try:
         out = np.ndarray(shape, np.dtype(dtype), buffer=shared.buf)
         try:
@@ -188,6 +185,26 @@ def _run_in_worker(
             del out
     finally:
         shared.close()
+
+
+def _attach(block: str) -> SharedMemory:
+    """The block the reading process made, without registering it with the resource tracker.
+
+    The pool's workers share their parent's tracker, which the parent told of the block when it
+    made it and tells again when it unlinks it. Python before 3.13 registers a block on every
+    attach: a message to the tracker process per job, which woke it at about 0.3 ms a time on a
+    loaded machine, and unregistering it here instead would remove the parent's entry (the tracker
+    keeps one per name) and make its own unregister fail. So the registration is skipped; this
+    runs in a worker's only task thread.
+    """
+    if sys.version_info >= (3, 13):
+        return SharedMemory(block, track=False)  # type: ignore[call-arg,unused-ignore]
+    register = resource_tracker.register
+    resource_tracker.register = lambda name, rtype: None
+    try:
+        return SharedMemory(block)
+    finally:
+        resource_tracker.register = register
 
 
 def balanced_batches(jobs: list[DecodeJob], count: int) -> list[list[DecodeJob]]:
