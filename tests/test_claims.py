@@ -5,8 +5,8 @@ import is deleted only after zarr's in-flight chunk writes have landed (docs/cla
 from __future__ import annotations
 
 import asyncio
-import os
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -18,8 +18,7 @@ from zarr.core.buffer import Buffer
 from zarr.storage import MemoryStore, WrapperStore
 
 import zarr_aac
-from zarr_aac.codec import aac
-from zarr_aac.codec.aac_codec import SPLIT_MIN_FRAMES
+from zarr_aac.codec import aac, decode_pool
 from zarr_aac.errors import ImportFailedError
 
 RATE = 48000
@@ -27,8 +26,9 @@ FRAME = 1024
 
 
 @pytest.fixture
-def decoded_frames(monkeypatch) -> list[int]:
-    """The number of AAC frames handed to each FrameDecoder.decode call, in call order."""
+def decoded_frames(monkeypatch) -> Iterator[list[int]]:
+    """The number of AAC frames handed to each FrameDecoder.decode call, in call order, with every
+    decode in this process (tests/test_decode_pool.py counts the worker processes' ranges)."""
     counts: list[int] = []
     decode = aac.FrameDecoder.decode
 
@@ -37,7 +37,8 @@ def decoded_frames(monkeypatch) -> list[int]:
         return decode(self, frames, out)
 
     monkeypatch.setattr(aac.FrameDecoder, "decode", counting_decode)
-    return counts
+    with zarr.config.set({decode_pool.CONFIG_KEY: 0}):
+        yield counts
 
 
 def frames_needed(rows: np.ndarray, skip: int, n_frames: int) -> int:
@@ -99,15 +100,12 @@ def test_a_read_over_two_chunks_decodes_the_frames_of_each_part(decoded_frames):
     assert sum(decoded_frames) == expected
 
 
-def test_a_whole_chunk_read_decodes_each_frame_once_and_a_pre_roll_per_range(long_chunk, decoded_frames):
-    """A long span is decoded in ranges, one per core (docs/reading.md): every frame once, plus
-    the frame before each later range as its pre-roll."""
+def test_a_whole_chunk_read_decodes_each_frame_once(long_chunk, decoded_frames):
+    """Decoded in the reading process, a whole chunk is one run: every frame once (the decode
+    pool's ranges and their pre-roll frames: tests/test_decode_pool.py)."""
     array, chunk, reference = long_chunk
     np.testing.assert_array_equal(array[:], reference)
-    n_frames = chunk.fields["n_frames"]
-    ranges = max(1, min(os.cpu_count() or 1, n_frames // SPLIT_MIN_FRAMES))
-    assert len(decoded_frames) == ranges
-    assert sum(decoded_frames) == n_frames + ranges - 1
+    assert decoded_frames == [chunk.fields["n_frames"]]
 
 
 @pytest.fixture(scope="module")

@@ -148,6 +148,11 @@ class ChunkReadError(ZarrAACError, OSError):
         return type(self), (self.key, self.reason), vars(self)
 
 
+class DecodeWorkerError(ZarrAACError):
+    """A worker process of the decode pool (zarr_aac.codec.decode_pool) died during a read; the
+    message names the read and its chunks. The next read starts a new pool."""
+
+
 class NoConditionalWriteWarning(UserWarning):
     """The archive's store cannot create an object only if it is absent, atomically: importers in
     several processes at once could take one name or import one content twice (docs/scaling.md)."""

@@ -10,14 +10,9 @@ of the same chunk is the second request alone. A read of the whole chunk is a si
 from __future__ import annotations
 
 import asyncio
-import functools
-import os
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeAlias
 
 import numpy as np
 from zarr.abc.codec import ArrayBytesCodec, ArrayBytesCodecPartialDecodeMixin
@@ -25,7 +20,7 @@ from zarr.abc.store import RangeByteRequest
 from zarr.core.chunk_grids import RegularChunkGrid
 from zarr.core.common import parse_named_configuration
 
-from zarr_aac.codec import aac
+from zarr_aac.codec import aac, decode_pool
 from zarr_aac.codec.chunk_edges import FIT_SAMPLES, lead_in, lead_out
 from zarr_aac.codec.chunk_format import (
     ChunkHeader,
@@ -66,17 +61,10 @@ LEAD_OUT = 2048
 samples, so the encoder never starts or stops on a discontinuity (see chunk_edges.py); they cost
 (LEAD_IN + LEAD_OUT) / 1024 frames per chunk."""
 SUPPORTED_DTYPES = (np.dtype("int16"), np.dtype("float32"))
-THREAD_MIN_FRAMES = 2**62
-"""While other chunk reads are in flight (the other chunks of a read, other threads' reads), a
-chunk decoding at least this many frames decodes in a worker thread rather than on zarr's event
-loop. Off by default (a count no chunk reaches): on this project's 2-core machines the hand-off
-and the decode threads' contention for the GIL cost more than they gave (docs/reading.md has the
-figures). 24 (about half a second at 48 kHz) turns it on."""
-SPLIT_MIN_FRAMES = 2**62
-"""A run of frames is split into ranges of at least this many frames, decoded in parallel, one
-per core; each range starts with its own pre-roll frame, so the result is the sequential one.
-Off by default for the same reason as THREAD_MIN_FRAMES; 96 turns it on."""
-_Result = TypeVar("_Result")
+SPLIT_MIN_FRAMES = 96
+"""A span of one chunk decoded in the worker processes (zarr_aac.codec.decode_pool) is split into
+ranges of at least this many frames (about 2 s at 48 kHz), one per worker at most; each range
+decodes its own pre-roll frame, so the samples are those of a sequential decode."""
 MIN_BITRATE = 8_000
 MAX_BITRATE = 1_536_000
 DEFAULT_GAINS = {np.dtype("int16"): 0.25, np.dtype("float32"): 0.0625}
@@ -425,10 +413,7 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
     async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
         note_decoded(chunk_spec)
         try:
-            with _reads_in_flight.counting():
-                return await _decode_whole_chunk(
-                    chunk_bytes.to_bytes(), (slice(None),), chunk_spec, None, gain=self.gain
-                )
+            return await _decode_whole_chunk(chunk_bytes.to_bytes(), (slice(None),), chunk_spec, None, gain=self.gain)
         except CorruptChunkError as exc:
             return fill_or_raise(exc, slice(None), chunk_spec)
 
@@ -438,8 +423,7 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         """Decode ``selection`` of one chunk; a corrupt chunk, or an absent one of an array whose
         chunks are all stored, raises unless tolerant reads are on."""
         try:
-            with _reads_in_flight.counting():
-                result = await self._decode_selection(byte_getter, selection, chunk_spec)
+            result = await self._decode_selection(byte_getter, selection, chunk_spec)
             if result is None and self.all_chunks_stored:
                 raise MissingChunkError(_key_of(byte_getter, len(chunk_spec.shape)))
             return result
@@ -632,7 +616,7 @@ async def _decode_whole_chunk(
         out = _pcm_chunk_samples(data, header, shape, chunk_spec.dtype.to_native_dtype(), key)
         return chunk_spec.prototype.nd_buffer.from_numpy_array(out[selection])
     prefix = parse_prefix(data, header, key)
-    await _maybe_in_thread(header.n_frames, verify_payload, data, prefix, key)
+    verify_payload(data, prefix, key)
     frames = _FetchedFrames(memoryview(data)[header.prefix_nbytes :], prefix.index, 0, key)
     samples = _SampleSpan(0, shape[0], shape[0])
     samples.frame_runs(prefix.index, header.n_frames, key)
@@ -662,69 +646,74 @@ async def _decode_runs(
     gain: float | None,
 ) -> np.ndarray:
     """``samples`` as ``chunk_spec``'s dtype, of shape (samples, *chunk shape[1:]), from ``runs`` of the
-    fetched frames with ``gain`` undone (None: the dtype's default), decoded on the loop, in a thread,
-    or (a long span) in ranges on several threads."""
+    fetched frames with ``gain`` undone (None: the dtype's default); a span of many frames in the
+    decode worker processes."""
     header, shape = prefix.header, chunk_spec.shape
     dtype = chunk_spec.dtype.to_native_dtype()
     gain = gain if gain is not None else DEFAULT_GAINS.get(dtype, LEGACY_GAIN)
-    decoder = _decoder_for(prefix)
     n_frames = sum(stop - start for start, stop in runs)
-    ranges = min(os.cpu_count() or 1, n_frames // SPLIT_MIN_FRAMES)
-    if isinstance(samples, _SampleSpan) and ranges > 1 and _pns_off(header):
-        out = np.empty((samples.stop - samples.start, header.channels), dtype=dtype)
-        ((first, stop),) = runs
-        bounds = [int(b) for b in np.linspace(first, stop, ranges + 1).round()]
-        # The first range begins with the run's own pre-roll frame; each later one decodes the
-        # frame before it as its pre-roll.
-        starts = [first, *(b - 1 for b in bounds[1:-1])]
-        await asyncio.gather(
-            *(
-                asyncio.to_thread(samples.decode_range, frames, decoder, (start, keep, end), header, out, gain=gain)
-                for start, keep, end in zip(starts, bounds[:-1], bounds[1:], strict=True)
-            )
-        )
+    processes = _processes_for(samples, n_frames)
+    if isinstance(samples, _SampleSpan) and processes:
+        out = await _decode_span_in_pool(frames, prefix, samples, runs, dtype=dtype, gain=gain, processes=processes)
     else:
-        decode = functools.partial(samples.decode, gain=gain)
-        out = await _maybe_in_thread(n_frames, decode, frames, decoder, runs, header, dtype)
+        out = samples.decode(frames, _decoder_for(prefix), runs, header, dtype, gain=gain)
     return out.reshape((out.shape[0], *shape[1:]))
 
 
-async def _maybe_in_thread(n_frames: int, function: Callable[..., _Result], *args: Any) -> _Result:
-    """``function(*args)`` in a worker thread if it handles ``THREAD_MIN_FRAMES`` frames or more
-    while other chunk reads are in flight, else here."""
-    if n_frames >= THREAD_MIN_FRAMES and _reads_in_flight.alongside_others():
-        return await asyncio.to_thread(function, *args)
-    return function(*args)
+def _processes_for(samples: _SampleSelection, n_frames: int) -> int:
+    """The decode worker processes to decode ``samples`` in (0: here): a span of
+    ``decode_pool.POOL_MIN_FRAMES`` frames or more. Each chunk of a read decodes as its own task,
+    so the large chunks of one read, or of reads from several threads, decode in the workers at
+    once; shorter spans cost the reading process about as much to hand over as to decode."""
+    if not isinstance(samples, _SampleSpan) or n_frames < decode_pool.POOL_MIN_FRAMES:
+        return 0
+    return decode_pool.decode_processes()
 
 
-class _InFlight:
-    """A count of chunk reads begun and not finished, in every thread and event loop."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._lock = threading.Lock()
-        self._began_alongside: ContextVar[bool] = ContextVar("zarr_aac_began_alongside", default=False)
-
-    @contextmanager
-    def counting(self) -> Iterator[None]:
-        """Count a chunk read (zarr runs each in its own task) while the block runs."""
-        with self._lock:
-            self.count += 1
-            others = self.count > 1
-        token = self._began_alongside.set(others)
-        try:
-            yield
-        finally:
-            self._began_alongside.reset(token)
-            with self._lock:
-                self.count -= 1
-
-    def alongside_others(self) -> bool:
-        """Whether this task's chunk read began while others were in flight, or others are now."""
-        return self._began_alongside.get() or self.count > 1
-
-
-_reads_in_flight = _InFlight()
+async def _decode_span_in_pool(
+    frames: _FetchedFrames,
+    prefix: ChunkPrefix,
+    samples: _SampleSpan,
+    runs: list[tuple[int, int]],
+    *,
+    dtype: np.dtype,
+    gain: float,
+    processes: int,
+) -> np.ndarray:
+    """The span's samples decoded by the worker processes, in ranges of at least SPLIT_MIN_FRAMES
+    frames (one range for chunks of other encoders, which may use PNS), into a shared array."""
+    header = prefix.header
+    ((first, stop),) = runs
+    kept_first = frames.index.frame_of(samples.start)
+    ranges = max(1, min(processes, (stop - kept_first) // SPLIT_MIN_FRAMES)) if _pns_off(header) else 1
+    bounds = [int(b) for b in np.linspace(kept_first, stop, ranges + 1).round()]
+    # Each range holds samples of the span. The first begins with the run's own pre-roll frame;
+    # each later one decodes the frame before it as its pre-roll.
+    starts = [first, *(b - 1 for b in bounds[1:-1])]
+    offsets = frames.index.byte_offsets
+    jobs = []
+    for start, keep_from, end in zip(starts, bounds[:-1], bounds[1:], strict=True):
+        lo = max(samples.start, keep_from * aac.FRAME_LENGTH - header.skip)
+        hi = min(samples.stop, end * aac.FRAME_LENGTH - header.skip)
+        jobs.append(
+            decode_pool.DecodeJob(
+                asc=prefix.asc,
+                channels=header.channels,
+                reuse=_pns_off(header),
+                payload=frames.data[int(offsets[start]) - frames.base : int(offsets[end]) - frames.base],
+                frame_offsets=offsets[start : end + 1] - offsets[start],
+                first_sample=start * aac.FRAME_LENGTH - header.skip,
+                writes=(decode_pool.Write(lo, hi, (slice(lo - samples.start, hi - samples.start),), header.channels),),
+                key=frames.key,
+                first_frame=start,
+            )
+        )
+    what = f"samples {samples.start}-{samples.stop - 1} of chunk {frames.key!r}"
+    with decode_pool.SharedOutput((samples.stop - samples.start, header.channels), dtype) as shared:
+        failures = await decode_pool.decode_async(shared, jobs, gain, processes, what)
+    if failures:
+        raise failures[0][1]
+    return shared.array
 
 
 async def _fetch_frames(
@@ -813,29 +802,6 @@ class _SampleSpan:
             # No await has come between the decode and here, so no other read has used it yet.
             out = out.copy()
         return out
-
-    def decode_range(
-        self,
-        frames: _FetchedFrames,
-        decoder: aac.FrameDecoder,
-        frame_range: tuple[int, int, int],
-        header: ChunkHeader,
-        out: np.ndarray,
-        *,
-        gain: float,
-    ) -> None:
-        """Decode frames [start, stop) of ``frame_range`` = (start, first, stop) and write the span's
-        samples of frames [first, stop) into their rows of ``out`` (the whole span's result, of the
-        array dtype); frames before ``first`` are pre-roll."""
-        start, first, stop = frame_range
-        scratch = _scratch_buffer((stop - start) * aac.FRAME_LENGTH, header.channels)
-        pcm = frames.decode_run(decoder, start, stop, scratch)
-        origin = start * aac.FRAME_LENGTH - header.skip
-        lo = max(self.start, first * aac.FRAME_LENGTH - header.skip)
-        hi = min(self.stop, stop * aac.FRAME_LENGTH - header.skip)
-        out[lo - self.start : hi - self.start] = aac.to_dtype(
-            pcm[lo - origin : hi - origin], out.dtype, overwrite=True, gain=gain
-        )
 
 
 @dataclass(frozen=True)

@@ -3,16 +3,15 @@
 A loop of ``array[a:b]`` pays zarr's overhead and a store request per clip and decodes on zarr's
 event loop, one clip at a time. Here the clips are grouped by chunk, the frames each chunk's clips
 need (one pre-roll frame before each run) are fetched in as few range requests as their spacing
-allows, checked against their group checksums, and decoded in threads into one output array.
+allows and checked against their group checksums in this process, then decoded by the decode
+pool's worker processes (zarr_aac.codec.decode_pool) into one shared output array.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,11 +20,10 @@ from zarr.abc.store import RangeByteRequest
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from zarr_aac.codec import aac
+from zarr_aac.codec import aac, decode_pool
 from zarr_aac.codec.aac_codec import (
     AACCodec,
     PcmChunk,
-    _decoder_for,
     _fetch_prefix,
     _FetchedFrames,
     _get,
@@ -47,7 +45,7 @@ less than a request on a local disk (about 3 s of stereo audio at 160 kbps) and 
 object store."""
 MAX_RANGE_FRAMES = 384
 """Longer runs of frames (clips that overlap or abut) are decoded in ranges of at most this many
-frames, each with its own pre-roll frame, so that the threads share the work evenly."""
+frames, each with its own pre-roll frame, so that the worker processes share the work evenly."""
 
 
 @dataclass
@@ -58,19 +56,6 @@ class _Piece:
     lo: int
     hi: int
     offset: int
-
-
-@dataclass
-class _DecodeTask:
-    """Frames [start, stop) of one chunk, those before ``keep_from`` decoded as pre-roll, and the
-    pieces whose samples they hold."""
-
-    chunk: _ChunkRead
-    frames: _FetchedFrames
-    start: int
-    keep_from: int
-    stop: int
-    pieces: list[_Piece]
 
 
 @dataclass
@@ -140,20 +125,54 @@ def read_clips(array: zarr.Array, starts: Any, length: int) -> np.ndarray:
     """
     gain = _require_aac_array(array)._gain_for(array.dtype)
     starts = _parse_starts(starts, length, array.shape[0])
-    out = np.empty((starts.size, length, *array.shape[1:]), dtype=array.dtype)
     chunks = _plan(array, starts, length)
     report = _active_report.get()
     sync(_fetch_all(chunks, array.chunks, default_buffer_prototype(), report))
-    tasks: list[_DecodeTask] = []
-    for chunk in chunks:
-        if chunk.whole is not None:
-            _copy_whole(out, chunk, array, report)
-        elif chunk.prefix is None:
-            _fill(out, chunk, chunk.pieces, array.fill_value)
+    jobs = [job for chunk in chunks if chunk.prefix is not None for job in _decode_jobs(chunk, array.ndim)]
+    shape = (starts.size, length, *array.shape[1:])
+    processes = _processes_for(jobs)
+    with decode_pool.SharedOutput(shape, array.dtype) if processes else nullcontext() as shared:
+        out = shared.array if shared is not None else np.empty(shape, dtype=array.dtype)
+        for chunk in chunks:
+            if chunk.whole is not None:
+                _copy_whole(out, chunk, array, report)
+            elif chunk.prefix is None:
+                _fill(out, chunk, chunk.pieces, array.fill_value)
+        if shared is not None:
+            failures = decode_pool.decode(shared, jobs, gain, processes, f"{starts.size} clips")
         else:
-            tasks.extend(_decode_tasks(chunk))
-    _decode_all(tasks, out, array.fill_value, report, gain=gain)
+            failures = decode_pool.decode_here(jobs, out, gain)
+        _settle(failures, chunks, out, array.fill_value, report)
     return out
+
+
+def _processes_for(jobs: list[decode_pool.DecodeJob]) -> int:
+    """The worker processes to decode ``jobs`` in: none for fewer than POOL_MIN_FRAMES frames."""
+    if len(jobs) < 2 or sum(job.n_frames for job in jobs) < decode_pool.POOL_MIN_FRAMES:
+        return 0
+    return decode_pool.decode_processes()
+
+
+def _settle(
+    failures: list[tuple[decode_pool.DecodeJob, CorruptChunkError]],
+    chunks: list[_ChunkRead],
+    out: np.ndarray,
+    fill_value: Any,
+    report: CorruptChunkReport | None,
+) -> None:
+    """Raise the first failure, naming its chunk's clips; inside tolerant_reads, report each failed
+    chunk once and fill its pieces instead."""
+    by_key = {chunk.key: chunk for chunk in chunks}
+    reported: set[str] = set()
+    for job, exc in failures:
+        chunk = by_key[str(job.key)]
+        error = _naming_clips(exc, chunk)
+        if report is None:
+            raise error from exc
+        if chunk.key not in reported:
+            reported.add(chunk.key)
+            report.errors.append(error)
+            _fill(out, chunk, chunk.pieces, fill_value)
 
 
 def _require_aac_array(array: Any) -> AACCodec:
@@ -332,89 +351,54 @@ async def _fetch_frames(chunk: _ChunkRead, prefix: ChunkPrefix, prototype: Buffe
         chunk.ranges.append((first, stop, frames, pieces))
 
 
-def _decode_tasks(chunk: _ChunkRead) -> list[_DecodeTask]:
-    """The chunk's fetched runs cut into ranges of at most MAX_RANGE_FRAMES, with the pieces each holds."""
-    assert chunk.prefix is not None
-    tasks = []
+def _decode_jobs(chunk: _ChunkRead, ndim: int) -> list[decode_pool.DecodeJob]:
+    """The chunk's fetched runs cut into ranges of at most MAX_RANGE_FRAMES (each later range with
+    its own pre-roll frame), as decode jobs writing their pieces' samples into the clips."""
+    prefix = chunk.prefix
+    assert prefix is not None
+    offsets = prefix.index.byte_offsets
+    reuse = _pns_off(prefix.header)
+    jobs = []
     for first, stop, frames, run_pieces in chunk.ranges:
-        longest = MAX_RANGE_FRAMES if _pns_off(chunk.prefix.header) else stop - first
+        longest = MAX_RANGE_FRAMES if reuse else stop - first
         for keep_from in range(first, stop, longest):
             start = first if keep_from == first else keep_from - 1
             end = min(keep_from + longest, stop)
-            lo, hi = _sample_span(chunk.prefix, keep_from, end)
-            pieces = [p for p in run_pieces if p.lo < hi and p.hi > lo]
-            if pieces:
-                tasks.append(_DecodeTask(chunk, frames, start, keep_from, end, pieces))
-    return tasks
+            kept_lo, kept_hi = _sample_span(prefix, keep_from, end)
+            writes = []
+            for piece in run_pieces:
+                lo, hi = max(piece.lo, kept_lo), min(piece.hi, kept_hi)
+                if lo >= hi:
+                    continue
+                rows = slice(piece.offset + lo - piece.lo, piece.offset + hi - piece.lo)
+                if ndim == 1:
+                    writes.append(decode_pool.Write(lo, hi, (piece.clip, rows), None))
+                else:
+                    width = chunk.columns.stop - chunk.columns.start
+                    writes.append(decode_pool.Write(lo, hi, (piece.clip, rows, chunk.columns), width))
+            if not writes:
+                continue
+            begin, end_byte = int(offsets[start]) - frames.base, int(offsets[end]) - frames.base
+            jobs.append(
+                decode_pool.DecodeJob(
+                    asc=prefix.asc,
+                    channels=prefix.header.channels,
+                    reuse=reuse,
+                    payload=frames.data[begin:end_byte],
+                    frame_offsets=offsets[start : end + 1] - offsets[start],
+                    first_sample=_sample_span(prefix, start, end)[0],
+                    writes=tuple(writes),
+                    key=chunk.key,
+                    first_frame=start,
+                )
+            )
+    return jobs
 
 
 def _sample_span(prefix: ChunkPrefix, first: int, stop: int) -> tuple[int, int]:
     """The chunk's samples [lo, hi) decoded from frames [first, stop)."""
     skip = prefix.header.skip
     return first * aac.FRAME_LENGTH - skip, stop * aac.FRAME_LENGTH - skip
-
-
-def _decode_all(
-    tasks: list[_DecodeTask], out: np.ndarray, fill_value: Any, report: CorruptChunkReport | None, *, gain: float
-) -> None:
-    """Run the tasks on the shared pool, in as many batches of even work as there are cores, undoing ``gain``."""
-    workers = min(os.cpu_count() or 1, len(tasks))
-    if workers <= 1:
-        _decode_batch(tasks, out, fill_value, report, gain)
-        return
-    loads = [0] * workers
-    batches: list[list[_DecodeTask]] = [[] for _ in range(workers)]
-    for task in sorted(tasks, key=lambda t: t.stop - t.start, reverse=True):
-        lightest = loads.index(min(loads))
-        batches[lightest].append(task)
-        loads[lightest] += task.stop - task.start + 2
-    for result in [_pool().submit(_decode_batch, batch, out, fill_value, report, gain) for batch in batches]:
-        result.result()
-
-
-@cache
-def _pool() -> ThreadPoolExecutor:
-    """The threads clip reads decode on, one per core, started on first use and shared."""
-    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="zarr_aac_clips")
-
-
-# A forked child (a DataLoader worker, a multiprocessing pool) has none of the parent's threads:
-# it starts its own pool on first use instead of queueing work no thread will take.
-os.register_at_fork(after_in_child=_pool.cache_clear)
-
-
-def _decode_batch(
-    tasks: list[_DecodeTask], out: np.ndarray, fill_value: Any, report: CorruptChunkReport | None, gain: float
-) -> None:
-    for task in tasks:
-        try:
-            _decode_task(task, out, gain)
-        except CorruptChunkError as exc:
-            error = _naming_clips(exc, task.chunk)
-            if report is None:
-                raise error from exc
-            report.errors.append(error)
-            _fill(out, task.chunk, task.pieces, fill_value)
-
-
-def _decode_task(task: _DecodeTask, out: np.ndarray, gain: float) -> None:
-    chunk = task.chunk
-    assert chunk.prefix is not None
-    pcm = task.frames.decode_run(_decoder_for(chunk.prefix), task.start, task.stop)
-    origin, _ = _sample_span(chunk.prefix, task.start, task.stop)
-    kept_lo, kept_hi = _sample_span(chunk.prefix, task.keep_from, task.stop)
-    one_dim = out.ndim == 2
-    for piece in task.pieces:
-        lo, hi = max(piece.lo, kept_lo), min(piece.hi, kept_hi)
-        if lo >= hi:
-            continue
-        samples = aac.to_dtype(pcm[lo - origin : hi - origin], out.dtype, gain=gain)
-        rows = slice(piece.offset + lo - piece.lo, piece.offset + hi - piece.lo)
-        if one_dim:
-            out[piece.clip, rows] = samples[:, 0]
-        else:
-            width = chunk.columns.stop - chunk.columns.start
-            out[piece.clip, rows, chunk.columns] = samples[:, :width]
 
 
 def _copy_whole(out: np.ndarray, chunk: _ChunkRead, array: zarr.Array, report: CorruptChunkReport | None) -> None:

@@ -1,0 +1,316 @@
+"""The decode process pool (zarr_aac.codec.decode_pool) behind read_clips and large reads: its
+results against a full sequential decode of the stored frames, its fallbacks, and what happens
+when a worker dies or a chunk is corrupt. The pool's thresholds are lowered so small test arrays
+go through it, and every test that means to use it checks that it did."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import zarr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support.chunks import Chunk, chunk_key, get_bytes, put_bytes
+from support.selections import reference_decode
+from support.signals import tone_with_noise
+
+import zarr_aac
+from zarr_aac.codec import aac, aac_codec, clips, decode_pool
+from zarr_aac.codec.chunk_format import PcmChunkBuilder
+from zarr_aac.errors import CorruptChunkError, DecodeWorkerError
+
+RATE = 48_000
+CHUNK = 120 * aac.FRAME_LENGTH
+N = CHUNK * 3 - 5000
+PROCESSES = 2
+
+
+def make_array(shape, chunks, dtype="int16", gain=None):
+    z = zarr.create_array(
+        zarr.storage.MemoryStore(),
+        shape=shape,
+        chunks=chunks,
+        dtype=dtype,
+        serializer=zarr_aac.AACCodec(sample_rate=RATE, gain=gain),
+        compressors=None,
+    )
+    channels = shape[1] if len(shape) == 2 else 1
+    pcm = tone_with_noise(shape[0], channels, RATE, seed=shape[0] + channels)
+    z[:] = (pcm * 32767).astype(np.int16).reshape(shape) if dtype == "int16" else pcm.reshape(shape)
+    return z
+
+
+@pytest.fixture(scope="module")
+def arrays():
+    """(array, full sequential decode) for each layout the pool must write."""
+    made = {
+        "stereo int16": make_array((N, 2), (CHUNK, 2)),
+        "stereo float32, gain 0.5": make_array((N, 2), (CHUNK, 2), "float32", gain=0.5),
+        "mono 1-d float32": make_array((N,), (CHUNK,), "float32"),
+        "5 channels in column chunks of 2": make_array((N, 5), (CHUNK, 2)),
+        "3 channels int16, gain 1": make_array((N, 3), (CHUNK, 3), gain=1.0),
+    }
+    return {name: (z, reference_decode(z)) for name, z in made.items()}
+
+
+@pytest.fixture
+def pool_jobs(monkeypatch):
+    """The pool on (PROCESSES workers) for any read of a frame or more; the jobs each read hands
+    to it, one list per read."""
+    monkeypatch.setattr(decode_pool, "POOL_MIN_FRAMES", 1)
+    handed: list[list[decode_pool.DecodeJob]] = []
+    balanced = decode_pool.balanced_batches
+
+    def recording(jobs, count):
+        handed.append(list(jobs))
+        return balanced(jobs, count)
+
+    monkeypatch.setattr(decode_pool, "balanced_batches", recording)
+    with zarr.config.set({decode_pool.CONFIG_KEY: PROCESSES}):
+        yield handed
+
+
+def expected_clips(reference, starts, length):
+    return np.stack([reference[s : s + length] for s in starts])
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    name=st.sampled_from(
+        ["stereo int16", "stereo float32, gain 0.5", "mono 1-d float32", "5 channels in column chunks of 2"]
+    ),
+    length=st.integers(1, CHUNK + 3000),
+    range_frames=st.integers(1, 60),
+    data=st.data(),
+)
+def test_clips_decoded_in_the_pool_equal_the_sequential_decode(
+    arrays, pool_jobs, monkeypatch, name, length, range_frames, data
+):
+    """Any clip set, the runs cut into ranges of any length (each with its pre-roll frame); a
+    read of one decode job keeps it in the reading process."""
+    monkeypatch.setattr(clips, "MAX_RANGE_FRAMES", range_frames)
+    z, reference = arrays[name]
+    starts = data.draw(st.lists(st.integers(0, N - length), min_size=2, max_size=12))
+    pool_jobs.clear()
+    np.testing.assert_array_equal(zarr_aac.read_clips(z, starts, length), expected_clips(reference, starts, length))
+    counted = _counted_jobs(z, starts, length)
+    assert len(pool_jobs) == (1 if counted >= 2 else 0)
+    if pool_jobs:
+        assert len(pool_jobs[0]) == counted
+
+
+def _counted_jobs(z, starts, length):
+    """The decode jobs read_clips makes of these clips."""
+    chunk_reads = clips._plan(z, np.asarray(starts, np.int64), length)
+    zarr.core.sync.sync(clips._fetch_all(chunk_reads, z.chunks, zarr.core.buffer.default_buffer_prototype(), None))
+    return sum(len(clips._decode_jobs(chunk, z.ndim)) for chunk in chunk_reads)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    name=st.sampled_from(["stereo int16", "stereo float32, gain 0.5", "3 channels int16, gain 1"]),
+    span=st.tuples(st.integers(0, N - 1), st.integers(1, N)),
+    split_frames=st.integers(1, 80),
+    channel=st.sampled_from([slice(None), 0, 1]),
+)
+def test_spans_split_over_the_pool_equal_the_sequential_decode(
+    arrays, pool_jobs, monkeypatch, name, span, split_frames, channel
+):
+    """Any span, split into ranges at any points (SPLIT_MIN_FRAMES moves them)."""
+    monkeypatch.setattr(aac_codec, "SPLIT_MIN_FRAMES", split_frames)
+    z, reference = arrays[name]
+    start, length = span
+    stop = min(start + length, N)
+    pool_jobs.clear()
+    np.testing.assert_array_equal(z[start:stop, channel], reference[start:stop, channel])
+    assert pool_jobs, "the read did not use the pool"
+
+
+def test_a_whole_array_read_splits_each_chunk_over_the_workers(arrays, pool_jobs, monkeypatch):
+    monkeypatch.setattr(aac_codec, "SPLIT_MIN_FRAMES", 20)
+    z, reference = arrays["stereo int16"]
+    np.testing.assert_array_equal(z[:], reference)
+    assert len(pool_jobs) == 3  # one hand-over per chunk, all three in flight together
+    for jobs in pool_jobs:
+        assert len(jobs) == PROCESSES
+        first, second = jobs
+        # The second range starts one frame before the first one's end: its pre-roll frame.
+        assert second.first_frame == first.first_frame + first.n_frames - 1
+
+
+def test_clips_of_a_live_recordings_pcm_chunk(pool_jobs):
+    """The unfinished tail of a live recording is a PCM chunk: its clips are its samples, exactly,
+    beside clips decoded in the pool."""
+    z = make_array((N, 2), (CHUNK, 2))
+    reference = reference_decode(z)
+    tail = (tone_with_noise(CHUNK, 2, RATE, seed=4) * 20000).astype(np.int16)
+    builder = PcmChunkBuilder(CHUNK, 2, np.dtype("int16"), RATE)
+    builder.extend(tail[: CHUNK - 5000])
+    put_bytes(z, chunk_key(z, (2, 0)), builder.chunk())
+    reference[2 * CHUNK :] = tail[: N - 2 * CHUNK]
+    starts = [10, 2 * CHUNK - 3000, 2 * CHUNK + 100, CHUNK + 7]
+    np.testing.assert_array_equal(zarr_aac.read_clips(z, starts, 6000), expected_clips(reference, starts, 6000))
+    assert pool_jobs and {job.key for job in pool_jobs[0]} <= {"c/0/0", "c/1/0"}
+
+
+def test_decode_processes_0_decodes_in_the_reading_process(arrays, pool_jobs):
+    z, reference = arrays["stereo int16"]
+    starts = [0, 5000, CHUNK - 10]
+    with zarr.config.set({decode_pool.CONFIG_KEY: 0}):
+        np.testing.assert_array_equal(zarr_aac.read_clips(z, starts, 9000), expected_clips(reference, starts, 9000))
+        np.testing.assert_array_equal(z[:], reference)
+    assert pool_jobs == []
+
+
+@pytest.mark.parametrize("setting", [-1, 1.5, "2", True])
+def test_a_bad_setting_is_refused_naming_the_key(arrays, pool_jobs, setting):
+    z, _ = arrays["stereo int16"]
+    with (
+        zarr.config.set({decode_pool.CONFIG_KEY: setting}),
+        pytest.raises(ValueError, match=r"zarr config 'zarr_aac\.decode_processes' must be a number of processes"),
+    ):
+        zarr_aac.read_clips(z, [0, 200_000], 48_000)
+
+
+def _read_in_child(z, starts, queue):
+    clips_read = zarr_aac.read_clips(z, starts, 9000)
+    executor = decode_pool._pool._executor
+    workers = set(executor._processes) if executor is not None else set()
+    queue.put((clips_read, decode_pool.decode_processes(), workers))
+
+
+def _run_child(z, starts, *, daemon):
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_read_in_child, args=(z, starts, queue), daemon=daemon)
+    child.start()
+    try:
+        return queue.get(timeout=120)
+    finally:
+        child.join(timeout=30)
+        if child.is_alive():
+            child.kill()
+
+
+def test_a_daemonic_process_decodes_in_itself(arrays, pool_jobs):
+    """multiprocessing and dask worker processes are daemonic and cannot start children."""
+    z, reference = arrays["stereo int16"]
+    starts = [0, CHUNK - 10, 2 * CHUNK]
+    got, processes, workers = _run_child(z, starts, daemon=True)
+    np.testing.assert_array_equal(got, expected_clips(reference, starts, 9000))
+    assert processes == 0
+    assert workers == set()
+
+
+def test_a_forked_child_starts_its_own_pool(arrays, pool_jobs):
+    z, reference = arrays["stereo int16"]
+    starts = [0, CHUNK - 10, 2 * CHUNK]
+    zarr_aac.read_clips(z, starts, 9000)
+    parent_workers = set(decode_pool._pool._executor._processes)
+    got, processes, child_workers = _run_child(z, starts, daemon=False)
+    np.testing.assert_array_equal(got, expected_clips(reference, starts, 9000))
+    assert processes == PROCESSES
+    assert child_workers and not child_workers & parent_workers
+
+
+@dataclass(frozen=True)
+class KillingJob(decode_pool.DecodeJob):
+    """A job whose worker dies as it starts, as one killed by the OOM killer would."""
+
+    def run(self, out, gain):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.fixture
+def shared_blocks(monkeypatch):
+    """The names of the shared-memory blocks reads create."""
+    names: list[str] = []
+    enter = decode_pool.SharedOutput.__enter__
+
+    def recording(self):
+        entered = enter(self)
+        names.append(self.block.name)
+        return entered
+
+    monkeypatch.setattr(decode_pool.SharedOutput, "__enter__", recording)
+    return names
+
+
+def assert_gone(names):
+    assert names
+    left = [name for name in names if (decode_pool.SHARED_MEMORY_DIR / name).exists()]
+    assert left == []
+
+
+def test_a_dead_worker_fails_the_read_clearly_and_the_next_read_works(arrays, pool_jobs, shared_blocks):
+    z, reference = arrays["stereo int16"]
+    starts = [0, CHUNK - 10, 2 * CHUNK]
+    zarr_aac.read_clips(z, starts, 9000)
+    killing = KillingJob(b"", 2, True, b"", np.zeros(1, np.int64), 0, (), "c/7/0", 0)
+    with (
+        decode_pool.SharedOutput((10, 2), np.dtype("int16")) as shared,
+        pytest.raises(DecodeWorkerError, match=r"died while decoding the test read \(chunk\(s\) c/7/0\)"),
+    ):
+        decode_pool.decode(shared, [killing], 1.0, PROCESSES, "the test read")
+    np.testing.assert_array_equal(zarr_aac.read_clips(z, starts, 9000), expected_clips(reference, starts, 9000))
+    np.testing.assert_array_equal(z[:], reference)
+    assert_gone(shared_blocks)
+
+
+@pytest.fixture
+def forged():
+    """An array whose middle chunk has a frame of garbage under recomputed checksums: it passes
+    the checks the reading process makes and fails in FFmpeg, in a worker."""
+    z = make_array((N, 2), (CHUNK, 2))
+    reference = reference_decode(z)
+    key = chunk_key(z, (1, 0))
+    chunk = Chunk.parse(get_bytes(z, key))
+    frames = chunk.frames
+    bad = 60
+    frames[bad] = bytes([0xFF]) * len(frames[bad])
+    chunk.payload = b"".join(frames)
+    put_bytes(z, key, chunk.pack())
+    return z, reference, bad * aac.FRAME_LENGTH - chunk.fields["skip"]
+
+
+def test_a_chunk_failing_in_a_worker_names_its_clips(forged, pool_jobs, shared_blocks):
+    z, _, bad_sample = forged
+    starts = [100, CHUNK + bad_sample - 500, CHUNK + 10, 2 * CHUNK + 5]
+    with pytest.raises(CorruptChunkError, match=r"c/1/0.*\(clips 1, 2 take samples from this chunk\)"):
+        zarr_aac.read_clips(z, starts, 2000)
+    assert pool_jobs
+    assert_gone(shared_blocks)
+
+
+def test_a_chunk_failing_in_a_worker_is_filled_inside_tolerant_reads(forged, pool_jobs):
+    z, reference, bad_sample = forged
+    starts = [100, CHUNK + bad_sample - 500, 2 * CHUNK + 5]
+    with zarr_aac.tolerant_reads() as report:
+        got = zarr_aac.read_clips(z, starts, 2000)
+    assert [error.key for error in report.errors] == ["c/1/0"]
+    np.testing.assert_array_equal(got[1], np.zeros((2000, 2), np.int16))
+    np.testing.assert_array_equal(got[[0, 2]], expected_clips(reference, [starts[0], starts[2]], 2000))
+
+
+def test_a_span_failing_in_a_worker_raises_for_its_chunk(forged, pool_jobs, shared_blocks):
+    z, _, _ = forged
+    with pytest.raises(CorruptChunkError, match="c/1/0"):
+        z[CHUNK : 2 * CHUNK]
+    assert pool_jobs
+    assert_gone(shared_blocks)
+
+
+def test_no_shared_memory_block_outlives_a_read(arrays, pool_jobs, shared_blocks):
+    z, reference = arrays["stereo int16"]
+    clips_read = zarr_aac.read_clips(z, [0, CHUNK], 9000)
+    whole = z[:]
+    assert len(shared_blocks) == 4  # the clips, and one per chunk of the whole read
+    assert_gone(shared_blocks)
+    # The arrays stay readable after their blocks' names are gone.
+    np.testing.assert_array_equal(clips_read, expected_clips(reference, [0, CHUNK], 9000))
+    np.testing.assert_array_equal(whole, reference)
