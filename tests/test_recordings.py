@@ -917,7 +917,8 @@ class TestSurvivorsOfTheFirstRun:
         assert str(warning.message) == (
             f"removed 2 unfinished import(s) left by a process that died: gone, {recordings.TEMP_PREFIX}old"
         )
-        assert warning.filename == __file__
+        # at the caller's line, outside the package (mutmut's trampolines add frames, so not this file there)
+        assert "zarr_aac" not in Path(warning.filename).parts
         assert recordings.unfinished_imports(reread(group)) == ["running"]
         with warnings.catch_warnings():
             warnings.simplefilter("error")
