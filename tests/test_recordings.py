@@ -732,7 +732,8 @@ class TestSurvivorsOfTheFirstRun:
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
         try:
             assert recordings.owner_is_dead({"host": os.uname().nodename, "pid": child.pid}) is False
-            assert child.poll() is None
+            with pytest.raises(subprocess.TimeoutExpired):  # no signal was sent that ends it
+                child.wait(timeout=1)
         finally:
             child.kill()
             child.wait()
