@@ -21,6 +21,7 @@ import zarr_aac
 from zarr_aac.codec import aac
 from zarr_aac.codec.aac_codec import (
     LEAD_IN,
+    LEAD_OUT,
     AACCodec,
     ChunkEncoder,
     gain_for_peak,
@@ -30,6 +31,7 @@ from zarr_aac.codec.aac_codec import (
     parse_cutoff,
     parse_gain,
 )
+from zarr_aac.codec.chunk_edges import FIT_SAMPLES as FIT
 from zarr_aac.errors import UnsupportedAudioError
 
 
@@ -326,3 +328,80 @@ class TestEncode:
 
 def test_the_codec_is_registered_under_its_name():
     assert zarr.registry.get_codec_class("zarr_aac") is zarr_aac.AACCodec
+
+
+class TestSurvivorsOfTheFirstRun:
+    """What the first mutation run of aac_codec.py's encode side showed untested (docs/claims.md)."""
+
+    @pytest.mark.parametrize(
+        ("kwargs", "message"),
+        [
+            ({"sample_rate": 0}, "sample_rate must be a positive integer (Hz), got 0"),
+            ({"sample_rate": 16000, "aac_sample_rate": 0}, "sample_rate must be a positive integer (Hz), got 0"),
+            ({"sample_rate": 16000, "cutoff": 9000}, "cutoff must be an integer from 1 to 8000 Hz, got 9000"),
+            ({"sample_rate": 16000, "bitrate": 100}, "bitrate must be an integer from 8000 to 1536000 bits/s, got 100"),
+            ({"sample_rate": 16000, "gain": float("inf")}, "gain must be a power of two from 2**-16 to 1, got inf"),
+            ({"sample_rate": 16000, "gain": 0}, "gain must be a power of two from 2**-16 to 1, got 0"),
+            ({"sample_rate": 16000, "gain": -0.5}, "gain must be a power of two from 2**-16 to 1, got -0.5"),
+            (
+                {"sample_rate": 16000, "gain": 0.75},
+                "gain must be a power of two from 2**-16 to 1 (0.5, 0.125, ...), got 0.75",
+            ),
+        ],
+    )
+    def test_configuration_messages_in_full(self, kwargs, message):
+        with pytest.raises(ValueError) as info:
+            AACCodec(**kwargs)
+        assert str(info.value) == message
+
+    def test_array_messages_in_full(self):
+        native = get_data_type_from_native_dtype(np.dtype("int16"))
+        with pytest.raises(UnsupportedAudioError) as info:
+            AACCodec(sample_rate=48000).validate(
+                shape=(10, 2), dtype=native, chunk_grid=RegularChunkGrid(chunk_shape=(0, 2))
+            )
+        assert str(info.value) == "chunk_length (samples per chunk) must be a positive integer, got 0"
+        with pytest.raises(NotImplementedError) as info:
+            AACCodec(sample_rate=48000).compute_encoded_size(100, spec((10,)))
+        assert str(info.value) == "the size of an AAC chunk is known only once it is encoded"
+
+    def test_a_codec_without_a_bitrate_encodes_at_the_default_for_its_channels(self):
+        # stereo at 16 kHz: half of what AAC carries, 6 bits a sample, below the 160 kbps stereo figure
+        pcm = np.round(tone_with_noise(3000, 2, 16000, seed=1) * 16000).astype(np.int16)
+        unset = AACCodec(sample_rate=16000, gain=0.25)
+        assert unset.encode_pcm(pcm) == AACCodec(sample_rate=16000, gain=0.25, bitrate=96_000).encode_pcm(pcm)
+
+    @pytest.mark.parametrize("channels", [1, 2])
+    def test_the_head_is_encoded_once_it_holds_the_lead_in_fit_and_not_before(self, channels):
+        pcm = np.round(tone_with_noise(FIT + 3000, channels, 16000, seed=2) * 16000).astype(np.int16)
+        codec = AACCodec(sample_rate=16000, bitrate=32000 * channels, gain=0.25)
+        encoder = ChunkEncoder(codec, channels, np.dtype("int16"))
+        encoder.feed(pcm[: FIT // 2])
+        encoder.feed(pcm[FIT // 2 : FIT - 1])
+        assert encoder._head is not None  # still holding the first samples
+        encoder.feed(pcm[FIT - 1 : FIT])
+        assert encoder._head is None  # the lead-in encoded, the head released
+        encoder.feed(pcm[FIT:])
+        assert encoder.finish() == codec.encode_pcm(pcm)
+
+    def test_a_head_one_sample_short_of_the_fit_waits_for_the_next_block(self):
+        pcm = np.round(tone_with_noise(FIT + 500, 1, 16000, seed=4) * 16000).astype(np.int16)
+        codec = AACCodec(sample_rate=16000, bitrate=32000, gain=0.25)
+        encoder = ChunkEncoder(codec, 1, np.dtype("int16"))
+        encoder.feed(pcm[: FIT - 1])
+        encoder.feed(pcm[FIT - 1 :])
+        assert encoder.finish() == codec.encode_pcm(pcm)
+
+    def test_an_empty_chunk_is_its_lead_in_and_lead_out_only(self):
+        codec = AACCodec(sample_rate=16000, bitrate=32000, gain=0.25)
+        chunk = Chunk.parse(ChunkEncoder(codec, 2, np.dtype("int16")).finish())
+        assert chunk.fields["n_samples"] == 0 and chunk.fields["channels"] == 2
+        assert chunk.fields["n_frames"] == aac.frames_for_samples(LEAD_IN + LEAD_OUT) == 7
+
+    def test_a_short_chunk_ends_as_cleanly_as_it_runs(self):
+        """The lead-out is predicted from the chunk's last samples: without them the chunk's end
+        codes about 10 dB worse (measured 66.6 dB over its last 256 samples, 55.0 without)."""
+        t = np.arange(3000) / 16000
+        pcm = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        decoded = decode_chunk_sequentially(AACCodec(sample_rate=16000, bitrate=64000, gain=1.0).encode_pcm(pcm))
+        assert snr_db(pcm[-256:, None], decoded[-256:]) > 61
