@@ -40,3 +40,35 @@ def test_a_prefix_one_byte_short_is_refused_with_both_lengths(chunk_bytes):
     message = str(info.value)
     assert "c/0" in message
     assert f"chunk is {reference.prefix_nbytes - 1} bytes, shorter than its {reference.prefix_nbytes}-byte" in message
+
+
+def test_a_header_of_exactly_its_length_is_parsed(chunk_bytes):
+    reference = Chunk.parse(chunk_bytes)
+    header = parse_header(chunk_bytes[:48], "c/0")
+    assert header.n_frames == reference.fields["n_frames"] and header.n_samples == reference.fields["n_samples"]
+    with pytest.raises(CorruptChunkError) as info:
+        parse_header(chunk_bytes[:47], "c/0")
+    assert str(info.value).endswith("47 bytes is shorter than the 48-byte header")
+    assert "c/0" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("version", "message"),
+    [
+        (
+            1,
+            (
+                "chunk format 1 (zarr-aac 0.1, no frame checksums) is not read by this version (format 2): "
+                "import the recording again"
+            ),
+        ),
+        (3, "format version 3 is not supported (this reader knows 2)"),
+    ],
+)
+def test_other_format_versions_are_refused_naming_the_chunk(chunk_bytes, version, message):
+    data = bytearray(chunk_bytes)
+    data[4] = version
+    with pytest.raises(CorruptChunkError) as info:
+        parse_header(bytes(data), "c/0")
+    assert "c/0" in str(info.value)
+    assert str(info.value).endswith(message)
