@@ -89,9 +89,13 @@ def s3(session: nox.Session) -> None:
 
 @nox.session
 def mutate(session: nox.Session) -> None:
-    """Mutation testing with mutmut over the read path, chunk format, time index and importer commit
-    ([tool.mutmut] in pyproject.toml); `nox -s mutate -- zarr_aac.codec.chunk_format*` limits it to
-    the mutants whose names match. Kill rates and the surviving mutants: docs/claims.md."""
+    """Mutation testing with mutmut over the read path, chunk format, time index, importer commit
+    and the codec's encode side ([tool.mutmut] in pyproject.toml). Arguments name the mutants to
+    run, as the recorded runs did one module at a time: `nox -s mutate -- 'zarr_aac.archive.recordings*'`
+    (a function: `'zarr_aac.codec.aac_codec.x_parse_*'`, a method: `'zarr_aac.codec.aac_codec.xǁChunkEncoderǁ*'`).
+    One child by default (two shared cores); MUTMUT_CHILDREN sets more. Kill rates and every
+    survivor: docs/claims.md."""
     session.install("-e", ".[test]")
-    session.run("mutmut", "run", "--max-children", str(os.cpu_count() or 1), *session.posargs)
+    children = os.environ.get("MUTMUT_CHILDREN", "1")
+    session.run("mutmut", "run", "--max-children", children, *session.posargs)
     session.run("mutmut", "results")
