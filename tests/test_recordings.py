@@ -926,12 +926,6 @@ class TestSurvivorsOfTheFirstRun:
             assert recordings.remove_stale_imports(group) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: zarr.open_group(mode='a') takes a Zarr v2 array's folder for a place to create a group, "
-    "and _check_local_archive_path lets it through because the folder has a .zarray; open_archive then "
-    "writes zarr.json beside the array's metadata",
-)
 def test_a_zarr_v2_array_folder_is_refused_and_left_as_it_was(tmp_path):
     zarr.create_array(tmp_path / "v2.zarr", shape=(1,), dtype="int16", zarr_format=2)
     before = sorted(p.name for p in (tmp_path / "v2.zarr").iterdir())
@@ -942,11 +936,6 @@ def test_a_zarr_v2_array_folder_is_refused_and_left_as_it_was(tmp_path):
         assert sorted(p.name for p in (tmp_path / "v2.zarr").iterdir()) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: check_committed_at does not look for an archive when the location is a bare name "
-    "(no '/'), so with the archive as working folder an uncommitted recording opens",
-)
 def test_an_uncommitted_recording_named_from_inside_its_archive_is_refused(tmp_path, monkeypatch):
     group = zarr.open_group(tmp_path / "a.zarr")
     recordings.reserve_name(group, "under_way", DIGEST_A)
