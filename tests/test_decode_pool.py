@@ -8,7 +8,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
+import textwrap
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -247,19 +252,21 @@ def assert_gone(names):
     assert left == []
 
 
-def test_a_dead_worker_fails_the_read_clearly_and_the_next_read_works(arrays, pool_jobs, shared_blocks):
+def test_a_dead_worker_fails_the_read_clearly_and_the_next_read_works(arrays, pool_jobs):
     z, reference = arrays["stereo int16"]
     starts = [0, CHUNK - 10, 2 * CHUNK]
     zarr_aac.read_clips(z, starts, 9000)
     killing = KillingJob(b"", 2, True, b"", np.zeros(1, np.int64), 0, (), "c/7/0", 0)
     with (
-        decode_pool.SharedOutput((10, 2), np.dtype("int16")) as shared,
         pytest.raises(DecodeWorkerError, match=r"died while decoding the test read \(chunk\(s\) c/7/0\)"),
+        decode_pool.SharedOutput((10, 2), np.dtype("int16")) as shared,
     ):
+        failed_block = shared.block.name
         decode_pool.decode(shared, [killing], 1.0, PROCESSES, "the test read")
+    # The block of a read that failed is removed, not kept: a worker may still write into it.
+    assert_gone([failed_block])
     np.testing.assert_array_equal(zarr_aac.read_clips(z, starts, 9000), expected_clips(reference, starts, 9000))
     np.testing.assert_array_equal(z[:], reference)
-    assert_gone(shared_blocks)
 
 
 @pytest.fixture
@@ -305,12 +312,67 @@ def test_a_span_failing_in_a_worker_raises_for_its_chunk(forged, pool_jobs, shar
     assert_gone(shared_blocks)
 
 
-def test_no_shared_memory_block_outlives_a_read(arrays, pool_jobs, shared_blocks):
+def test_blocks_are_kept_for_later_reads_and_results_are_private_copies(arrays, pool_jobs, shared_blocks):
     z, reference = arrays["stereo int16"]
+    first = zarr_aac.read_clips(z, [0, CHUNK], 9000)
+    second = zarr_aac.read_clips(z, [5000, 2 * CHUNK], 9000)
+    # The second read reuses the first's block (memory already faulted in) ...
+    assert len(shared_blocks) == 2 and shared_blocks[0] == shared_blocks[1]
+    assert (decode_pool.SHARED_MEMORY_DIR / shared_blocks[0]).exists()
+    # ... and overwrote it, while the first read's result, a copy, kept its samples.
+    np.testing.assert_array_equal(first, expected_clips(reference, [0, CHUNK], 9000))
+    np.testing.assert_array_equal(second, expected_clips(reference, [5000, 2 * CHUNK], 9000))
+
+
+def test_kept_blocks_stay_within_keep_bytes(arrays, pool_jobs, shared_blocks, monkeypatch):
+    z, reference = arrays["stereo int16"]
+    monkeypatch.setattr(decode_pool, "KEEP_BYTES", 9000 * 2 * 2 * 2 - 1)
     clips_read = zarr_aac.read_clips(z, [0, CHUNK], 9000)
-    whole = z[:]
-    assert len(shared_blocks) == 4  # the clips, and one per chunk of the whole read
     assert_gone(shared_blocks)
-    # The arrays stay readable after their blocks' names are gone.
     np.testing.assert_array_equal(clips_read, expected_clips(reference, [0, CHUNK], 9000))
-    np.testing.assert_array_equal(whole, reference)
+
+
+def test_no_block_outlives_the_reading_process(tmp_path):
+    """Blocks kept between reads are removed when the process ends, normally or killed (the
+    resource tracker removes them then), and a killed reader's workers end too."""
+    script = tmp_path / "reader.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os, signal, sys
+            import numpy as np, zarr, zarr_aac
+            from zarr_aac.codec import decode_pool
+
+            if __name__ == "__main__":
+                z = zarr.create_array(
+                    sys.argv[2], shape=(200_000, 2), chunks=(100_000, 2), dtype="int16",
+                    serializer=zarr_aac.AACCodec(sample_rate=48000), compressors=None,
+                )
+                z[:] = (np.random.default_rng(0).standard_normal((200_000, 2)) * 3000).astype("int16")
+                with zarr.config.set({decode_pool.CONFIG_KEY: 2}):
+                    zarr_aac.read_clips(z, [0, 100_000, 150_000], 40_000)
+                print(" ".join(block.name for block in decode_pool._blocks._free))
+                print(" ".join(str(pid) for pid in decode_pool._pool._executor._processes), flush=True)
+                if sys.argv[1] == "kill":
+                    os.kill(os.getpid(), signal.SIGKILL)
+            """
+        )
+    )
+    for ending in ("exit", "kill"):
+        done = subprocess.run(
+            [sys.executable, str(script), ending, str(tmp_path / f"{ending}.zarr")],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        blocks, workers = (line.split() for line in done.stdout.splitlines())
+        assert blocks and workers, done.stderr
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (
+            any((decode_pool.SHARED_MEMORY_DIR / name).exists() for name in blocks)
+            or any(Path(f"/proc/{pid}").exists() for pid in workers)
+        ):
+            time.sleep(0.1)  # a killed reader's tracker and workers notice it gone
+        assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], f"workers left after {ending}"
+        assert_gone(blocks)

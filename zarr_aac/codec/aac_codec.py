@@ -711,9 +711,9 @@ async def _decode_span_in_pool(
     what = f"samples {samples.start}-{samples.stop - 1} of chunk {frames.key!r}"
     with decode_pool.SharedOutput((samples.stop - samples.start, header.channels), dtype) as shared:
         failures = await decode_pool.decode_async(shared, jobs, gain, processes, what)
-    if failures:
-        raise failures[0][1]
-    return shared.array
+        if failures:
+            raise failures[0][1]
+        return shared.result()
 
 
 async def _fetch_frames(

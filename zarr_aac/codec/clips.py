@@ -143,7 +143,7 @@ def read_clips(array: zarr.Array, starts: Any, length: int) -> np.ndarray:
         else:
             failures = decode_pool.decode_here(jobs, out, gain)
         _settle(failures, chunks, out, array.fill_value, report)
-    return out
+        return shared.result() if shared is not None else out
 
 
 def _processes_for(jobs: list[decode_pool.DecodeJob]) -> int:

@@ -4,9 +4,12 @@ FFmpeg's AAC decode through PyAV does not scale with threads (PyAV holds the GIL
 frame; docs/reading.md has the figures), but it scales with processes. A read hands its decode
 jobs (frames with their pre-roll frame, and where their samples go) to a shared
 ``ProcessPoolExecutor``; the workers write the samples, converted to the array's dtype with the
-gain undone, straight into one shared-memory block per read, which the reader returns as its
-array. The samples are those of a sequential decode, bit for bit: each job decodes its own
-pre-roll frame, and the conversion is the one the in-process path applies.
+gain undone, straight into a shared-memory block, from which the reader copies its result. The
+blocks are kept between reads (up to ``KEEP_BYTES``), and the workers keep theirs mapped: fresh
+shared memory costs a page fault per 4 KB page on first write, which on this project's machines
+cost as much as decoding into it (docs/reading.md). The samples are those of a sequential
+decode, bit for bit: each job decodes its own pre-roll frame, and the conversion is the one the
+in-process path applies.
 
 The pool is sized by the zarr config key ``zarr_aac.decode_processes`` (0: never), read at each
 read. It is not used in a daemonic process (multiprocessing and dask worker processes cannot have
@@ -16,12 +19,14 @@ children), where ``/dev/shm`` is absent, or on one CPU: those decode in the call
 from __future__ import annotations
 
 import asyncio
+import atexit
 import itertools
 import mmap
 import multiprocessing
 import os
 import sys
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import wait as wait_for
 from concurrent.futures.process import BrokenProcessPool
@@ -45,6 +50,13 @@ CONFIG_KEY = "zarr_aac.decode_processes"
 """The zarr config key giving the number of decode worker processes: ``zarr.config.set({CONFIG_KEY:
 2})``; 0 decodes every read in the calling process. Unset, it is the number of usable CPUs when
 there are two or more, else 0."""
+KEEP_BYTES = 512 << 20
+"""Shared-memory blocks the reading process keeps for later reads, in bytes at most (a read of
+1000 one-second stereo clips at 48 kHz takes 192 MB); a larger block is made for the read that
+needs it and removed after it."""
+WORKER_MAPPINGS = 2
+"""Blocks a worker keeps mapped between jobs, the most recently used; a block the reading process
+removed frees its memory once no worker maps it."""
 SHARED_MEMORY_DIR = Path("/dev/shm")
 """Where POSIX shared memory blocks appear as files on Linux; the reading process maps a block
 through its file there. Without it (macOS, Windows) reads decode in the calling process."""
@@ -176,15 +188,27 @@ def _run_in_worker(
     block: str, shape: tuple[int, ...], dtype: str, jobs: list[DecodeJob], gain: float
 ) -> list[tuple[int, CorruptChunkError]]:
     """``run_jobs`` in a worker process, into the shared-memory block ``block``."""
-    shared = _attach(block)
+    out = np.ndarray(shape, np.dtype(dtype), buffer=_mapped(block).buf)
     try:
-        out = np.ndarray(shape, np.dtype(dtype), buffer=shared.buf)
-        try:
-            return run_jobs(jobs, out, gain)
-        finally:
-            del out
+        return run_jobs(jobs, out, gain)
     finally:
-        shared.close()
+        del out
+
+
+_worker_mappings: dict[str, SharedMemory] = {}
+"""A worker's mapped blocks by name, the most recently used last (``WORKER_MAPPINGS`` at most)."""
+
+
+def _mapped(block: str) -> SharedMemory:
+    """The block ``block``, mapped in this worker: kept from an earlier job, or attached now (the
+    least recently used mapping closed to make room)."""
+    shared = _worker_mappings.pop(block, None)
+    if shared is None:
+        while len(_worker_mappings) >= WORKER_MAPPINGS:
+            _worker_mappings.pop(next(iter(_worker_mappings))).close()
+        shared = _attach(block)
+    _worker_mappings[block] = shared
+    return shared
 
 
 def _attach(block: str) -> SharedMemory:
@@ -219,34 +243,146 @@ def balanced_batches(jobs: list[DecodeJob], count: int) -> list[list[DecodeJob]]
     return batches
 
 
-class SharedOutput:
-    """A new array of ``shape`` and ``dtype`` in a shared-memory block the decode workers write.
+PARENT_CHECK_SECONDS = 0.5
+"""How often a worker checks that the reading process is alive."""
 
-    The block's name exists from ``__enter__`` to ``__exit__`` (one read), whatever happens; the
-    memory stays mapped in this process for as long as ``array`` or a view of it is alive.
-    """
+
+def _end_with_reader(reader: int) -> None:
+    """Start a worker's watch of the reading process ``reader``: when it is gone (killed, so it
+    could not shut its pool down), the worker ends instead of waiting for work forever. The
+    executor's queues cannot tell it (each worker holds both ends of its own), nor can the
+    process's parent (a forkserver's workers are its children). The pool runs only where
+    ``/dev/shm`` is, so on Linux: the reader is looked up in ``/proc``, where a killed reader not
+    yet reaped by its own parent shows as a zombie, and a new process under its number shows
+    another start time."""
+    started = _process_start(reader)
+
+    def watch() -> None:
+        while started is not None and _process_start(reader) == started:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="zarr_aac-reader-watch", daemon=True).start()
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` in ``/proc``, or None if it has ended (or is a zombie)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    state, start_time = fields[0], fields[19]
+    return None if state in ("Z", "X") else start_time
+
+
+class SharedOutput:
+    """An array of ``shape`` and ``dtype`` in a shared-memory block the decode workers write, for
+    one read: from ``__enter__`` to ``__exit__``, after which the block serves other reads, so the
+    reader copies what it keeps (``result``). A read that ends in an error removes its block
+    instead (a worker may still be writing into it)."""
 
     def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
         self.shape = shape
         self.dtype = np.dtype(dtype)
 
     def __enter__(self) -> SharedOutput:
-        nbytes = max(int(np.prod(self.shape)) * self.dtype.itemsize, 1)
-        self.block = SharedMemory(create=True, size=nbytes)
-        try:
-            # The array maps the block's file itself: SharedMemory cannot be closed while arrays
-            # use its mapping, and would complain when collected before them.
-            self.block.close()
-            with open(SHARED_MEMORY_DIR / self.block.name, "r+b") as file:
-                mapping = mmap.mmap(file.fileno(), nbytes)
-            self.array = np.frombuffer(mapping, self.dtype, int(np.prod(self.shape))).reshape(self.shape)
-        except BaseException:
-            self.block.unlink()
-            raise
+        count = int(np.prod(self.shape))
+        self.block = _blocks.take(max(count * self.dtype.itemsize, 1))
+        self.array = np.frombuffer(self.block.mapping, self.dtype, count).reshape(self.shape)
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.block.unlink()
+    def result(self) -> np.ndarray:
+        """A copy of the array, in this process's own memory."""
+        return self.array.copy()
+
+    def __exit__(self, error_type: type[BaseException] | None, *rest: object) -> None:
+        del self.array
+        if error_type is None:
+            _blocks.give(self.block)
+        else:
+            self.block.remove()
+
+
+@dataclass(frozen=True)
+class _Block:
+    """A shared-memory block this process made: its name, for the workers, and its mapping here,
+    which arrays use as their memory (it is unmapped when the last of them goes)."""
+
+    memory: SharedMemory
+    """Closed at once: kept for the name, and to unlink the block."""
+    mapping: mmap.mmap
+
+    @classmethod
+    def create(cls, nbytes: int) -> _Block:
+        memory = SharedMemory(create=True, size=nbytes)
+        memory.close()
+        try:
+            with open(SHARED_MEMORY_DIR / memory.name, "r+b") as file:
+                mapping = mmap.mmap(file.fileno(), nbytes)
+        except BaseException:
+            memory.unlink()
+            raise
+        return cls(memory, mapping)
+
+    @property
+    def name(self) -> str:
+        return self.memory.name
+
+    @property
+    def size(self) -> int:
+        return len(self.mapping)
+
+    def remove(self) -> None:
+        """Unlink the block: its memory is freed once nothing maps it."""
+        self.memory.unlink()
+
+
+class _KeptBlocks:
+    """The shared-memory blocks of this process's reads: taken by a read, given back after it, and
+    kept (``KEEP_BYTES`` at most) so that later reads write into memory already faulted in. Blocks
+    kept at exit are removed then; the resource tracker removes them if the process dies."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._free: list[_Block] = []
+
+    def take(self, nbytes: int) -> _Block:
+        """The smallest kept block of ``nbytes`` or more, or a new one."""
+        with self._lock:
+            fitting = [block for block in self._free if block.size >= nbytes]
+            if fitting:
+                block = min(fitting, key=lambda b: b.size)
+                self._free.remove(block)
+                return block
+        return _Block.create(nbytes)
+
+    def give(self, block: _Block) -> None:
+        """Keep ``block`` for later reads, removing the smallest kept ones beyond ``KEEP_BYTES``."""
+        with self._lock:
+            self._free.append(block)
+            self._free.sort(key=lambda b: b.size)
+            dropped = []
+            while self._free and sum(b.size for b in self._free) > KEEP_BYTES:
+                dropped.append(self._free.pop(0))
+        for old in dropped:
+            old.remove()
+
+    def remove_all(self) -> None:
+        """Remove every kept block (at exit)."""
+        with self._lock:
+            kept, self._free = self._free, []
+        for block in kept:
+            block.remove()
+
+    def forget_after_fork(self) -> None:
+        """A forked child leaves its parent's blocks to the parent."""
+        self._lock = threading.Lock()
+        self._free = []
+
+
+_blocks = _KeptBlocks()
+atexit.register(_blocks.remove_all)
+os.register_at_fork(after_in_child=_blocks.forget_after_fork)
 
 
 class _SharedPool:
@@ -264,7 +400,12 @@ class _SharedPool:
             if self._executor is None or self._size != processes:
                 if self._executor is not None:
                     self._executor.shutdown(wait=False, cancel_futures=True)
-                self._executor = ProcessPoolExecutor(max_workers=processes, mp_context=self._context())
+                self._executor = ProcessPoolExecutor(
+                    max_workers=processes,
+                    mp_context=self._context(),
+                    initializer=_end_with_reader,
+                    initargs=(os.getpid(),),
+                )
                 self._size = processes
             return self._executor
 
@@ -355,7 +496,7 @@ def decode(
         futures = _submit(pool, output, batches, gain)
     except BrokenProcessPool as exc:
         raise _worker_died(pool, batches, what) from exc
-    # Every batch ends before the block's name goes, so no worker opens a name already gone.
+    # Every batch ends before the block serves another read or goes.
     wait_for(futures)
     return _collect(futures, batches, pool, what)
 
