@@ -90,8 +90,9 @@ def check_recording_name(name: str) -> str:
 
 
 def reopen(group: zarr.Group, mode: AccessModeLiteral = "r+") -> zarr.Group:
-    """The group as the store holds it now (a Group object keeps the attributes it was opened with)."""
-    return zarr.open_group(store=group.store, path=group.path, mode=mode)
+    """The group as the store holds it now (a Group object keeps the attributes it was opened with);
+    read as the Zarr format it has, so zarr reads one metadata document rather than look for both formats'."""
+    return zarr.open_group(store=group.store, path=group.path, mode=mode, zarr_format=group.metadata.zarr_format)
 
 
 def catalogue_entries(group: zarr.Group) -> CatalogueEntries:
