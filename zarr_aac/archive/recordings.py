@@ -10,6 +10,7 @@ committed recordings. Archives written before this protocol keep their catalogue
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import warnings
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import zarr
+from zarr.core.buffer import default_buffer_prototype
 
 from zarr_aac.archive import entries as bk
 from zarr_aac.archive.pending_writes import delete_tree
@@ -491,9 +493,18 @@ def _pending_key(group: zarr.Group, token: str) -> str:
 
 
 def _node_exists(group: zarr.Group, name: str) -> bool:
+    """Whether a Zarr node (v3 or v2 metadata) is stored under ``name``: both documents read at once,
+    each by one request (on S3 an existence check of an absent key costs two)."""
     store = group.store
     path = child_path(group, name)
-    return bool(bk.run(store.exists(f"{path}/zarr.json")) or bk.run(store.exists(f"{path}/.zarray")))
+
+    async def look() -> bool:
+        documents = (
+            store.get(f"{path}/{document}", default_buffer_prototype()) for document in ("zarr.json", ".zarray")
+        )
+        return any(found is not None for found in await asyncio.gather(*documents))
+
+    return bool(bk.run(look()))
 
 
 def remove_stale_imports(group: zarr.Group) -> list[str]:
