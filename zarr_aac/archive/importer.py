@@ -339,8 +339,10 @@ class _RecordingLayout:
 
 @contextmanager
 def _open_source(source: Source) -> Iterator[av.container.InputContainer]:
-    """The source's container; one at a URL is read through fsspec, in ranges as FFmpeg asks."""
-    with nullcontext(str(source)) if isinstance(source, Path) else source.open() as file:
+    """The source's container: FFmpeg reads a local file, or the local copy of one at a URL, by its
+    path; a URL without a copy is read through fsspec, in ranges as FFmpeg asks."""
+    local = source if isinstance(source, Path) else source.local_copy
+    with nullcontext(str(local)) if local is not None else source.open() as file:
         try:
             container = av.open(file, mode="r")
         except av.FFmpegError as exc:
@@ -620,8 +622,9 @@ def import_file(
     ----------
     source
         The file: anything FFmpeg reads that holds an audio stream. A local path, a URL that
-        fsspec reads (``s3://``, ``https://``...; read in ranges, not downloaded whole), or an
-        ``fsspec.open(url, **options)`` result for a URL that needs options of its own.
+        fsspec reads (``s3://``, ``https://``...; copied once to a local temporary file, which
+        the import reads and then deletes), or an ``fsspec.open(url, **options)`` result for a
+        URL that needs options of its own.
     group
         The archive: a Zarr group or its path or URL, created if missing.
     name
