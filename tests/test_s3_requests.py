@@ -25,7 +25,7 @@ from zarr_aac.archive import distributed as cluster  # noqa: E402
 from zarr_aac.archive.import_options import ImportOptions  # noqa: E402
 from zarr_aac.archive.importer import _import_into_archive, import_named  # noqa: E402
 from zarr_aac.archive.locations import ArchiveLocation, RemoteSource  # noqa: E402
-from zarr_aac.errors import SourceError  # noqa: E402
+from zarr_aac.errors import ImportFailedError, SourceError  # noqa: E402
 
 BUCKET = "request-counts"
 RATE = 16000
@@ -115,7 +115,7 @@ def test_a_remote_source_is_downloaded_once(endpoint, requests, tmp_path, tempor
         fsspec.open(f"s3://{BUCKET}/raw/dawn.wav", "rb", **s3_options(endpoint)), tmp_path / "a.zarr", progress=False
     )
     of_source = Counter(method for method, key in requests if key == "raw/dawn.wav")
-    assert of_source == {"head_object": 1, "get_object": 1}
+    assert of_source == {"head_object": 1, "get_object": 1}, requests
     assert list(temporary_folder.iterdir()) == []
     expected = zarr_aac.import_file(local, tmp_path / "local.zarr", progress=False)
     np.testing.assert_array_equal(array[:], expected[:])
@@ -138,6 +138,15 @@ def test_the_copy_of_a_remote_source_is_deleted_when_its_import_fails(endpoint, 
         zarr_aac.import_file(
             fsspec.open(f"s3://{BUCKET}/raw/absent.wav", "rb", **s3_options(endpoint)), tmp_path / "a.zarr"
         )
+    assert list(temporary_folder.iterdir()) == []
+    fs.pipe_file(f"{BUCKET}/raw/empty.wav", b"")
+    fs.pipe_file(f"{BUCKET}/raw/folder/inside.wav", b"RIFF")
+    for name, problem in [("empty.wav", r"it is empty \(0 bytes\)"), ("folder", "not a regular file|no such file")]:
+        opened = fsspec.open(f"s3://{BUCKET}/raw/{name}", "rb", **s3_options(endpoint))
+        with pytest.raises(SourceError, match=problem):
+            zarr_aac.import_file(opened, tmp_path / "a.zarr")
+        with pytest.raises(ImportFailedError, match=problem):
+            zarr_aac.import_files([opened], tmp_path / "a.zarr", workers=1, progress=False)
     assert list(temporary_folder.iterdir()) == []
 
 

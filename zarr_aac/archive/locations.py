@@ -34,6 +34,10 @@ def is_url(location: object) -> bool:
     return isinstance(location, str) and "://" in location
 
 
+FETCH_BLOCK = 8 * 2**20
+"""Bytes of a remote source fetched by one request while it is copied: what the copy holds in memory."""
+
+
 @dataclass(frozen=True)
 class RemoteSource:
     """A source file at an fsspec URL, with what the importer asks of a local path: its name and
@@ -94,9 +98,8 @@ class RemoteSource:
         not a file, or empty."""
         if self.local_copy is not None:
             return _file_sha256(self.local_copy)
-        self._check_info()
-        with self.file.fs.open(self.file.path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
+        with self._opened() as remote:
+            return hashlib.file_digest(remote, "sha256").hexdigest()
 
     @contextmanager
     def fetched(self) -> Iterator[tuple[RemoteSource, str]]:
@@ -115,22 +118,41 @@ class RemoteSource:
         if self.local_copy is not None:
             yield self, _file_sha256(self.local_copy)
             return
-        self._check_info()
         with tempfile.TemporaryDirectory(prefix="zarr-aac-source-") as folder:
             copy = Path(folder) / (self.name or "source")
-            try:
-                self.file.fs.get_file(self.file.path, str(copy))
-            except FileNotFoundError:  # deleted since the look above
-                raise SourceError(self, "no such file") from None
+            digest = hashlib.sha256()
+            # no read-ahead cache: each read is one ranged request of FETCH_BLOCK bytes
+            with self._opened(cache_type="none") as remote, open(copy, "wb") as local:
+                while block := remote.read(FETCH_BLOCK):
+                    digest.update(block)
+                    local.write(block)
             if copy.stat().st_size == 0:
                 raise SourceError(self, "it is empty (0 bytes)")
-            yield replace(self, local_copy=copy), _file_sha256(copy)
+            yield replace(self, local_copy=copy), digest.hexdigest()
 
-    def _check_info(self) -> None:
+    @contextmanager
+    def _opened(self, **options: Any) -> Iterator[IO[bytes]]:
+        """The remote file for reading, once known to be a regular file that is not empty (from
+        the details the file object fetched on opening, where it has them: s3fs's does)."""
         try:
-            info = self.file.fs.info(self.file.path)
+            remote = self.file.fs.open(self.file.path, "rb", **options)
         except FileNotFoundError:
             raise SourceError(self, "no such file") from None
+        except IsADirectoryError:
+            raise SourceError(self, "not a regular file") from None
+        with remote:
+            details = getattr(remote, "details", None)
+            self._check_info(details if isinstance(details, dict) else None)
+            yield remote
+
+    def _check_info(self, info: dict[str, Any] | None = None) -> None:
+        """A SourceError if the file (described by ``info``, else asked for) is missing, not a
+        file, or empty."""
+        if info is None:
+            try:
+                info = self.file.fs.info(self.file.path)
+            except FileNotFoundError:
+                raise SourceError(self, "no such file") from None
         if info.get("type") != "file":
             raise SourceError(self, "not a regular file")
         if not info.get("size"):
