@@ -165,3 +165,15 @@ def test_a_remote_source_that_changed_after_its_hash_is_refused(endpoint, tmp_pa
             source, group.store, group.path, digest=hashed, wanted="dusk", exact=False, options=ImportOptions()
         )
     assert zarr_aac.catalogue(group).empty
+
+
+@pytest.mark.parametrize("zarr_format", [3, 2])
+def test_a_name_held_by_a_node_outside_the_catalogue_is_not_reserved(endpoint, tmp_path, zarr_format):
+    """A node made by hand (Zarr v3 or v2 metadata, no reservation) keeps its name: the import
+    takes the next one."""
+    archive = ArchiveLocation(f"s3://{BUCKET}/by-hand-v{zarr_format}.zarr", s3_options(endpoint)).open()
+    zarr.create_array(
+        archive.store, name=f"{archive.path}/dawn".lstrip("/"), shape=(4,), dtype="i2", zarr_format=zarr_format
+    )
+    _, name = import_named(_wav(tmp_path / "dawn.wav"), archive, None, ImportOptions(progress=False))
+    assert name == "dawn_2"
