@@ -98,8 +98,11 @@ class RemoteSource:
         not a file, or empty."""
         if self.local_copy is not None:
             return _file_sha256(self.local_copy)
+        digest = hashlib.sha256()
         with self._opened() as remote:
-            return hashlib.file_digest(remote, "sha256").hexdigest()
+            while block := remote.read(FETCH_BLOCK):
+                digest.update(block)
+        return digest.hexdigest()
 
     @contextmanager
     def fetched(self) -> Iterator[tuple[RemoteSource, str]]:
