@@ -14,11 +14,16 @@ a file a worker is importing at that moment is finished (or abandoned) as one wh
 
 from __future__ import annotations
 
+import asyncio
+import json
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import zarr
 from tqdm.auto import tqdm
+from zarr.core.array import AsyncArray
+from zarr.core.sync import sync
 
 from zarr_aac.archive.import_options import ImportOptions
 from zarr_aac.archive.locations import ArchiveLocation, RemoteSource, Source
@@ -26,7 +31,6 @@ from zarr_aac.archive.recordings import recording_array, refresh_snapshot
 from zarr_aac.errors import ImportFailedError
 
 if TYPE_CHECKING:
-    import zarr
     from distributed import Client, Future
 
 __all__ = ["import_on_cluster"]
@@ -40,20 +44,38 @@ class _Imported:
     warnings: list[tuple[type[Warning], str]] = field(default_factory=list)
 
 
+_opened_archives: dict[str, zarr.Group] = {}
+"""In a worker process: the archives its tasks opened, by :func:`_archive_key`. One open archive
+(one store, one s3fs client and its connections) serves every task of the worker."""
+
+
+def _archive_key(archive: ArchiveLocation) -> str:
+    return json.dumps([archive.url, archive.storage_options], sort_keys=True, default=repr)
+
+
+def _archive_on_worker(archive: ArchiveLocation) -> zarr.Group:
+    """The archive, opened by the first task of this worker that needs it."""
+    key = _archive_key(archive)
+    group = _opened_archives.get(key)
+    if group is None:
+        group = _opened_archives[key] = archive.open()
+    return group
+
+
 def _import_on_worker(source: Source, archive: ArchiveLocation, options: ImportOptions) -> _Imported:
-    """The task: import one source with import_file; a failure raises, named after the source."""
-    from zarr_aac.archive.importer import _per_file_error, import_file
+    """The task: import one source as import_file does; a failure raises, named after the source."""
+    from zarr_aac.archive.importer import _per_file_error, import_named
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            array = import_file(source, archive.open(), options=options)
+            _, name = import_named(source, _archive_on_worker(archive), None, options)
         except Exception as exc:
             named = _per_file_error(source, exc)
             if named is exc:
                 raise
             raise named from exc
-    return _Imported(array.basename, [(w.category, str(w.message)) for w in caught])
+    return _Imported(name, [(w.category, str(w.message)) for w in caught])
 
 
 def _for_workers(source: Source) -> Source:
@@ -137,4 +159,21 @@ def import_on_cluster(
         refresh_snapshot(group)
     if failures:
         raise ImportFailedError(failures)
-    return [recording_array(group, names[i]) for i in range(len(sources))]
+    return _recording_arrays(group, [names[i] for i in range(len(sources))])
+
+
+def _recording_arrays(group: zarr.Group, names: list[str]) -> list[zarr.Array]:
+    """The arrays ``names`` of ``group``, their metadata read at once rather than one after another
+    (each read is a round trip to an object store)."""
+    unique = list(dict.fromkeys(names))
+
+    async def read() -> list[Any]:
+        return await asyncio.gather(*(group._async_group.getitem(name) for name in unique))
+
+    nodes = dict(zip(unique, sync(read()), strict=True))
+    arrays = {}
+    for name, node in nodes.items():
+        if not isinstance(node, AsyncArray):
+            recording_array(group, name)  # raises the error for a group where a recording should be
+        arrays[name] = zarr.Array(node)
+    return [arrays[name] for name in names]

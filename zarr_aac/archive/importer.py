@@ -339,8 +339,10 @@ class _RecordingLayout:
 
 @contextmanager
 def _open_source(source: Source) -> Iterator[av.container.InputContainer]:
-    """The source's container; one at a URL is read through fsspec, in ranges as FFmpeg asks."""
-    with nullcontext(str(source)) if isinstance(source, Path) else source.open() as file:
+    """The source's container: FFmpeg reads a local file, or the local copy of one at a URL, by its
+    path; a URL without a copy is read through fsspec, in ranges as FFmpeg asks."""
+    local = source if isinstance(source, Path) else source.local_copy
+    with nullcontext(str(local)) if local is not None else source.open() as file:
         try:
             container = av.open(file, mode="r")
         except av.FFmpegError as exc:
@@ -493,7 +495,15 @@ def _import_into_archive(
     """Worker entry point: reserve a name, write the recording in place under it and commit it;
     return the committed recording's name (another's, if it committed this content first). On
     failure, delete what was written and raise."""
-    group = zarr.open_group(store=store, path=group_path, mode="r+")
+    if isinstance(source, RemoteSource) and source.local_copy is None:
+        # hashed by the parent process: read once more, to a local copy that the steps below read
+        with source.fetched() as (fetched, fetched_digest):
+            if fetched_digest != digest:
+                raise SourceError(source, "its content changed while the import ran; import it again")
+            return _import_into_archive(
+                fetched, store, group_path, digest=digest, wanted=wanted, exact=exact, options=options
+            )
+    group = zarr.open_group(store=store, path=group_path, mode="r+", zarr_format=3)
     owner = importing_owner()
     reservation = _reserve_or_join(group, wanted, digest, exact=exact, owner=owner)
     if isinstance(reservation, str):
@@ -555,6 +565,18 @@ def _name_for(source: Source) -> str:
     return re.sub(r"[/\\]", "_", source.stem).lstrip("._") or "recording"
 
 
+@contextmanager
+def _fetched(source: PathLike | OpenFile | RemoteSource) -> Iterator[tuple[Source, str]]:
+    """The source ready to import, and its content's SHA-256: a local file as it is, a file at a
+    URL copied to a local temporary file for the duration of the block."""
+    path = parse_source(source)
+    if isinstance(path, RemoteSource):
+        with path.fetched() as fetched:
+            yield fetched
+    else:
+        yield _prepare(path)
+
+
 def _prepare(source: PathLike | OpenFile | RemoteSource) -> tuple[Source, str]:
     path = parse_source(source)
     if isinstance(path, RemoteSource):
@@ -600,8 +622,9 @@ def import_file(
     ----------
     source
         The file: anything FFmpeg reads that holds an audio stream. A local path, a URL that
-        fsspec reads (``s3://``, ``https://``...; read in ranges, not downloaded whole), or an
-        ``fsspec.open(url, **options)`` result for a URL that needs options of its own.
+        fsspec reads (``s3://``, ``https://``...; copied once to a local temporary file, which
+        the import reads and then deletes), or an ``fsspec.open(url, **options)`` result for a
+        URL that needs options of its own.
     group
         The archive: a Zarr group or its path or URL, created if missing.
     name
@@ -639,24 +662,35 @@ def import_file(
     )
     if name is not None:
         check_recording_name(name)
-    path, digest = _prepare(source)
-    archive = open_archive(group)
-    remove_stale_imports(archive)
-    existing = _existing_recording(archive, digest)
-    if existing is not None:
-        asked = _options_asked(options) + ([f"name={name!r}"] if name is not None and name != existing else [])
-        _warn_not_reimported([path], archive, [existing], asked)
-        return recording_array(archive, existing)
-    committed = _import_into_archive(
-        path,
-        archive.store,
-        archive.path,
-        digest=digest,
-        wanted=name if name is not None else _name_for(path),
-        exact=name is not None,
-        options=options,
-    )
+    archive, committed = import_named(source, group, name, options)
     return recording_array(archive, committed)
+
+
+def import_named(
+    source: PathLike | OpenFile | RemoteSource, group: zarr.Group | PathLike, name: str | None, options: ImportOptions
+) -> tuple[zarr.Group, str]:
+    """What :func:`import_file` does, up to opening the recording: the archive, and the name of
+    the recording of ``source`` in it, imported now or before (a dask worker sends back only
+    the name). A source at a URL is copied once to a local temporary file, which every step
+    after its hash reads (:meth:`RemoteSource.fetched`)."""
+    with _fetched(source) as (path, digest):
+        archive = open_archive(group)
+        remove_stale_imports(archive)
+        existing = _existing_recording(archive, digest)
+        if existing is not None:
+            asked = _options_asked(options) + ([f"name={name!r}"] if name is not None and name != existing else [])
+            _warn_not_reimported([path], archive, [existing], asked)
+            return archive, existing
+        committed = _import_into_archive(
+            path,
+            archive.store,
+            archive.path,
+            digest=digest,
+            wanted=name if name is not None else _name_for(path),
+            exact=name is not None,
+            options=options,
+        )
+    return archive, committed
 
 
 @dataclass(frozen=True)

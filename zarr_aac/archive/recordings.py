@@ -10,6 +10,7 @@ committed recordings. Archives written before this protocol keep their catalogue
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import warnings
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import zarr
+from zarr.core.buffer import default_buffer_prototype
 
 from zarr_aac.archive import entries as bk
 from zarr_aac.archive.pending_writes import delete_tree
@@ -92,8 +94,9 @@ def check_recording_name(name: str) -> str:
 
 
 def reopen(group: zarr.Group, mode: AccessModeLiteral = "r+") -> zarr.Group:
-    """The group as the store holds it now (a Group object keeps the attributes it was opened with)."""
-    return zarr.open_group(store=group.store, path=group.path, mode=mode)
+    """The group as the store holds it now (a Group object keeps the attributes it was opened with);
+    read as the Zarr format it has, so zarr reads one metadata document rather than look for both formats'."""
+    return zarr.open_group(store=group.store, path=group.path, mode=mode, zarr_format=group.metadata.zarr_format)
 
 
 def catalogue_entries(group: zarr.Group) -> CatalogueEntries:
@@ -498,9 +501,18 @@ def _pending_key(group: zarr.Group, token: str) -> str:
 
 
 def _node_exists(group: zarr.Group, name: str) -> bool:
+    """Whether a Zarr node (v3 or v2 metadata) is stored under ``name``: both documents read at once,
+    each by one request (on S3 an existence check of an absent key costs two)."""
     store = group.store
     path = child_path(group, name)
-    return bool(bk.run(store.exists(f"{path}/zarr.json")) or bk.run(store.exists(f"{path}/.zarray")))
+
+    async def look() -> bool:
+        documents = (
+            store.get(f"{path}/{document}", default_buffer_prototype()) for document in ("zarr.json", ".zarray")
+        )
+        return any(found is not None for found in await asyncio.gather(*documents))
+
+    return bool(bk.run(look()))
 
 
 def remove_stale_imports(group: zarr.Group) -> list[str]:
