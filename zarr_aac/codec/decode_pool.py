@@ -482,6 +482,18 @@ def _worker_died(pool: ProcessPoolExecutor, batches: list[list[DecodeJob]], what
     )
 
 
+def _start(
+    output: SharedOutput, jobs: list[DecodeJob], gain: float, processes: int, what: str
+) -> tuple[ProcessPoolExecutor, list[list[DecodeJob]], list[Future[list[tuple[int, CorruptChunkError]]]]]:
+    """Hand ``jobs`` to the pool in batches: the pool, the batches and their futures."""
+    batches = balanced_batches(jobs, processes)
+    pool = _pool.executor(processes)
+    try:
+        return pool, batches, _submit(pool, output, batches, gain)
+    except BrokenProcessPool as exc:
+        raise _worker_died(pool, batches, what) from exc
+
+
 def decode(
     output: SharedOutput, jobs: list[DecodeJob], gain: float, processes: int, what: str
 ) -> list[tuple[DecodeJob, CorruptChunkError]]:
@@ -490,12 +502,7 @@ def decode(
     Returns each failed job with its CorruptChunkError (those jobs' samples are left unwritten).
     ``what`` names the read in the error a dead worker gives.
     """
-    batches = balanced_batches(jobs, processes)
-    pool = _pool.executor(processes)
-    try:
-        futures = _submit(pool, output, batches, gain)
-    except BrokenProcessPool as exc:
-        raise _worker_died(pool, batches, what) from exc
+    pool, batches, futures = _start(output, jobs, gain, processes, what)
     # Every batch ends before the block serves another read or goes.
     wait_for(futures)
     return _collect(futures, batches, pool, what)
@@ -505,12 +512,7 @@ async def decode_async(
     output: SharedOutput, jobs: list[DecodeJob], gain: float, processes: int, what: str
 ) -> list[tuple[DecodeJob, CorruptChunkError]]:
     """``decode`` for a coroutine on zarr's event loop, which runs other reads meanwhile."""
-    batches = balanced_batches(jobs, processes)
-    pool = _pool.executor(processes)
-    try:
-        futures = _submit(pool, output, batches, gain)
-    except BrokenProcessPool as exc:
-        raise _worker_died(pool, batches, what) from exc
+    pool, batches, futures = _start(output, jobs, gain, processes, what)
     try:
         await asyncio.wait([asyncio.wrap_future(future) for future in futures])
     except asyncio.CancelledError:
