@@ -5,8 +5,12 @@ import is deleted only after zarr's in-flight chunk writes have landed (docs/cla
 from __future__ import annotations
 
 import asyncio
+import json
+import math
+import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,3 +168,20 @@ def test_a_failed_import_is_deleted_after_its_in_flight_writes_land(tmp_path):
     # the archive's group and its (empty) bookkeeping groups: no array, reservation or entry
     assert [key for key in stored if not key.startswith(".zarr-aac/")] == ["zarr.json"]
     assert [key for key in stored if key.count("/") > 2] == []
+
+
+def test_readme_size_claim_is_the_fidelity_study_s():
+    """README's size figures are those the fidelity study measured at the defaults
+    (docs/fidelity.json, written by docs/fidelity_study.py on the shared recordings)."""
+    root = Path(__file__).resolve().parents[1]
+    readme = " ".join((root / "README.md").read_text().split())
+    study = [entry for entry in json.loads((root / "docs" / "fidelity.json").read_text()) if entry["default"]]
+    pcm = [entry["size_pct_pcm16"] for entry in study]
+    flac = max(entry["size_pct_flac"] for entry in study)
+    claim = re.search(
+        r"(\d+) to (\d+) % of int16 PCM at the defaults on the test recordings \(at most (\d+) % of their FLAC", readme
+    )
+    assert claim, "README no longer states the size at the defaults"
+    low, high, most = (int(group) for group in claim.groups())
+    assert (low, high) == (round(min(pcm)), round(max(pcm)))
+    assert most == 5 * math.ceil(flac / 5)
