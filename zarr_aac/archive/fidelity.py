@@ -123,10 +123,6 @@ class FidelityReport:
         by_channel = pcm.reshape(-1, BLOCK_LENGTH, pcm.shape[1])[::SPECTRUM_EVERY].transpose(0, 2, 1)
         return (by_channel * self.window).reshape(-1, BLOCK_LENGTH)
 
-    def add_stored(self, source: np.ndarray, array: zarr.Array, start: int) -> None:
-        """``add`` ``source`` and what ``array`` reads back from row ``start`` on, where it was written."""
-        self.add(source, aac.from_dtype(np.asarray(array[start : start + source.shape[0]])))
-
     def band_edges(self) -> list[float]:
         """Edges of the per-band SNR: 0, FIRST_BAND_EDGE_HZ and octaves above it, the Nyquist frequency."""
         nyquist = self.sample_rate / 2
@@ -423,8 +419,11 @@ class ReadBackComparison:
             position = stop
 
     def compare_stored(self) -> None:
-        """Read back and compare the held samples the array now holds, in contiguous stretches."""
+        """Read back and compare the held samples the array now holds, in contiguous stretches;
+        the stretches of one chunk are read back in one request (an object store's cost is per
+        request)."""
         stored = self._array.shape[0]
+        stretches: list[tuple[int, np.ndarray]] = []
         while self._held and self._held[0][0] + self._held[0][1].shape[0] <= stored:
             start, first = self._held.popleft()
             pieces, length = [first], first.shape[0]
@@ -436,4 +435,10 @@ class ReadBackComparison:
             ):
                 pieces.append(self._held.popleft()[1])
                 length += pieces[-1].shape[0]
-            self._report.add_stored(np.concatenate(pieces) if len(pieces) > 1 else first, self._array, start)
+            stretches.append((start, np.concatenate(pieces) if len(pieces) > 1 else first))
+        for _, in_chunk in itertools.groupby(stretches, key=lambda stretch: stretch[0] // self._chunk_length):
+            run = list(in_chunk)
+            first_row, last_row = run[0][0], run[-1][0] + run[-1][1].shape[0]
+            read_back = aac.from_dtype(np.asarray(self._array[first_row:last_row]))
+            for start, source in run:
+                self._report.add(source, read_back[start - first_row : start - first_row + source.shape[0]])
