@@ -675,7 +675,7 @@ def import_named(
     after its hash reads (:meth:`RemoteSource.fetched`)."""
     with _fetched(source) as (path, digest):
         archive = open_archive(group)
-        remove_stale_imports(archive)
+        remove_stale_imports(archive, stacklevel=3)  # the caller of import_file
         existing = _existing_recording(archive, digest)
         if existing is not None:
             asked = _options_asked(options) + ([f"name={name!r}"] if name is not None and name != existing else [])

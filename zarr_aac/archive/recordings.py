@@ -515,8 +515,11 @@ def _node_exists(group: zarr.Group, name: str) -> bool:
     return bool(bk.run(look()))
 
 
-def remove_stale_imports(group: zarr.Group) -> list[str]:
+def remove_stale_imports(group: zarr.Group, *, stacklevel: int = 2) -> list[str]:
     """Remove what imports left that died on this host; return the names of their recordings.
+    The warning that says so names the line ``warnings.warn(..., stacklevel)`` would name if
+    called where this function is: by default (2) the line that called the caller, the user's
+    line when the caller is ``import_files``.
 
     An import marks its work with its host and process id: its pending mark (and, in archives
     of older versions, its temporary array's :data:`IMPORTING_ATTR`). One whose process no
@@ -530,7 +533,7 @@ def remove_stale_imports(group: zarr.Group) -> list[str]:
     if removed:
         warnings.warn(
             f"removed {len(removed)} unfinished import(s) left by a process that died: {', '.join(removed)}",
-            stacklevel=3,
+            stacklevel=stacklevel + 1,
         )
     return removed
 
