@@ -376,3 +376,52 @@ def test_no_block_outlives_the_reading_process(tmp_path):
             time.sleep(0.1)  # a killed reader's tracker and workers notice it gone
         assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], f"workers left after {ending}"
         assert_gone(blocks)
+
+
+def test_a_process_multiprocessing_started_ends_after_reading_with_the_pool(tmp_path):
+    """multiprocessing joins a child's own children when its work returns, before exit hooks:
+    the pool is shut down first, or the child would wait for its idle workers forever (an
+    import worker reading back a chunk hung so); its kept blocks are removed too."""
+    script = tmp_path / "nested.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import multiprocessing, sys
+            import numpy as np, zarr, zarr_aac
+            from zarr_aac.codec import decode_pool
+
+            def read(path, names):
+                z = zarr.open_array(path, mode="r")
+                with zarr.config.set({decode_pool.CONFIG_KEY: 2}):
+                    zarr_aac.read_clips(z, [0, 100_000, 150_000], 40_000)
+                names.extend([block.name for block in decode_pool._blocks._free])
+
+            if __name__ == "__main__":
+                z = zarr.create_array(
+                    sys.argv[1], shape=(200_000, 2), chunks=(100_000, 2), dtype="int16",
+                    serializer=zarr_aac.AACCodec(sample_rate=48000), compressors=None,
+                )
+                z[:] = (np.random.default_rng(0).standard_normal((200_000, 2)) * 3000).astype("int16")
+                context = multiprocessing.get_context("spawn")
+                with context.Manager() as manager:
+                    names = manager.list()
+                    child = context.Process(target=read, args=(sys.argv[1], names))
+                    child.start()
+                    child.join(60)
+                    print(child.exitcode, " ".join(names), flush=True)
+                    if child.exitcode is None:
+                        child.kill()
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "a.zarr")],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    exitcode, *blocks = done.stdout.split()
+    assert exitcode == "0", done.stderr
+    assert blocks
+    assert_gone(blocks)

@@ -19,10 +19,10 @@ children), where ``/dev/shm`` is absent, or on one CPU: those decode in the call
 from __future__ import annotations
 
 import asyncio
-import atexit
 import itertools
 import mmap
 import multiprocessing
+import multiprocessing.util
 import os
 import sys
 import threading
@@ -345,6 +345,7 @@ class _KeptBlocks:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._free: list[_Block] = []
+        self._removed_at_exit = False
 
     def take(self, nbytes: int) -> _Block:
         """The smallest kept block of ``nbytes`` or more, or a new one."""
@@ -359,6 +360,11 @@ class _KeptBlocks:
     def give(self, block: _Block) -> None:
         """Keep ``block`` for later reads, removing the smallest kept ones beyond ``KEEP_BYTES``."""
         with self._lock:
+            if not self._removed_at_exit:
+                # multiprocessing's exit runs these finalizers in the processes it starts too,
+                # where atexit hooks do not run.
+                multiprocessing.util.Finalize(None, self.remove_all, exitpriority=5)
+                self._removed_at_exit = True
             self._free.append(block)
             self._free.sort(key=lambda b: b.size)
             dropped = []
@@ -378,10 +384,10 @@ class _KeptBlocks:
         """A forked child leaves its parent's blocks to the parent."""
         self._lock = threading.Lock()
         self._free = []
+        self._removed_at_exit = False
 
 
 _blocks = _KeptBlocks()
-atexit.register(_blocks.remove_all)
 os.register_at_fork(after_in_child=_blocks.forget_after_fork)
 
 
@@ -392,6 +398,7 @@ class _SharedPool:
         self._lock = threading.Lock()
         self._executor: ProcessPoolExecutor | None = None
         self._size = 0
+        self._shut_down_at_exit = False
         self._start_method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
     def executor(self, processes: int) -> ProcessPoolExecutor:
@@ -407,6 +414,14 @@ class _SharedPool:
                     initargs=(os.getpid(),),
                 )
                 self._size = processes
+                if not self._shut_down_at_exit:
+                    # A process that multiprocessing started joins its children when its work
+                    # returns, before the interpreter's exit hooks shut executors down: the workers
+                    # would wait for work and it for them. Finalizers of priority 0 or more run
+                    # first, the highest first: above the executor's queues' own (10), which stop
+                    # the thread that would send the workers their stop.
+                    multiprocessing.util.Finalize(None, self.shut_down, exitpriority=100)
+                    self._shut_down_at_exit = True
             return self._executor
 
     def _context(self) -> Any:
@@ -417,6 +432,13 @@ class _SharedPool:
         if self._start_method == "forkserver":
             context.set_forkserver_preload([__name__])
         return context
+
+    def shut_down(self) -> None:
+        """Stop the workers and wait for them (at exit)."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
 
     def discard(self, broken: ProcessPoolExecutor) -> None:
         """Forget ``broken`` (a worker died) so the next read starts a new pool."""
@@ -432,6 +454,7 @@ class _SharedPool:
         self._lock = threading.Lock()
         self._executor = None
         self._start_method = "spawn"
+        self._shut_down_at_exit = False
 
 
 _pool = _SharedPool()
