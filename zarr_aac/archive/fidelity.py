@@ -20,7 +20,7 @@ import zarr
 
 from zarr_aac.archive.import_options import ImportOptions
 from zarr_aac.archive.recordings import PathLike
-from zarr_aac.codec import aac
+from zarr_aac.codec import aac, decode_pool
 from zarr_aac.codec.aac_codec import AACCodec
 from zarr_aac.errors import SourceError
 
@@ -439,6 +439,9 @@ class ReadBackComparison:
         for _, in_chunk in itertools.groupby(stretches, key=lambda stretch: stretch[0] // self._chunk_length):
             run = list(in_chunk)
             first_row, last_row = run[0][0], run[-1][0] + run[-1][1].shape[0]
-            read_back = aac.from_dtype(np.asarray(self._array[first_row:last_row]))
+            # Decoded here, not by the decode pool: the encoder is busy on the cores, and an import
+            # worker process would start a pool of its own for this alone.
+            with zarr.config.set({decode_pool.CONFIG_KEY: 0}):
+                read_back = aac.from_dtype(np.asarray(self._array[first_row:last_row]))
             for start, source in run:
                 self._report.add(source, read_back[start - first_row : start - first_row + source.shape[0]])
