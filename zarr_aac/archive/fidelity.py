@@ -376,6 +376,9 @@ COMPARED_BYTES_PER_CHUNK = 8 * 2**20
 """Source samples of each chunk compared with what the array reads back, in bytes of float32, at most."""
 STRETCH_SAMPLES = 16 * BLOCK_LENGTH
 """Samples read back and compared at a time."""
+STRETCHES_PER_READ = 4
+"""Stretches of a chunk read back in one request: fewer requests than one a stretch (an object
+store's cost is per request), and a bounded read whatever the chunk holds."""
 
 
 class ReadBackComparison:
@@ -420,8 +423,7 @@ class ReadBackComparison:
 
     def compare_stored(self) -> None:
         """Read back and compare the held samples the array now holds, in contiguous stretches;
-        the stretches of one chunk are read back in one request (an object store's cost is per
-        request)."""
+        ``STRETCHES_PER_READ`` stretches of one chunk are read back in one request."""
         stored = self._array.shape[0]
         stretches: list[tuple[int, np.ndarray]] = []
         while self._held and self._held[0][0] + self._held[0][1].shape[0] <= stored:
@@ -437,11 +439,16 @@ class ReadBackComparison:
                 length += pieces[-1].shape[0]
             stretches.append((start, np.concatenate(pieces) if len(pieces) > 1 else first))
         for _, in_chunk in itertools.groupby(stretches, key=lambda stretch: stretch[0] // self._chunk_length):
-            run = list(in_chunk)
-            first_row, last_row = run[0][0], run[-1][0] + run[-1][1].shape[0]
-            # Decoded here, not by the decode pool: the encoder is busy on the cores, and an import
-            # worker process would start a pool of its own for this alone.
-            with zarr.config.set({decode_pool.CONFIG_KEY: 0}):
-                read_back = aac.from_dtype(np.asarray(self._array[first_row:last_row]))
-            for start, source in run:
-                self._report.add(source, read_back[start - first_row : start - first_row + source.shape[0]])
+            in_chunk_list = list(in_chunk)
+            for first in range(0, len(in_chunk_list), STRETCHES_PER_READ):
+                self._compare_run(in_chunk_list[first : first + STRETCHES_PER_READ])
+
+    def _compare_run(self, run: list[tuple[int, np.ndarray]]) -> None:
+        """Compare consecutive stretches of one chunk with what one read of the array gives back."""
+        first_row, last_row = run[0][0], run[-1][0] + run[-1][1].shape[0]
+        # Decoded here, not by the decode pool: the encoder is busy on the cores, and an import
+        # worker process would start a pool of its own for this alone.
+        with zarr.config.set({decode_pool.CONFIG_KEY: 0}):
+            read_back = aac.from_dtype(np.asarray(self._array[first_row:last_row]))
+        for start, source in run:
+            self._report.add(source, read_back[start - first_row : start - first_row + source.shape[0]])

@@ -30,7 +30,7 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import wait as wait_for
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
@@ -125,19 +125,7 @@ class DecodeJob:
 
     def portable(self) -> DecodeJob:
         """This job with its payload as bytes, which pickle (a memoryview does not)."""
-        if isinstance(self.payload, bytes):
-            return self
-        return DecodeJob(
-            self.asc,
-            self.channels,
-            self.reuse,
-            bytes(self.payload),
-            self.frame_offsets,
-            self.first_sample,
-            self.writes,
-            self.key,
-            self.first_frame,
-        )
+        return self if isinstance(self.payload, bytes) else replace(self, payload=bytes(self.payload))
 
     def run(self, out: np.ndarray, gain: float) -> None:
         """Decode the frames and write the samples of each ``Write`` into ``out``, converted to its
