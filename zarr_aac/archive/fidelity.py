@@ -440,8 +440,8 @@ class ReadBackComparison:
             stretches.append((start, np.concatenate(pieces) if len(pieces) > 1 else first))
         for _, in_chunk in itertools.groupby(stretches, key=lambda stretch: stretch[0] // self._chunk_length):
             in_chunk_list = list(in_chunk)
-            for first in range(0, len(in_chunk_list), STRETCHES_PER_READ):
-                self._compare_run(in_chunk_list[first : first + STRETCHES_PER_READ])
+            for offset in range(0, len(in_chunk_list), STRETCHES_PER_READ):
+                self._compare_run(in_chunk_list[offset : offset + STRETCHES_PER_READ])
 
     def _compare_run(self, run: list[tuple[int, np.ndarray]]) -> None:
         """Compare consecutive stretches of one chunk with what one read of the array gives back."""
