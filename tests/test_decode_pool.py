@@ -21,6 +21,7 @@ import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.chunks import Chunk, chunk_key, get_bytes, put_bytes
+from support.pool import record_pool
 from support.selections import reference_decode
 from support.signals import tone_with_noise
 
@@ -68,16 +69,9 @@ def pool_jobs(monkeypatch):
     """The pool on (PROCESSES workers) for any read of a frame or more; the jobs each read hands
     to it, one list per read."""
     monkeypatch.setattr(decode_pool, "POOL_MIN_FRAMES", 1)
-    handed: list[list[decode_pool.DecodeJob]] = []
-    balanced = decode_pool.balanced_batches
-
-    def recording(jobs, count):
-        handed.append(list(jobs))
-        return balanced(jobs, count)
-
-    monkeypatch.setattr(decode_pool, "balanced_batches", recording)
+    record = record_pool(monkeypatch)
     with zarr.config.set({decode_pool.CONFIG_KEY: PROCESSES}):
-        yield handed
+        yield record.reads
 
 
 def expected_clips(reference, starts, length):
@@ -109,6 +103,28 @@ def test_clips_decoded_in_the_pool_equal_the_sequential_decode(
         assert len(pool_jobs[0]) == counted
 
 
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    name=st.sampled_from(
+        ["stereo int16", "stereo float32, gain 0.5", "mono 1-d float32", "5 channels in column chunks of 2"]
+    ),
+    length=st.integers(1, CHUNK + 3000),
+    buffer_frames=st.integers(1, 12),
+    data=st.data(),
+)
+def test_jobs_decoded_block_by_block_equal_the_sequential_decode(
+    arrays, monkeypatch, name, length, buffer_frames, data
+):
+    """A job longer than the decode buffer (aac.SCRATCH_MAX_BYTES) decodes through it a block at a
+    time, one decoder throughout: any block length, clips overlapping block ends included, gives
+    the sequential decode's samples."""
+    monkeypatch.setattr(aac, "SCRATCH_MAX_BYTES", buffer_frames * 4 * aac.FRAME_LENGTH)
+    z, reference = arrays[name]
+    starts = data.draw(st.lists(st.integers(0, N - length), min_size=1, max_size=8))
+    with zarr.config.set({decode_pool.CONFIG_KEY: 0}):
+        np.testing.assert_array_equal(zarr_aac.read_clips(z, starts, length), expected_clips(reference, starts, length))
+
+
 def _counted_jobs(z, starts, length):
     """The decode jobs read_clips makes of these clips."""
     chunk_reads = clips._plan(z, np.asarray(starts, np.int64), length)
@@ -121,13 +137,15 @@ def _counted_jobs(z, starts, length):
     name=st.sampled_from(["stereo int16", "stereo float32, gain 0.5", "3 channels int16, gain 1"]),
     span=st.tuples(st.integers(0, N - 1), st.integers(1, N)),
     split_frames=st.integers(1, 80),
+    handoff_frames=st.integers(0, 40),
     channel=st.sampled_from([slice(None), 0, 1]),
 )
 def test_spans_split_over_the_pool_equal_the_sequential_decode(
-    arrays, pool_jobs, monkeypatch, name, span, split_frames, channel
+    arrays, pool_jobs, monkeypatch, name, span, split_frames, handoff_frames, channel
 ):
-    """Any span, split into ranges at any points (SPLIT_MIN_FRAMES moves them)."""
+    """Any span, split into ranges at any points (SPLIT_MIN_FRAMES and HANDOFF_FRAMES move them)."""
     monkeypatch.setattr(aac_codec, "SPLIT_MIN_FRAMES", split_frames)
+    monkeypatch.setattr(aac_codec, "HANDOFF_FRAMES", handoff_frames)
     z, reference = arrays[name]
     start, length = span
     stop = min(start + length, N)

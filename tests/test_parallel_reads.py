@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import zarr
 from support.chunks import chunk_key, get_bytes
+from support.pool import record_pool
 from support.selections import reference_decode
 from support.signals import tone_with_noise
 
@@ -40,34 +41,31 @@ def stored(tmp_path_factory):
 
 @pytest.fixture
 def pool_reads(monkeypatch):
-    """The pool on, with PROCESSES workers; the frames of each job of each hand-over to it."""
-    handed: list[list[int]] = []
-    balanced = decode_pool.balanced_batches
-
-    def recording(jobs, count):
-        handed.append([job.n_frames for job in jobs])
-        return balanced(jobs, count)
-
-    monkeypatch.setattr(decode_pool, "balanced_batches", recording)
+    """The pool on, with PROCESSES workers; the jobs of each read that used it."""
+    record = record_pool(monkeypatch)
     with zarr.config.set({decode_pool.CONFIG_KEY: PROCESSES}):
-        yield handed
+        yield record
 
 
 def test_short_reads_alone_decode_in_the_reading_process(stored, pool_reads):
     z, reference = stored
     for start, stop in ((5000, 5100), (5000, 5000 + RATE)):
         np.testing.assert_array_equal(z[start:stop], reference[start:stop])
-    assert pool_reads == []
+    assert pool_reads.reads == []
 
 
 def test_a_long_read_of_one_chunk_is_split_over_the_workers(stored, pool_reads):
     z, reference = stored
     start, stop = 5000, 5000 + 300 * aac.FRAME_LENGTH
     np.testing.assert_array_equal(z[start:stop], reference[start:stop])
-    ((first, second),) = pool_reads
+    ((first, second),) = pool_reads.reads
     # The 301 frames holding the span (it starts mid-frame), and a pre-roll frame for each range.
-    assert first + second == 301 + 2
-    assert min(first, second) >= aac_codec.SPLIT_MIN_FRAMES
+    assert first.n_frames + second.n_frames == 301 + 2
+    assert second.first_frame == first.first_frame + first.n_frames - 1
+    assert first.n_frames >= aac_codec.SPLIT_MIN_FRAMES
+    # The reading process decodes the last range itself, HANDOFF_FRAMES longer than a worker's.
+    assert pool_reads.here == [second]
+    assert abs(second.n_frames - first.n_frames - aac_codec.HANDOFF_FRAMES) <= 1  # rounding
 
 
 def test_the_large_chunks_of_a_read_decode_in_the_pool_and_short_ones_here(stored, pool_reads):
@@ -77,21 +75,21 @@ def test_the_large_chunks_of_a_read_decode_in_the_pool_and_short_ones_here(store
     np.testing.assert_array_equal(
         z[CHUNK - 3 * RATE : CHUNK + 3 * RATE], reference[CHUNK - 3 * RATE : CHUNK + 3 * RATE]
     )
-    assert len(pool_reads) == 2
-    assert all(sum(jobs) >= decode_pool.POOL_MIN_FRAMES for jobs in pool_reads)
+    assert len(pool_reads.reads) == 2
+    assert all(sum(job.n_frames for job in jobs) >= decode_pool.POOL_MIN_FRAMES for jobs in pool_reads.reads)
     pool_reads.clear()
     np.testing.assert_array_equal(z[CHUNK - RATE : CHUNK + RATE], reference[CHUNK - RATE : CHUNK + RATE])
-    assert pool_reads == []
+    assert pool_reads.reads == []
 
 
 def test_a_whole_array_read_equals_the_sequential_decode(stored, pool_reads):
     z, reference = stored
     np.testing.assert_array_equal(z[:], reference)
-    assert len(pool_reads) == 3
+    assert len(pool_reads.reads) == 3
 
 
 def test_sparse_rows_decode_in_the_reading_process(stored, pool_reads):
     z, reference = stored
     rows = np.arange(1000, CHUNK, 997)
     np.testing.assert_array_equal(z.oindex[rows, :], reference[rows])
-    assert pool_reads == []
+    assert pool_reads.reads == []

@@ -6,7 +6,8 @@ Everything here works on raw AAC frames (no ADTS/MP4 container) plus the AudioSp
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 
 import av
 import numpy as np
@@ -240,17 +241,41 @@ class FrameDecoder:
     def decode(self, frames: Sequence[bytes | memoryview], out: np.ndarray | None = None) -> np.ndarray:
         """Decode ``frames`` in order from a fresh (or flushed) decoder; FRAME_LENGTH samples per frame.
 
+        ``out``, a float32 (m, channels) array, is used as the output buffer when it holds the
+        whole run, and the result is then a view of it.
+        """
+        ctx, opened_as = self._open()
+        pcm = self._decode_with(ctx, frames, out)
+        self._keep(ctx, opened_as)
+        return pcm
+
+    def decode_blocks(
+        self, frames: Sequence[bytes | memoryview], block_frames: int, out: np.ndarray | None = None
+    ) -> Iterator[np.ndarray]:
+        """Decode ``frames`` in order, as ``decode`` does, yielding the PCM of each ``block_frames``
+        of them in turn: a long run decodes through one buffer of a block (``out`` when it holds
+        one), each block a view of it that the next overwrites."""
+        ctx, opened_as = self._open()
+        for first in range(0, len(frames), block_frames):
+            yield self._decode_with(ctx, frames[first : first + block_frames], out)
+        self._keep(ctx, opened_as)
+
+    def _open(self) -> tuple[av.AudioCodecContext, str]:
+        try:
+            return self._context()
+        except av.FFmpegError as exc:
+            raise AudioDecodeError(f"AAC decoder rejected the AudioSpecificConfig: {exc}") from exc
+
+    def _decode_with(
+        self, ctx: av.AudioCodecContext, frames: Sequence[bytes | memoryview], out: np.ndarray | None
+    ) -> np.ndarray:
+        """The PCM of ``frames`` from ``ctx``, in ``out`` if it holds them.
+
         Each frame's planes are copied straight into the columns of one (n, channels) buffer sized
         for the run: per frame Python work is what limits the speed, so the loop binds what it calls
         and makes one array per plane. Interleaving frame by frame, while the frame is in cache, is
-        cheaper than filling a planar buffer and transposing the whole run later. ``out``, a
-        float32 (m, channels) array, is used as that buffer when it holds the whole run, and the
-        result is then a view of it.
+        cheaper than filling a planar buffer and transposing the whole run later.
         """
-        try:
-            ctx, opened_as = self._context()
-        except av.FFmpegError as exc:
-            raise AudioDecodeError(f"AAC decoder rejected the AudioSpecificConfig: {exc}") from exc
         channels = self.channels
         needed = len(frames) * FRAME_LENGTH
         pcm = out if out is not None and len(out) >= needed else np.empty((needed, channels), dtype=np.float32)
@@ -278,7 +303,6 @@ class FrameDecoder:
                     filled = stop
         except av.FFmpegError as exc:
             raise AudioDecodeError(f"AAC decoder failed: {exc}") from exc
-        self._keep(ctx, opened_as)
         return pcm[:filled]
 
 
@@ -291,6 +315,25 @@ def frame_runs(frames: Sequence[int] | np.ndarray) -> list[tuple[int, int]]:
     starts = np.concatenate(([0], breaks))
     stops = np.concatenate((breaks, [frames.size]))
     return [(int(frames[a]), int(frames[b - 1]) + 1) for a, b in zip(starts, stops, strict=True)]
+
+
+SCRATCH_MAX_BYTES = 8 << 20
+"""Largest decode buffer a thread keeps between decodes (10 s of 4 channels at 48 kHz). glibc
+hands a freed block of a few hundred KB back to the system, so a fresh buffer for each decode
+would page-fault on every 4 KB page it fills (docs/design-notes.md has the cost)."""
+_scratch_buffers = threading.local()
+
+
+def scratch_buffer(samples: int, channels: int) -> np.ndarray | None:
+    """This thread's float32 (samples, channels) decode buffer, or None when too large to keep.
+    Its contents last until the thread's next call: no await may come between filling and using it."""
+    size = samples * channels
+    if size * 4 > SCRATCH_MAX_BYTES:
+        return None
+    buffer = getattr(_scratch_buffers, "buffer", None)
+    if buffer is None or buffer.size < size:
+        buffer = _scratch_buffers.buffer = np.empty(size, dtype=np.float32)
+    return buffer[:size].reshape(samples, channels)
 
 
 _INT16_SCALE = np.float32(32768.0)
@@ -308,18 +351,26 @@ def to_dtype(pcm: np.ndarray, dtype: np.dtype, *, overwrite: bool = False, gain:
     faster: the clip makes the copy and the scaling runs in place. With ``gain`` a power of two
     the bounds and the scaling are exact.
     """
+    scaled = _scaled(pcm, dtype, gain, out=pcm if overwrite else None)
+    return scaled if dtype == np.float32 else scaled.astype(np.int16)
+
+
+def scale_in_place(pcm: np.ndarray, dtype: np.dtype, *, gain: float = 1.0) -> np.ndarray:
+    """``to_dtype``'s samples, computed in ``pcm`` and left as float32: each holds a value of
+    ``dtype`` exactly, so assigning them into an array of ``dtype`` gives ``to_dtype``'s result
+    without the int16 array it would allocate."""
+    return _scaled(pcm, dtype, gain, out=pcm)
+
+
+def _scaled(pcm: np.ndarray, dtype: np.dtype, gain: float, out: np.ndarray | None) -> np.ndarray:
+    """``pcm`` with ``gain`` undone, and for int16 clipped, scaled and rounded; into ``out`` if given."""
     if dtype == np.float32:
-        if gain == 1.0:
-            return pcm
-        if overwrite:
-            pcm /= np.float32(gain)
-            return pcm
-        return pcm / np.float32(gain)
+        return pcm if gain == 1.0 else np.divide(pcm, np.float32(gain), out=out)
     gain32 = np.float32(gain)
-    scaled = pcm.clip(_INT16_FLOOR * gain32, _INT16_CEILING * gain32, out=pcm if overwrite else None)
+    scaled = pcm.clip(_INT16_FLOOR * gain32, _INT16_CEILING * gain32, out=out)
     scaled *= _INT16_SCALE / gain32
     np.rint(scaled, out=scaled)
-    return scaled.astype(np.int16)
+    return scaled
 
 
 def from_dtype(pcm: np.ndarray, out: np.ndarray | None = None, gain: float = 1.0) -> np.ndarray:

@@ -10,7 +10,6 @@ of the same chunk is the second request alone. A read of the whole chunk is a si
 from __future__ import annotations
 
 import asyncio
-import threading
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeAlias
 
@@ -78,6 +77,9 @@ ENCODER_PEAK = 0.25
 """The highest input peak :func:`gain_for_peak` lets the encoder see. A 1 kHz int16 tone codes at
 58-62 dB SNR with its encoder input peaking between 0.125 and 0.25, 50-52 dB at 0.4-0.5 and 23 dB
 at 1.0; music peaking at 0.44 gained 1 dB over the fixed int16 gain (docs/fidelity.md)."""
+HANDOFF_FRAMES = 32
+"""Frames a worker's range is shorter than the range the reading process decodes itself: about
+what handing a range to a worker and its samples back costs (docs/design-notes.md)."""
 
 
 def gain_for_peak(peak: float) -> float:
@@ -685,8 +687,12 @@ async def _decode_span_in_pool(
     header = prefix.header
     ((first, stop),) = runs
     kept_first = frames.index.frame_of(samples.start)
-    ranges = max(1, min(processes, (stop - kept_first) // SPLIT_MIN_FRAMES)) if _pns_off(header) else 1
-    bounds = [int(b) for b in np.linspace(kept_first, stop, ranges + 1).round()]
+    # The last range decodes in this process (decode_async), which hands nothing over: it takes
+    # HANDOFF_FRAMES more, so that it ends about when the workers' ranges come back.
+    shared_frames = stop - kept_first - HANDOFF_FRAMES
+    ranges = max(1, min(processes, shared_frames // SPLIT_MIN_FRAMES)) if _pns_off(header) else 1
+    width = shared_frames / ranges
+    bounds = [kept_first + round(i * width) for i in range(ranges)] + [stop]
     # Each range holds samples of the span. The first begins with the run's own pre-roll frame;
     # each later one decodes the frame before it as its pre-roll.
     starts = [first, *(b - 1 for b in bounds[1:-1])]
@@ -793,7 +799,7 @@ class _SampleSpan:
     ) -> np.ndarray:
         """The span's samples as ``dtype``, shape (samples, channels), from the run ``frame_runs`` gave."""
         ((run_start, run_stop),) = runs
-        scratch = _scratch_buffer((run_stop - run_start) * aac.FRAME_LENGTH, header.channels)
+        scratch = aac.scratch_buffer((run_stop - run_start) * aac.FRAME_LENGTH, header.channels)
         pcm = frames.decode_run(decoder, run_start, run_stop, scratch)
         offset = run_start * aac.FRAME_LENGTH - header.skip
         out = aac.to_dtype(pcm[self.start - offset : self.stop - offset], dtype, overwrite=True, gain=gain)
@@ -870,24 +876,6 @@ def _sample_selection(selector: Any, chunk_length: int) -> _SampleSelection:
         if step == 1 and stop > start:
             return _SampleSpan(start, stop, chunk_length)
     return _SampleRows.of(selector, chunk_length)
-
-
-SCRATCH_MAX_BYTES = 8 << 20
-"""Largest decode buffer a reading thread keeps between reads (10 s of 4 channels at 48 kHz).
-glibc hands a freed block of a few hundred KB back to the system, so a fresh buffer for each
-read would page-fault on every 4 KB page it fills (docs/design-notes.md has the cost)."""
-_scratch_buffers = threading.local()
-
-
-def _scratch_buffer(samples: int, channels: int) -> np.ndarray | None:
-    """This thread's float32 (samples, channels) decode buffer, or None when too large to keep."""
-    size = samples * channels
-    if size * 4 > SCRATCH_MAX_BYTES:
-        return None
-    buffer = getattr(_scratch_buffers, "buffer", None)
-    if buffer is None or buffer.size < size:
-        buffer = _scratch_buffers.buffer = np.empty(size, dtype=np.float32)
-    return buffer[:size].reshape(samples, channels)
 
 
 def _decoder_for(prefix: ChunkPrefix) -> aac.FrameDecoder:

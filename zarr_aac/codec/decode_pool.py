@@ -140,20 +140,41 @@ class DecodeJob:
         payload = memoryview(self.payload)
         frames = [payload[a:b] for a, b in itertools.pairwise(offsets)]
         decoder = aac.FrameDecoder(self.asc, self.channels, reuse=self.reuse)
+        block_frames = max(1, min(self.n_frames, aac.SCRATCH_MAX_BYTES // (4 * aac.FRAME_LENGTH * self.channels)))
+        buffer = aac.scratch_buffer(block_frames * aac.FRAME_LENGTH, self.channels)
+        begin = self.first_sample
         try:
-            pcm = decoder.decode(frames)
+            for number, pcm in enumerate(decoder.decode_blocks(frames, block_frames, buffer)):
+                first = self.first_frame + number * block_frames
+                expected = min(block_frames, self.n_frames - number * block_frames) * aac.FRAME_LENGTH
+                if pcm.shape[0] != expected:
+                    last = first + expected // aac.FRAME_LENGTH - 1
+                    raise CorruptChunkError(
+                        self.key, f"frames {first}-{last} decode to {pcm.shape[0]} samples, expected {expected}"
+                    )
+                self._write(pcm, begin, out, gain)
+                begin += expected
         except AudioDecodeError as exc:
             raise CorruptChunkError(self.key, str(exc)) from exc
-        expected = self.n_frames * aac.FRAME_LENGTH
-        if pcm.shape[0] != expected:
-            last = self.first_frame + self.n_frames - 1
-            raise CorruptChunkError(
-                self.key, f"frames {self.first_frame}-{last} decode to {pcm.shape[0]} samples, expected {expected}"
-            )
+
+    def _write(self, pcm: np.ndarray, begin: int, out: np.ndarray, gain: float) -> None:
+        """The samples of the writes in ``pcm``, which holds chunk samples from ``begin`` on,
+        converted once in ``pcm`` (clips may overlap) and copied to their destinations in ``out``."""
+        end = begin + pcm.shape[0]
+        lo = max(begin, min(write.lo for write in self.writes))
+        hi = min(end, max(write.hi for write in self.writes))
+        if lo >= hi:
+            return
+        converted = aac.scale_in_place(pcm[lo - begin : hi - begin], out.dtype, gain=gain)
         for write in self.writes:
-            samples = pcm[write.lo - self.first_sample : write.hi - self.first_sample]
-            converted = aac.to_dtype(samples, out.dtype, gain=gain)
-            out[write.destination] = converted[:, 0] if write.channels is None else converted[:, : write.channels]
+            a, b = max(write.lo, lo), min(write.hi, hi)
+            if a < b:
+                samples = converted[a - lo : b - lo]
+                # A view of ``out``: basic indexing (ints and slices) throughout.
+                destination = out[write.destination]
+                destination[a - write.lo : b - write.lo] = (
+                    samples[:, 0] if write.channels is None else samples[:, : write.channels]
+                )
 
 
 def run_jobs(jobs: list[DecodeJob], out: np.ndarray, gain: float) -> list[tuple[int, CorruptChunkError]]:
@@ -522,12 +543,15 @@ def decode(
 async def decode_async(
     output: SharedOutput, jobs: list[DecodeJob], gain: float, processes: int, what: str
 ) -> list[tuple[DecodeJob, CorruptChunkError]]:
-    """``decode`` for a coroutine on zarr's event loop, which runs other reads meanwhile."""
-    pool, batches, futures = _start(output, jobs, gain, processes, what)
+    """``decode`` for a coroutine on zarr's event loop, the last job run in this process while
+    the workers run the others (one hand-off fewer, and this process would wait anyway)."""
+    here = jobs[-1:] if len(jobs) > 1 else []
+    pool, batches, futures = _start(output, jobs[: len(jobs) - len(here)], gain, processes, what)
+    failures = [(here[number], error) for number, error in run_jobs(here, output.array, gain)]
     try:
         await asyncio.wait([asyncio.wrap_future(future) for future in futures])
     except asyncio.CancelledError:
         for future in futures:
             future.cancel()
         raise
-    return _collect(futures, batches, pool, what)
+    return _collect(futures, batches, pool, what) + failures

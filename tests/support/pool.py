@@ -1,0 +1,52 @@
+"""What reads hand to the decode pool (zarr_aac.codec.decode_pool), recorded in the reading process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from zarr_aac.codec import decode_pool
+
+
+@dataclass
+class PoolRecord:
+    """The jobs of each read that used the pool, and of those the ones run in the reading process."""
+
+    reads: list[list[decode_pool.DecodeJob]] = field(default_factory=list)
+    here: list[decode_pool.DecodeJob] = field(default_factory=list)
+
+    def clear(self) -> None:
+        self.reads.clear()
+        self.here.clear()
+
+
+def record_pool(monkeypatch: pytest.MonkeyPatch) -> PoolRecord:
+    """Record every read's jobs as it hands them to ``decode_pool.decode`` or ``decode_async``,
+    and the jobs ``run_jobs`` runs in this process meanwhile."""
+    record = PoolRecord()
+    decode, decode_async, run_jobs = decode_pool.decode, decode_pool.decode_async, decode_pool.run_jobs
+    in_pool_read = False
+
+    def recording(output, jobs, *rest):
+        record.reads.append(list(jobs))
+        return decode(output, jobs, *rest)
+
+    async def recording_async(output, jobs, *rest):
+        nonlocal in_pool_read
+        record.reads.append(list(jobs))
+        in_pool_read = True
+        try:
+            return await decode_async(output, jobs, *rest)
+        finally:
+            in_pool_read = False
+
+    def running_here(jobs, out, gain):
+        if in_pool_read:
+            record.here.extend(jobs)
+        return run_jobs(jobs, out, gain)
+
+    monkeypatch.setattr(decode_pool, "decode", recording)
+    monkeypatch.setattr(decode_pool, "decode_async", recording_async)
+    monkeypatch.setattr(decode_pool, "run_jobs", running_here)
+    return record
