@@ -94,6 +94,24 @@ def gain_for_peak(peak: float) -> float:
     return float(2.0 ** -min(exponent, -MIN_GAIN_EXPONENT))
 
 
+CONFIGURATION_KEYS = ("sample_rate", "aac_sample_rate", "bitrate", "gain", "cutoff", "all_chunks_stored")
+
+
+def parse_configuration_keys(configuration: dict[str, Any]) -> dict[str, Any]:
+    """``configuration`` if it names only keys this version knows and has a sample rate; else
+    ValueError naming the keys (an unknown one comes from a newer zarr-aac or a hand edit)."""
+    unknown = sorted(set(configuration) - set(CONFIGURATION_KEYS))
+    if unknown:
+        raise ValueError(
+            f"zarr_aac codec configuration has unknown key(s) {', '.join(map(repr, unknown))}; this zarr-aac "
+            f"knows {', '.join(CONFIGURATION_KEYS)}. An array written by a newer zarr-aac needs that version "
+            "(pip install -U zarr-aac)"
+        )
+    if "sample_rate" not in configuration:
+        raise ValueError("zarr_aac codec configuration has no 'sample_rate': the array's metadata is incomplete")
+    return configuration
+
+
 def parse_all_chunks_stored(value: Any) -> bool:
     """``value`` if it is a bool; else ValueError."""
     if not isinstance(value, bool):
@@ -242,9 +260,10 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
             If the name is not ``zarr_aac`` or the configuration is invalid (see the class).
         """
         _, configuration = parse_named_configuration(data, CODEC_NAME)
+        configuration = parse_configuration_keys(configuration or {})
         # Any JSON value may arrive here: the constructor's parse_* helpers check each one. A
         # configuration without a gain was written by 0.2, which stored samples unscaled.
-        with_gain: dict[str, Any] = {"gain": LEGACY_GAIN, **(configuration or {})}
+        with_gain: dict[str, Any] = {"gain": LEGACY_GAIN, **configuration}
         return cls(**with_gain)
 
     def to_dict(self) -> dict[str, Any]:
