@@ -119,8 +119,12 @@ async def create_document(store: Store, node_key: str, attributes: dict[str, Any
     which is atomic only with one writer (a :class:`NoConditionalWriteWarning` says so once).
     Each document carries a unique token, so reading it back tells who won.
     """
-    data = _document(attributes)
-    key = f"{node_key}/zarr.json"
+    return await create_object(store, f"{node_key}/zarr.json", _document(attributes))
+
+
+async def create_object(store: Store, key: str, data: bytes) -> bool:
+    """Store ``data`` under ``key`` if nothing is stored there; True if this call stored it
+    (the conditional write of :func:`create_document`, for any object)."""
     inner = _innermost(store)
     if isinstance(inner, FsspecStore) and _is_s3(inner):
         return await _s3_create(inner, key, data)
