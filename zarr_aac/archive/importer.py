@@ -352,8 +352,9 @@ class _RecordingLayout:
         array = zarr.Array(AsyncArray(made.metadata, group.store_path / name, made.async_array.config))
         if not _store_metadata(array, create=True):
             raise ArchiveError(
-                f"{array.store_path}: another node was stored under the name reserved for this import; "
-                "remove that node (or the reservation, with zarr-aac gc) and import again"
+                f"{array.store_path}: another node was stored under the name reserved for this import (by "
+                "hand, or by a program that ignores the archive's reservations); this import is abandoned and "
+                "what is under that name deleted: import the file again"
             )
         return array
 
