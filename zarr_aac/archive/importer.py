@@ -30,6 +30,7 @@ import zarr
 from tqdm.auto import tqdm
 from zarr.core.array import AsyncArray
 from zarr.core.buffer import default_buffer_prototype
+from zarr.core.metadata import ArrayV3Metadata
 from zarr.storage import MemoryStore
 
 from zarr_aac.archive import entries as bk
@@ -333,6 +334,7 @@ class _RecordingLayout:
         """
         made = zarr.create_array(
             MemoryStore(),
+            zarr_format=3,
             shape=(0, self.channels),
             chunks=(self.chunk_length, self.chunk_channels),
             dtype=self.dtype,
@@ -349,7 +351,9 @@ class _RecordingLayout:
             attributes={IMPORTING_ATTR: owner},
             config={"write_empty_chunks": True},
         )
-        array = zarr.Array(AsyncArray(made.metadata, group.store_path / name, made.async_array.config))
+        metadata = made.metadata
+        assert isinstance(metadata, ArrayV3Metadata)  # asked for above
+        array = zarr.Array(AsyncArray(metadata, group.store_path / name, made.async_array.config))
         if not _store_metadata(array, create=True):
             raise ArchiveError(
                 f"{array.store_path}: another node was stored under the name reserved for this import (by "
