@@ -7,9 +7,12 @@ at different offsets (so no content repeats and nothing is skipped as already im
 into a new archive; the rounds alternate 1, 2, 1, 2 so that load changes affect both alike,
 and each size reports its faster round. The peer, in the same rounds: the local process pool
 (``workers=1`` and ``workers=2``) importing the same files into a local archive, which shows
-how much parallelism the machine gives at that moment. Beside each cluster row: the CPU time
-of the workers and of the moto server during that import (moto runs on the same cores, which
-a real object store does not), and the load average.
+how much parallelism the machine gives at that moment (the ceiling: two import processes
+against one). Beside each cluster row: the CPU time of the workers, of the moto server, of the
+scheduler and of the client during that import (moto runs on the same cores, which a real
+object store does not), the cores they used between them, the speed-up the 2-worker run would
+have if its processes had every core to themselves (the 1-worker time over their CPU seconds
+spread over the cores), and the load average.
 
 Two sets of files: the 16 x 30 s the target is stated for, and (full runs only) 4 x 5 min, an
 archive of longer recordings, whose chunks (60 s) a single worker already encodes two at a time.
@@ -90,12 +93,19 @@ def _cut(wav: Path, count: int, seconds: float, work: Path) -> list[Path]:
 
 @dataclass(frozen=True)
 class _ClusterRun:
-    """One import on the cluster: its seconds, and the CPU seconds of its workers and of moto."""
+    """One import on the cluster: its seconds, and the CPU seconds of its workers, of moto, of
+    the scheduler and of this process (the client)."""
 
     seconds: float
     workers_cpu: float
     moto_cpu: float
+    scheduler_cpu: float
+    client_cpu: float
     load: float
+
+    @property
+    def total_cpu(self) -> float:
+        return self.workers_cpu + self.moto_cpu + self.scheduler_cpu + self.client_cpu
 
 
 def _cpu_seconds(pids: list[int]) -> float:
@@ -121,7 +131,9 @@ def _import_on_cluster(sources: list[Path], n_workers: int, archive: str, option
     ):
         client.wait_for_workers(n_workers, timeout=120)
         workers = list(client.run(os.getpid).values())
+        scheduler = client.run_on_scheduler(os.getpid)
         workers_before, moto_before = _cpu_seconds(workers), _cpu_seconds([moto_pid])
+        scheduler_before, client_before = _cpu_seconds([scheduler]), _cpu_seconds([os.getpid()])
         seconds = timed(
             lambda: zarr_aac.import_files(
                 sources, archive, client=client, storage_options=options, bitrate=BITRATE, progress=False
@@ -131,6 +143,8 @@ def _import_on_cluster(sources: list[Path], n_workers: int, archive: str, option
             seconds,
             _cpu_seconds(workers) - workers_before,
             _cpu_seconds([moto_pid]) - moto_before,
+            _cpu_seconds([scheduler]) - scheduler_before,
+            _cpu_seconds([os.getpid()]) - client_before,
             os.getloadavg()[0],
         )
 
@@ -163,6 +177,7 @@ def _rows_of_set(ctx: Context, count: int, seconds: float, rounds: int, *, endpo
     finally:
         shutil.rmtree(work)
     audio_seconds = count * seconds
+    cores = os.cpu_count() or 1
     rows = [
         {
             "method": f"import_files on dask, {n} worker{'s' if n > 1 else ''} -> S3 (moto)",
@@ -174,9 +189,14 @@ def _rows_of_set(ctx: Context, count: int, seconds: float, rounds: int, *, endpo
             f"target >= {SPEED_UP_TARGET}x": None if n == 1 else best[1].seconds / best[2].seconds >= SPEED_UP_TARGET,
             "workers CPU s": best[n].workers_cpu,
             "moto CPU s": best[n].moto_cpu,
-            "moto share of CPU": best[n].moto_cpu / (best[n].moto_cpu + best[n].workers_cpu),
+            "scheduler CPU s": best[n].scheduler_cpu,
+            "client CPU s": best[n].client_cpu,
+            "moto share of CPU": best[n].moto_cpu / best[n].total_cpu,
+            "cores used": best[n].total_cpu / best[n].seconds,
+            # the 2-worker run cannot take less than its processes' CPU spread over every core
+            "speed-up if all cores were obtained": None if n == 1 else best[1].seconds / (best[2].total_cpu / cores),
             "load average (1 min)": best[n].load,
-            "cores": os.cpu_count(),
+            "cores": cores,
         }
         for n in (1, 2)
     ]

@@ -9,6 +9,10 @@ the samples queued for the encoders (``QUEUED_BYTES``) and the AAC frames of the
 encoded (``ENCODED_BYTES``, which limits the threads). Each chunk's bytes are those zarr's own
 write would store (edge chunks padded with the fill value, chunks equal to it left out), put
 under the key zarr gives the chunk.
+
+The array grows in memory only (:attr:`ChunkWriter.array`): its metadata is not rewritten as
+each chunk is stored (on an object store one request a chunk, and readers do not look at a
+recording before its commit); the caller writes it once, complete.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from types import TracebackType
 
 import numpy as np
 import zarr
+from zarr.core.array import AsyncArray
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
@@ -76,14 +81,15 @@ class _ChunkJob:
         self._writer = writer
         self._coords = coords
 
-    def run(self) -> None:
+    def run(self) -> int:
+        """Encode the chunk's samples as they come and store it; return the bytes stored."""
         writer = self._writer
         try:
             encoder = ChunkEncoder(writer.codec, writer.chunk_channels, writer.dtype)
             nonzero = False
             while (block := self.samples.get()) is not _END:
                 if block is _ABORT:
-                    return
+                    return 0
                 assert isinstance(block, np.ndarray)
                 try:
                     encoder.feed(block)
@@ -92,9 +98,11 @@ class _ChunkJob:
                 finally:
                     writer.budget.give(block.nbytes)
             data = encoder.finish()
-            if nonzero or writer.write_empty_chunks:
-                key = writer.array.metadata.encode_chunk_key(self._coords)
-                sync((writer.array.store_path / key).set(default_buffer_prototype().buffer.from_bytes(data)))
+            if not (nonzero or writer.write_empty_chunks):
+                return 0
+            key = writer.array.metadata.encode_chunk_key(self._coords)
+            sync((writer.array.store_path / key).set(default_buffer_prototype().buffer.from_bytes(data)))
+            return len(data)
         except BaseException:
             writer.budget.fail()
             raise
@@ -105,7 +113,7 @@ class _UnstoredChunk:
     """A chunk of time being encoded: its jobs (one per channel group) and, once all its samples
     are queued, the array length that storing it extends the array to."""
 
-    jobs: list[Future[None]]
+    jobs: list[Future[int]]
     stop: int | None = None
 
     def stored(self) -> bool:
@@ -116,13 +124,21 @@ class ChunkWriter:
     """Appends samples to a new, empty recording array, chunk after chunk, as they come.
 
     Use it as a context manager and call :meth:`finish` at the end; leaving the block without
-    finishing (an error, Ctrl-C) stops the encoders and writes nothing more. The array's shape
-    grows as each chunk, and all before it, is stored.
+    finishing (an error, Ctrl-C) stops the encoders and writes nothing more. :attr:`array`
+    grows as each chunk, and all before it, is stored; its metadata in the store is left as it
+    was (the caller writes it once, with the final shape).
 
     Parameters
     ----------
     array : zarr.Array
         An array of shape (0, channels) whose serializer is :class:`AACCodec`, without compressors.
+
+    Attributes
+    ----------
+    array : zarr.Array
+        The array over the chunks stored so far, in memory: its reads are of stored chunks.
+    stored_nbytes : int
+        Bytes of the chunks stored so far.
     """
 
     def __init__(self, array: zarr.Array) -> None:
@@ -137,6 +153,7 @@ class ChunkWriter:
         self.write_empty_chunks = array.async_array.config.write_empty_chunks
         self.budget = _Budget(QUEUED_BYTES)
         self.written = 0
+        self.stored_nbytes = 0
         self._threads = encoding_threads(codec, self.chunk_length, self.chunk_channels)
         self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="zarr-aac-encode")
         self._open: list[_ChunkJob] = []
@@ -215,9 +232,10 @@ class ChunkWriter:
         """Wait for the oldest chunk to be stored, then grow the array over it."""
         chunk = self._unstored.popleft()
         for job in chunk.jobs:
-            job.result()
+            self.stored_nbytes += job.result()
         assert chunk.stop is not None
-        self.array.resize((chunk.stop, self.channels))
+        grown = self.array.metadata.update_shape((chunk.stop, self.channels))
+        self.array = zarr.Array(AsyncArray(grown, self.array.store_path, self.array.async_array.config))
 
     def _raise_failure(self) -> None:
         for chunk in self._unstored:

@@ -22,6 +22,7 @@ import errno
 import json
 import uuid
 import warnings
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -100,8 +101,15 @@ async def write_document(store: Store, node_key: str, attributes: dict[str, Any]
 
 
 async def delete_document(store: Store, node_key: str) -> None:
-    """Delete the bookkeeping node at ``node_key``; nothing if it is absent."""
-    await store.delete_dir(node_key)
+    """Delete the bookkeeping node at ``node_key``; nothing if it is absent.
+
+    On S3 the node is its one object, deleted by one request; elsewhere its folder goes, with
+    whatever a write cut short left in it (on S3 a deletion of a folder lists it first)."""
+    inner = _innermost(store)
+    if isinstance(inner, FsspecStore) and _is_s3(inner):
+        await store.delete(f"{node_key}/zarr.json")
+    else:
+        await store.delete_dir(node_key)
 
 
 async def list_children(store: Store, node_key: str) -> list[str]:
@@ -119,8 +127,12 @@ async def create_document(store: Store, node_key: str, attributes: dict[str, Any
     which is atomic only with one writer (a :class:`NoConditionalWriteWarning` says so once).
     Each document carries a unique token, so reading it back tells who won.
     """
-    data = _document(attributes)
-    key = f"{node_key}/zarr.json"
+    return await create_object(store, f"{node_key}/zarr.json", _document(attributes))
+
+
+async def create_object(store: Store, key: str, data: bytes) -> bool:
+    """Store ``data`` under ``key`` if nothing is stored there; True if this call stored it
+    (the conditional write of :func:`create_document`, for any object)."""
     inner = _innermost(store)
     if isinstance(inner, FsspecStore) and _is_s3(inner):
         return await _s3_create(inner, key, data)
@@ -175,16 +187,35 @@ def _warn_no_conditional_write(store: Store) -> None:
     )
 
 
+_BOOKKEEPING_GROUPS = (NAMES, RECORDINGS, PENDING, MODIFIED)
+"""The bookkeeping's groups, in the order they are created (the last one's presence says all are)."""
+_seen_complete: dict[tuple[int, str], weakref.ref[Store]] = {}
+"""Archives whose bookkeeping this process has seen complete, by store object and group path.
+zarr-aac never removes the bookkeeping, so a process asks the store only once per open store."""
+
+
+async def has_bookkeeping(store: Store, group_path: str) -> bool:
+    """Whether the archive at ``group_path`` has all its bookkeeping groups (archives written
+    before the commit protocol have none). Asks the store once per store object and archive."""
+    seen = _seen_complete.get((id(store), group_path))
+    if seen is not None and seen() is store:
+        return True
+    if not await store.exists(f"{bookkeeping_key(group_path, _BOOKKEEPING_GROUPS[-1])}/zarr.json"):
+        return False
+    _seen_complete[(id(store), group_path)] = weakref.ref(store)
+    return True
+
+
 async def ensure_bookkeeping(store: Store, group_path: str) -> None:
     """Create the bookkeeping groups (empty Zarr groups) if the archive lacks them, parents
     first and before any document goes below them, so zarr lists the hierarchy without
     warnings whenever a writer stops. Writers that race here write the same bytes."""
-    parts = (NAMES, RECORDINGS, PENDING, MODIFIED)
-    if await store.exists(f"{bookkeeping_key(group_path, parts[-1])}/zarr.json"):
+    if await has_bookkeeping(store, group_path):
         return
     await write_document(store, bookkeeping_key(group_path), {})
-    for part in parts:
+    for part in _BOOKKEEPING_GROUPS:
         await write_document(store, bookkeeping_key(group_path, part), {})
+    _seen_complete[(id(store), group_path)] = weakref.ref(store)
 
 
 def run(coroutine: Any) -> Any:

@@ -394,13 +394,12 @@ class ReadBackComparison:
     Parameters
     ----------
     array : zarr.Array
-        The recording being written, of shape (samples, channels).
+        The recording being written, of shape (samples, channels): its chunking.
     report : FidelityReport
         The report to add the samples to.
     """
 
     def __init__(self, array: zarr.Array, report: FidelityReport) -> None:
-        self._array = array
         self._report = report
         self._chunk_length = array.chunks[0]
         frame_bytes = 4 * report.channels
@@ -421,10 +420,11 @@ class ReadBackComparison:
                 self._report.note_source(piece)
             position = stop
 
-    def compare_stored(self) -> None:
-        """Read back and compare the held samples the array now holds, in contiguous stretches;
+    def compare_stored(self, array: zarr.Array) -> None:
+        """Read back from ``array`` (the recording as stored so far: it grows as chunks are
+        stored) and compare the held samples it now holds, in contiguous stretches;
         ``STRETCHES_PER_READ`` stretches of one chunk are read back in one request."""
-        stored = self._array.shape[0]
+        stored = array.shape[0]
         stretches: list[tuple[int, np.ndarray]] = []
         while self._held and self._held[0][0] + self._held[0][1].shape[0] <= stored:
             start, first = self._held.popleft()
@@ -441,14 +441,14 @@ class ReadBackComparison:
         for _, in_chunk in itertools.groupby(stretches, key=lambda stretch: stretch[0] // self._chunk_length):
             in_chunk_list = list(in_chunk)
             for offset in range(0, len(in_chunk_list), STRETCHES_PER_READ):
-                self._compare_run(in_chunk_list[offset : offset + STRETCHES_PER_READ])
+                self._compare_run(array, in_chunk_list[offset : offset + STRETCHES_PER_READ])
 
-    def _compare_run(self, run: list[tuple[int, np.ndarray]]) -> None:
+    def _compare_run(self, array: zarr.Array, run: list[tuple[int, np.ndarray]]) -> None:
         """Compare consecutive stretches of one chunk with what one read of the array gives back."""
         first_row, last_row = run[0][0], run[-1][0] + run[-1][1].shape[0]
         # Decoded here, not by the decode pool: the encoder is busy on the cores, and an import
         # worker process would start a pool of its own for this alone.
         with zarr.config.set({decode_pool.CONFIG_KEY: 0}):
-            read_back = aac.from_dtype(np.asarray(self._array[first_row:last_row]))
+            read_back = aac.from_dtype(np.asarray(array[first_row:last_row]))
         for start, source in run:
             self._report.add(source, read_back[start - first_row : start - first_row + source.shape[0]])

@@ -128,7 +128,7 @@ def collect(
 
 
 def _has_bookkeeping(group: zarr.Group) -> bool:
-    return bool(bk.run(group.store.exists(bk.bookkeeping_key(group.path, "zarr.json"))))
+    return bool(bk.run(bk.has_bookkeeping(group.store, group.path)))
 
 
 def _pending(

@@ -28,6 +28,9 @@ import av
 import numpy as np
 import zarr
 from tqdm.auto import tqdm
+from zarr.core.array import AsyncArray
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.metadata import ArrayV3Metadata
 from zarr.storage import MemoryStore
 
 from zarr_aac.archive import entries as bk
@@ -44,6 +47,7 @@ from zarr_aac.archive.recordings import (
     abandon_reservation,
     check_recording_name,
     importing_owner,
+    legacy_catalogue,
     open_archive,
     owner_is_dead,
     publish_recording,
@@ -51,6 +55,7 @@ from zarr_aac.archive.recordings import (
     recording_with_hash,
     refresh_snapshot,
     remove_stale_imports,
+    reopen,
     reservation_of,
     reserve_name,
 )
@@ -58,6 +63,7 @@ from zarr_aac.codec import aac
 from zarr_aac.codec.aac_codec import AACCodec, gain_for_peak
 from zarr_aac.errors import (
     AlreadyImportedWarning,
+    ArchiveError,
     ImportFailedError,
     NameTakenError,
     SourceError,
@@ -316,9 +322,19 @@ class _RecordingLayout:
         Every chunk is stored, all-zero ones too, and the codec says so: a chunk lost later then
         raises on reading instead of reading as silence. ``owner`` names the importing process
         until the recording is committed, so a later import can tell a dead one's leftovers.
+
+        The metadata is made in memory by zarr and stored by one create-if-absent write, without
+        zarr's reads of the group and of the name first (the name is reserved for this import,
+        and a node that appeared there all the same makes the write fail rather than be replaced).
+
+        Raises
+        ------
+        ArchiveError
+            If a node was stored under ``name`` after it was reserved.
         """
-        return group.create_array(
-            name,
+        made = zarr.create_array(
+            MemoryStore(),
+            zarr_format=3,
             shape=(0, self.channels),
             chunks=(self.chunk_length, self.chunk_channels),
             dtype=self.dtype,
@@ -335,6 +351,27 @@ class _RecordingLayout:
             attributes={IMPORTING_ATTR: owner},
             config={"write_empty_chunks": True},
         )
+        metadata = made.metadata
+        assert isinstance(metadata, ArrayV3Metadata)  # asked for above
+        array = zarr.Array(AsyncArray(metadata, group.store_path / name, made.async_array.config))
+        if not _store_metadata(array, create=True):
+            raise ArchiveError(
+                f"{array.store_path}: another node was stored under the name reserved for this import (by "
+                "hand, or by a program that ignores the archive's reservations); this import is abandoned and "
+                "what is under that name deleted: import the file again"
+            )
+        return array
+
+
+def _store_metadata(array: zarr.Array, *, create: bool = False) -> bool:
+    """Store ``array``'s metadata (one object, Zarr v3); with ``create``, only if none is stored
+    (False then if some was). True once stored."""
+    ((key, buffer),) = array.metadata.to_buffer_dict(default_buffer_prototype()).items()
+    store_key = f"{array.path}/{key}"
+    if create:
+        return bool(bk.run(bk.create_object(array.store, store_key, buffer.to_bytes())))
+    bk.run(array.store.set(store_key, buffer))
+    return True
 
 
 @contextmanager
@@ -382,7 +419,10 @@ def _write_source(
         report = FidelityReport(layout.sample_rate, layout.channels, clip_level_for(layout.dtype, layout.gain))
         disable_bar = None if options.progress else True
         with tqdm(total=declared, unit="sample", unit_scale=True, desc=source.name, disable=disable_bar) as bar:
-            written = _write_samples(array, itertools.chain(head, blocks), source, layout, bar, report=report)
+            array, chunk_nbytes = _write_samples(
+                array, itertools.chain(head, blocks), source, layout, bar, report=report
+            )
+        written = array.shape[0]
         truncated = end.error is not None or _is_truncated(written, declared, audio.codec_context.name)
         if truncated and not options.allow_truncated:
             raise SourceError(
@@ -406,13 +446,16 @@ def _write_source(
         "start_time_source": started_from,
         # the chunk length keeps its stored key, so catalogues of every version read alike
         "aac": {"sample_rate": layout.aac_sample_rate, "bitrate": layout.bitrate, "chunk_samples": layout.chunk_length},
-        "fidelity": report.result(array.nbytes_stored()),
+        "fidelity": report.result(chunk_nbytes),
         "source": info,
         "tags": tags,
         "guano": riff.guano,
         "user": options.metadata or {},
     }
-    array.attrs.put(attrs)  # drops the owner's mark
+    # the shape and attributes in one write, which drops the owner's mark
+    _store_metadata(
+        zarr.Array(AsyncArray(array.metadata.update_attributes(attrs), array.store_path, array.async_array.config))
+    )
     return attrs
 
 
@@ -436,9 +479,11 @@ def _write_samples(
     bar: tqdm,
     *,
     report: FidelityReport,
-) -> int:
+) -> tuple[zarr.Array, int]:
     """Write the decoded ``blocks`` into ``array`` as they come (see chunk_writer) and add the
-    source and read-back samples of each stored stretch to ``report``; return the samples written."""
+    source and read-back samples of each stored stretch to ``report``; return the array over
+    the samples written (in memory: its stored metadata still has the shape it was created
+    with) and the bytes of its chunks."""
     written = 0
     compared = ReadBackComparison(array, report)
     try:
@@ -449,15 +494,15 @@ def _write_samples(
                 writer.write(aac.to_dtype(block, layout.dtype))
                 compared.hold(block, written)
                 written += block.shape[0]
-                compared.compare_stored()
+                compared.compare_stored(writer.array)
                 bar.update(block.shape[0])
             writer.finish()
-        compared.compare_stored()
+        compared.compare_stored(writer.array)
     except av.FFmpegError as exc:
         raise SourceError(source, f"decoding failed after {written} samples ({exc.strerror or exc})") from exc
     if written == 0:
         raise SourceError(source, "it holds no audio samples")
-    return written
+    return writer.array, writer.stored_nbytes
 
 
 TRUNCATED_HINT = "import what is there with allow_truncated=True, or --allow-truncated on the command line"
@@ -504,8 +549,24 @@ def _import_into_archive(
                 fetched, store, group_path, digest=digest, wanted=wanted, exact=exact, options=options
             )
     group = zarr.open_group(store=store, path=group_path, mode="r+", zarr_format=3)
+    legacy = legacy_catalogue(group, reread=False)
+    return _import_into_group(source, group, digest=digest, wanted=wanted, exact=exact, options=options, legacy=legacy)
+
+
+def _import_into_group(
+    source: Source,
+    group: zarr.Group,
+    *,
+    digest: str,
+    wanted: str,
+    exact: bool,
+    options: ImportOptions,
+    legacy: dict[str, dict[str, Any]],
+) -> str:
+    """:func:`_import_into_archive` into an open archive, whose old catalogue attribute
+    (:func:`legacy_catalogue`) the caller read for this import."""
     owner = importing_owner()
-    reservation = _reserve_or_join(group, wanted, digest, exact=exact, owner=owner)
+    reservation = _reserve_or_join(group, wanted, digest, exact=exact, owner=owner, legacy=legacy)
     if isinstance(reservation, str):
         return reservation
     try:
@@ -523,13 +584,19 @@ SAME_CONTENT_POLL = 0.2
 
 
 def _reserve_or_join(
-    group: zarr.Group, wanted: str, digest: str, *, exact: bool, owner: dict[str, Any]
+    group: zarr.Group,
+    wanted: str,
+    digest: str,
+    *,
+    exact: bool,
+    owner: dict[str, Any],
+    legacy: dict[str, dict[str, Any]],
 ) -> Reservation | str:
     """A reservation of ``wanted`` (or, unless ``exact``, the next free name); or, if another
     import of the same content holds ``wanted`` and commits within :data:`SAME_CONTENT_WAIT`,
-    the name of its recording."""
+    the name of its recording. ``legacy``: the old catalogue attribute (:func:`legacy_catalogue`)."""
     try:
-        return reserve_name(group, wanted, digest, exact=True, owner=owner)
+        return reserve_name(group, wanted, digest, exact=True, owner=owner, legacy=legacy)
     except NameTakenError:
         if exact:
             raise
@@ -538,20 +605,23 @@ def _reserve_or_join(
         holder = reservation_of(group, wanted)
         if holder is None or holder.get("digest") != digest or owner_is_dead(holder.get("owner")):
             break
-        existing = recording_with_hash(group, digest)
+        existing = recording_with_hash(group, digest, legacy=legacy)
         if existing is not None:
             return existing
         time.sleep(SAME_CONTENT_POLL)
-    existing = _existing_recording(group, digest)
+    existing = _existing_recording(group, digest, legacy=legacy)
     if existing is not None:
         return existing
-    return reserve_name(group, wanted, digest, owner=owner)
+    return reserve_name(group, wanted, digest, owner=owner, legacy=legacy)
 
 
-def _existing_recording(archive: zarr.Group, digest: str) -> str | None:
+def _existing_recording(
+    archive: zarr.Group, digest: str, *, legacy: dict[str, dict[str, Any]] | None = None
+) -> str | None:
     """The committed recording of content ``digest``, if any. The entry of one whose array was
-    deleted by hand is dropped, so its content is imported again."""
-    name = recording_with_hash(archive, digest)
+    deleted by hand is dropped, so its content is imported again. ``legacy``: the old catalogue
+    attribute, if read already (:func:`legacy_catalogue`)."""
+    name = recording_with_hash(archive, digest, legacy=legacy)
     if name is None or name in archive:
         return name
     entry = bk.run(bk.read_document(archive.store, bk.bookkeeping_key(archive.path, bk.RECORDINGS, digest)))
@@ -675,20 +745,24 @@ def import_named(
     after its hash reads (:meth:`RemoteSource.fetched`)."""
     with _fetched(source) as (path, digest):
         archive = open_archive(group)
-        remove_stale_imports(archive, stacklevel=3)  # the caller of import_file
-        existing = _existing_recording(archive, digest)
+        # the archive's metadata is read once an import (a worker keeps the archive open across
+        # imports): for the old catalogue attribute, which the cleanup, dedup and naming look at
+        now = reopen(archive)
+        legacy = legacy_catalogue(now, reread=False)
+        remove_stale_imports(now, stacklevel=3)  # the caller of import_file
+        existing = _existing_recording(archive, digest, legacy=legacy)
         if existing is not None:
             asked = _options_asked(options) + ([f"name={name!r}"] if name is not None and name != existing else [])
             _warn_not_reimported([path], archive, [existing], asked)
             return archive, existing
-        committed = _import_into_archive(
+        committed = _import_into_group(
             path,
-            archive.store,
-            archive.path,
+            now,
             digest=digest,
             wanted=name if name is not None else _name_for(path),
             exact=name is not None,
             options=options,
+            legacy=legacy,
         )
     return archive, committed
 

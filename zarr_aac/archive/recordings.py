@@ -125,15 +125,27 @@ def recording_array(group: zarr.Group, name: str) -> zarr.Array:
     return node
 
 
-def recording_with_hash(group: zarr.Group, digest: str) -> str | None:
+def legacy_catalogue(group: zarr.Group, *, reread: bool = True) -> CatalogueEntries:
+    """The catalogue attribute of an archive written before per-recording entries, as the store
+    holds it now (one read of the group's metadata; with ``reread`` False, as ``group`` was
+    opened: for a group just opened); empty in an archive without one.
+
+    Only versions before the commit protocol write it, so an import reads it once and passes it
+    to :func:`recording_with_hash` and :func:`reserve_name` (``legacy=``) rather than each
+    reading it again."""
+    return _entries_of(reopen(group, mode="r") if reread else group)
+
+
+def recording_with_hash(group: zarr.Group, digest: str, *, legacy: CatalogueEntries | None = None) -> str | None:
     """The name of the committed recording imported from content with SHA-256 ``digest``, if any:
-    one read of its entry, then the old catalogue attribute of an archive written before entries."""
+    one read of its entry, then the old catalogue attribute of an archive written before entries
+    (``legacy``, read here if not given: see :func:`legacy_catalogue`)."""
     store = group.store
     entry = bk.run(bk.read_document(store, bk.bookkeeping_key(group.path, bk.RECORDINGS, digest)))
     if entry is not None:
         return str(_checked_entry(entry, digest)["name"])
-    for name, legacy in _entries_of(reopen(group, mode="r")).items():
-        if legacy.get("source", {}).get("sha256") == digest:
+    for name, old in (legacy if legacy is not None else legacy_catalogue(group)).items():
+        if old.get("source", {}).get("sha256") == digest:
             return name
     return None
 
@@ -215,7 +227,13 @@ class Reservation:
 
 
 def reserve_name(
-    group: zarr.Group, wanted: str, digest: str, *, exact: bool = False, owner: dict[str, Any] | None = None
+    group: zarr.Group,
+    wanted: str,
+    digest: str,
+    *,
+    exact: bool = False,
+    owner: dict[str, Any] | None = None,
+    legacy: CatalogueEntries | None = None,
 ) -> Reservation:
     """Reserve ``wanted``, or the first free ``wanted_2``, ``wanted_3``..., for a recording of content ``digest``.
 
@@ -237,6 +255,9 @@ def reserve_name(
         ``wanted`` or an ArchiveError, not a variant.
     owner
         The process that will commit (default this one, :func:`importing_owner`).
+    legacy
+        The old catalogue attribute, whose names are taken, if the caller read it already
+        (:func:`legacy_catalogue`); read here if not given.
 
     Returns
     -------
@@ -251,12 +272,14 @@ def reserve_name(
     bk.run(bk.ensure_bookkeeping(store, group.path))
     token, owner = bk.new_token(), owner or importing_owner()
     reservation = Reservation(wanted, digest, token, owner, _now())
-    legacy = set(_entries_of(reopen(group, mode="r")))
+    old_names = set(legacy if legacy is not None else legacy_catalogue(group))
     taken: set[str] | None = None
     candidate = wanted
     while True:
         reservation = Reservation(candidate, digest, token, owner, reservation.reserved_at)
-        occupied = candidate in legacy or (taken is not None and candidate in taken) or _node_exists(group, candidate)
+        occupied = (
+            candidate in old_names or (taken is not None and candidate in taken) or _node_exists(group, candidate)
+        )
         if not occupied:
             # the pending mark comes first, so a crash at any later step leaves something gc finds
             bk.run(bk.write_document(store, _pending_key(group, token), reservation.as_document()))
@@ -266,7 +289,7 @@ def reserve_name(
             bk.run(bk.delete_document(store, _pending_key(group, token)))
             raise name_taken(group, wanted)
         if taken is None:
-            taken = legacy | child_names(group) | set(bk.run(bk.list_children(store, _bk(group, bk.NAMES))))
+            taken = old_names | child_names(group) | set(bk.run(bk.list_children(store, _bk(group, bk.NAMES))))
         taken.add(candidate)
         candidate = free_name(wanted, taken)
 
