@@ -443,3 +443,36 @@ def test_a_process_multiprocessing_started_ends_after_reading_with_the_pool(tmp_
     assert exitcode == "0", done.stderr
     assert blocks
     assert_gone(blocks)
+
+
+def test_a_script_reading_at_its_top_level_is_told_to_guard_it(tmp_path):
+    """Worker processes import the main module, as multiprocessing's always do: a script that reads
+    at its top level reads again in each worker, which cannot start a pool, and the workers end
+    before decoding anything. The read says so and how to fix it, not "out of memory?"."""
+    path = tmp_path / "a.zarr"
+    z = zarr.create_array(
+        str(path),
+        shape=(200_000, 2),
+        chunks=(200_000, 2),
+        dtype="int16",
+        serializer=zarr_aac.AACCodec(sample_rate=RATE),
+        compressors=None,
+    )
+    z[:] = (tone_with_noise(200_000, 2, RATE, seed=5) * 32767).astype(np.int16)
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import zarr
+            from zarr_aac.codec import decode_pool
+
+            with zarr.config.set({{decode_pool.CONFIG_KEY: 2}}):
+                zarr.open_array({str(path)!r}, mode="r")[:]
+            """
+        )
+    )
+    done = subprocess.run([sys.executable, str(script)], check=False, capture_output=True, text=True, timeout=180)
+    assert done.returncode != 0
+    (error,) = [line for line in done.stderr.splitlines() if line.startswith("zarr_aac.errors.DecodeWorkerError")]
+    assert error.startswith("zarr_aac.errors.DecodeWorkerError: the decode worker processes ended before decoding")
+    assert 'under `if __name__ == "__main__":`' in error

@@ -27,6 +27,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import wait as wait_for
 from concurrent.futures.process import BrokenProcessPool
@@ -409,6 +410,14 @@ class _SharedPool:
         self._size = 0
         self._shut_down_at_exit = False
         self._start_method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+        self._served: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()
+
+    def note_served(self, executor: ProcessPoolExecutor) -> None:
+        """``executor``'s workers have decoded a batch: they started."""
+        self._served.add(executor)
+
+    def has_served(self, executor: ProcessPoolExecutor) -> bool:
+        return executor in self._served
 
     def executor(self, processes: int) -> ProcessPoolExecutor:
         """The pool of ``processes`` workers, started again after a worker died or the size changed."""
@@ -499,6 +508,7 @@ def _collect(
             failed = future.result()
         except BrokenProcessPool as exc:
             raise _worker_died(pool, batches, what) from exc
+        _pool.note_served(pool)
         failures.extend((batch[number], error) for number, error in failed)
     return failures
 
@@ -507,6 +517,15 @@ def _worker_died(pool: ProcessPoolExecutor, batches: list[list[DecodeJob]], what
     """The error of a read whose worker died (now or before it began), the pool discarded."""
     _pool.discard(pool)
     keys = sorted({str(job.key) for batch in batches for job in batch})
+    if not _pool.has_served(pool):
+        # Workers start by importing the main module, as multiprocessing's always do: a script
+        # that reads at its top level reads again in each worker, which cannot start a pool.
+        return DecodeWorkerError(
+            f"the decode worker processes ended before decoding anything, while decoding {what} (chunk(s) "
+            f"{', '.join(keys)}); see their traceback above. Worker processes import the main module: a script "
+            'that reads zarr_aac arrays at its top level must put that code under `if __name__ == "__main__":`. '
+            f"Or set zarr config {CONFIG_KEY!r} to 0 to decode in the reading process"
+        )
     return DecodeWorkerError(
         f"a decode worker process died while decoding {what} (chunk(s) {', '.join(keys)}); the pool is "
         f"restarted for the next read. If it recurs (out of memory?), set zarr config {CONFIG_KEY!r} to 0 "
@@ -548,10 +567,16 @@ async def decode_async(
     here = jobs[-1:] if len(jobs) > 1 else []
     pool, batches, futures = _start(output, jobs[: len(jobs) - len(here)], gain, processes, what)
     failures = [(here[number], error) for number, error in run_jobs(here, output.array, gain)]
+    waiting = [asyncio.wrap_future(future) for future in futures]
     try:
-        await asyncio.wait([asyncio.wrap_future(future) for future in futures])
+        await asyncio.wait(waiting)
     except asyncio.CancelledError:
         for future in futures:
             future.cancel()
         raise
+    for done in waiting:
+        # Taken from the executor's futures by _collect; read here too, or asyncio logs each
+        # failure as never retrieved.
+        if not done.cancelled():
+            done.exception()
     return _collect(futures, batches, pool, what) + failures
