@@ -4,6 +4,8 @@ are checked against a full sequential decode of the stored chunk (support.select
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import zarr
@@ -12,7 +14,7 @@ from support.selections import reference_decode, stored_gain
 from support.signals import tone_with_noise
 
 import zarr_aac
-from zarr_aac.codec import aac, decode_pool
+from zarr_aac.codec import aac, aac_codec, decode_pool
 
 RATE = 48_000
 CHUNK = 40 * aac.FRAME_LENGTH
@@ -87,8 +89,29 @@ def test_a_job_of_this_codec_keeps_its_decoder_for_the_next(job, stored):
 
 def test_a_job_of_frames_with_pns_keeps_no_decoder(job, stored):
     """Frames of other encoders (reuse off) decode with fresh decoders, none kept."""
-    from dataclasses import replace
-
     aac.drop_idle_decoders()
     np.testing.assert_array_equal(run_here(replace(job, reuse=False), stored), stored[1])
     assert job.asc not in aac._idle_decoders
+
+
+def test_an_async_read_runs_its_last_job_here_and_hands_the_others_to_the_workers(stored, monkeypatch):
+    """A span split three ways: two ranges go to the workers, the last decodes in this process."""
+    z, reference = stored
+    monkeypatch.setattr(decode_pool, "POOL_MIN_FRAMES", 1)
+    monkeypatch.setattr(aac_codec, "SPLIT_MIN_FRAMES", 5)
+    monkeypatch.setattr(aac_codec, "HANDOFF_FRAMES", 2)
+    handed = []
+    start = decode_pool._start
+
+    def recording_start(output, jobs, *rest):
+        handed.append([id(job) for job in jobs])
+        return start(output, jobs, *rest)
+
+    monkeypatch.setattr(decode_pool, "_start", recording_start)
+    record = record_pool(monkeypatch)
+    with zarr.config.set({decode_pool.CONFIG_KEY: 3}):
+        np.testing.assert_array_equal(z[0:N], reference)
+    ((*to_workers, last),) = record.reads
+    assert len(to_workers) == 2
+    assert handed == [[id(job) for job in to_workers]]
+    assert [id(job) for job in record.here] == [id(last)]
