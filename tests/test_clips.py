@@ -137,7 +137,7 @@ def test_clips_through_an_fsspec_store(arrays, tmp_path):
     """An object-store path: zarr's FsspecStore, range requests through fsspec."""
     pytest.importorskip("fsspec")
     pcm = tone_with_noise(N, 2, RATE, seed=5)
-    store = zarr.storage.FsspecStore.from_url(f"memory://{tmp_path.name}/clips.zarr")
+    store = zarr.storage.FsspecStore.from_url(f"memory:/{tmp_path}/clips.zarr")
     z = aac_array(store, (N, 2), (CHUNK, 2))
     z[:] = (pcm * 32767).astype(np.int16)
     starts = [0, CHUNK - 100, N - 4000]
