@@ -20,6 +20,7 @@ import pytest
 import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.arrays import tone_array
 from support.chunks import Chunk, chunk_key, get_bytes, put_bytes
 from support.pool import record_pool
 from support.selections import reference_decode
@@ -37,18 +38,7 @@ PROCESSES = 2
 
 
 def make_array(shape, chunks, dtype="int16", gain=None):
-    z = zarr.create_array(
-        zarr.storage.MemoryStore(),
-        shape=shape,
-        chunks=chunks,
-        dtype=dtype,
-        serializer=zarr_aac.AACCodec(sample_rate=RATE, gain=gain),
-        compressors=None,
-    )
-    channels = shape[1] if len(shape) == 2 else 1
-    pcm = tone_with_noise(shape[0], channels, RATE, seed=shape[0] + channels)
-    z[:] = (pcm * 32767).astype(np.int16).reshape(shape) if dtype == "int16" else pcm.reshape(shape)
-    return z
+    return tone_array(shape, chunks, RATE, dtype=dtype, gain=gain)
 
 
 @pytest.fixture(scope="module")

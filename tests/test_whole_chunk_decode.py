@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import zarr
 from numcodecs import Zstd
+from support.arrays import tone_array
 from support.chunks import Chunk, chunk_key, decode_chunk_sequentially, get_bytes, put_bytes
 from support.selections import stored_gain, to_int16
 from support.signals import tone_with_noise
@@ -24,18 +25,7 @@ KEY = "take/c/3/0"
 
 
 def make_array(shape, chunks, dtype="int16", gain=None, compressors=None):
-    z = zarr.create_array(
-        zarr.storage.MemoryStore(),
-        shape=shape,
-        chunks=chunks,
-        dtype=dtype,
-        serializer=zarr_aac.AACCodec(sample_rate=RATE, gain=gain),
-        compressors=compressors,
-    )
-    channels = shape[1] if len(shape) == 2 else 1
-    pcm = tone_with_noise(shape[0], channels, RATE, seed=7)
-    z[:] = (pcm * 32767).astype(np.int16).reshape(shape) if dtype == "int16" else pcm.reshape(shape)
-    return z
+    return tone_array(shape, chunks, RATE, dtype=dtype, gain=gain, compressors=compressors, seed=7)
 
 
 def codec_of(z):
