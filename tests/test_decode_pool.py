@@ -64,15 +64,17 @@ def pool_jobs(monkeypatch):
         yield record.reads
 
 
+CLIP_LAYOUTS = ["stereo int16", "stereo float32, gain 0.5", "mono 1-d float32", "5 channels in column chunks of 2"]
+"""The layouts clip reads are checked in: every way a clip's samples land in the output."""
+
+
 def expected_clips(reference, starts, length):
     return np.stack([reference[s : s + length] for s in starts])
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    name=st.sampled_from(
-        ["stereo int16", "stereo float32, gain 0.5", "mono 1-d float32", "5 channels in column chunks of 2"]
-    ),
+    name=st.sampled_from(CLIP_LAYOUTS),
     length=st.integers(1, CHUNK + 3000),
     range_frames=st.integers(1, 60),
     data=st.data(),
@@ -95,9 +97,7 @@ def test_clips_decoded_in_the_pool_equal_the_sequential_decode(
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    name=st.sampled_from(
-        ["stereo int16", "stereo float32, gain 0.5", "mono 1-d float32", "5 channels in column chunks of 2"]
-    ),
+    name=st.sampled_from(CLIP_LAYOUTS),
     length=st.integers(1, CHUNK + 3000),
     buffer_frames=st.integers(1, 12),
     data=st.data(),
