@@ -56,6 +56,15 @@ def cold_prefix_cache():
     prefixes.clear()
 
 
+@pytest.fixture(autouse=True)
+def no_overlapping_reads_remembered(monkeypatch):
+    """Every test starts as a fresh process would: no recent chunk read counted as concurrent,
+    which would hand an earlier test's short reads to the decode workers."""
+    from zarr_aac.codec import decode_pool
+
+    monkeypatch.setattr(decode_pool.reads_in_flight, "last_overlap", -decode_pool.OVERLAP_MEMORY - 1)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def private_cache_folder(tmp_path_factory):
     """Frame indexes of opened files go to a cache folder of the test run, not the user's."""

@@ -28,16 +28,16 @@ def record_pool(monkeypatch: pytest.MonkeyPatch) -> PoolRecord:
     decode, decode_async, run_jobs = decode_pool.decode, decode_pool.decode_async, decode_pool.run_jobs
     in_pool_read = False
 
-    def recording(output, jobs, *rest):
+    def recording(output, jobs, *rest, **options):
         record.reads.append(list(jobs))
-        return decode(output, jobs, *rest)
+        return decode(output, jobs, *rest, **options)
 
-    async def recording_async(output, jobs, *rest):
+    async def recording_async(output, jobs, *rest, **options):
         nonlocal in_pool_read
         record.reads.append(list(jobs))
         in_pool_read = True
         try:
-            return await decode_async(output, jobs, *rest)
+            return await decode_async(output, jobs, *rest, **options)
         finally:
             in_pool_read = False
 

@@ -444,7 +444,8 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         """Decode ``selection`` of one chunk; a corrupt chunk, or an absent one of an array whose
         chunks are all stored, raises unless tolerant reads are on."""
         try:
-            result = await self._decode_selection(byte_getter, selection, chunk_spec)
+            with decode_pool.reads_in_flight:
+                result = await self._decode_selection(byte_getter, selection, chunk_spec)
             if result is None and self.all_chunks_stored:
                 raise MissingChunkError(_key_of(byte_getter, len(chunk_spec.shape)))
             return result
@@ -675,7 +676,12 @@ async def _decode_runs(
     n_frames = sum(stop - start for start, stop in runs)
     processes = _processes_for(samples, n_frames)
     if isinstance(samples, _SampleSpan) and processes:
-        out = await _decode_span_in_pool(frames, prefix, samples, runs, dtype=dtype, gain=gain, processes=processes)
+        # A short span goes to the workers only while other reads wait for the event loop: whole,
+        # so that the loop serves them meanwhile.
+        keep = 1 if n_frames >= decode_pool.POOL_MIN_FRAMES else 0
+        out = await _decode_span_in_pool(
+            frames, prefix, samples, runs, dtype=dtype, gain=gain, processes=processes, keep=keep
+        )
     else:
         out = samples.decode(frames, _decoder_for(prefix), runs, header, dtype, gain=gain)
     return out.reshape((out.shape[0], *shape[1:]))
@@ -683,10 +689,14 @@ async def _decode_runs(
 
 def _processes_for(samples: _SampleSelection, n_frames: int) -> int:
     """The decode worker processes to decode ``samples`` in (0: here): a span of
-    ``decode_pool.POOL_MIN_FRAMES`` frames or more. Each chunk of a read decodes as its own task,
-    so the large chunks of one read, or of reads from several threads, decode in the workers at
-    once; shorter spans cost the reading process about as much to hand over as to decode."""
-    if not isinstance(samples, _SampleSpan) or n_frames < decode_pool.POOL_MIN_FRAMES:
+    ``decode_pool.POOL_MIN_FRAMES`` frames or more, or a shorter one while other chunk reads of
+    this process are in flight. Each chunk of a read decodes as its own task, so the large chunks
+    of one read, or of reads from several threads, decode in the workers at once. A short span
+    costs the reading process about as much to hand over as to decode, but its decode would hold
+    the event loop that the other reads need."""
+    if not isinstance(samples, _SampleSpan):
+        return 0
+    if n_frames < decode_pool.POOL_MIN_FRAMES and not decode_pool.concurrent_reads():
         return 0
     return decode_pool.decode_processes()
 
@@ -700,9 +710,11 @@ async def _decode_span_in_pool(
     dtype: np.dtype,
     gain: float,
     processes: int,
+    keep: int,
 ) -> np.ndarray:
     """The span's samples decoded by the worker processes, in ranges of at least SPLIT_MIN_FRAMES
-    frames (one range for chunks of other encoders, which may use PNS), into a shared array."""
+    frames (one range for chunks of other encoders, which may use PNS), into a shared array; the
+    last ``keep`` ranges (0 or 1) decode in this process."""
     header = prefix.header
     ((first, stop),) = runs
     kept_first = frames.index.frame_of(samples.start)
@@ -734,8 +746,8 @@ async def _decode_span_in_pool(
             )
         )
     what = f"samples {samples.start}-{samples.stop - 1} of chunk {frames.key!r}"
-    with decode_pool.SharedOutput((samples.stop - samples.start, header.channels), dtype) as shared:
-        failures = await decode_pool.decode_async(shared, jobs, gain, processes, what)
+    with decode_pool.SharedOutput((samples.stop - samples.start, header.channels), dtype, jobs) as shared:
+        failures = await decode_pool.decode_async(shared, jobs, gain, processes, what, keep=keep)
         if failures:
             raise failures[0][1]
         return shared.result()

@@ -131,7 +131,7 @@ def read_clips(array: zarr.Array, starts: Any, length: int) -> np.ndarray:
     jobs = [job for chunk in chunks if chunk.prefix is not None for job in _decode_jobs(chunk, array.ndim)]
     shape = (starts.size, length, *array.shape[1:])
     processes = _processes_for(jobs)
-    with decode_pool.SharedOutput(shape, array.dtype) if processes else nullcontext() as shared:
+    with decode_pool.SharedOutput(shape, array.dtype, jobs) if processes else nullcontext() as shared:
         out = shared.array if shared is not None else np.empty(shape, dtype=array.dtype)
         for chunk in chunks:
             if chunk.whole is not None:

@@ -2,14 +2,14 @@
 
 FFmpeg's AAC decode through PyAV does not scale with threads (PyAV holds the GIL for most of each
 frame; docs/reading.md has the figures), but it scales with processes. A read hands its decode
-jobs (frames with their pre-roll frame, and where their samples go) to a shared
-``ProcessPoolExecutor``; the workers write the samples, converted to the array's dtype with the
-gain undone, straight into a shared-memory block, from which the reader copies its result. The
-blocks are kept between reads (up to ``KEEP_BYTES``), and the workers keep theirs mapped: fresh
-shared memory costs a page fault per 4 KB page on first write, which on this project's machines
-cost as much as decoding into it (docs/reading.md). The samples are those of a sequential
-decode, bit for bit: each job decodes its own pre-roll frame, and the conversion is the one the
-in-process path applies.
+jobs (frames with their pre-roll frame, and where their samples go) to idle worker processes,
+each reached through a pipe of its own, and decodes a share itself. The workers write the
+samples, converted to the array's dtype with the gain undone, straight into a shared-memory
+block, from which the reader copies its result. The blocks are kept between reads (up to
+``KEEP_BYTES``), and the workers keep theirs mapped: fresh shared memory costs a page fault per
+4 KB page on first write, which on this project's machines cost as much as decoding into it
+(docs/reading.md). The samples are those of a sequential decode, bit for bit: each job decodes
+its own pre-roll frame, and the conversion is the one the in-process path applies.
 
 The pool is sized by the zarr config key ``zarr_aac.decode_processes`` (0: never), read at each
 read. It is not used in a daemonic process (multiprocessing and dask worker processes cannot have
@@ -19,6 +19,7 @@ children), where ``/dev/shm`` is absent, or on one CPU: those decode in the call
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import mmap
 import multiprocessing
@@ -26,16 +27,13 @@ import multiprocessing.util
 import os
 import sys
 import threading
-import time
-import weakref
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures import wait as wait_for
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from multiprocessing import resource_tracker
+from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import zarr
@@ -124,10 +122,6 @@ class DecodeJob:
     def n_frames(self) -> int:
         return len(self.frame_offsets) - 1
 
-    def portable(self) -> DecodeJob:
-        """This job with its payload as bytes, which pickle (a memoryview does not)."""
-        return self if isinstance(self.payload, bytes) else replace(self, payload=bytes(self.payload))
-
     def run(self, out: np.ndarray, gain: float) -> None:
         """Decode the frames and write the samples of each ``Write`` into ``out``, converted to its
         dtype with ``gain`` undone.
@@ -195,14 +189,18 @@ def decode_here(jobs: list[DecodeJob], out: np.ndarray, gain: float) -> list[tup
 
 
 def _run_in_worker(
-    block: str, shape: tuple[int, ...], dtype: str, jobs: list[DecodeJob], gain: float
+    block: str, shape: tuple[int, ...], dtype: str, placed: list[tuple[DecodeJob, int, int]], gain: float
 ) -> list[tuple[int, CorruptChunkError]]:
-    """``run_jobs`` in a worker process, into the shared-memory block ``block``."""
-    out = np.ndarray(shape, np.dtype(dtype), buffer=_mapped(block).buf)
+    """``run_jobs`` in a worker process, into the shared-memory block ``block``: each job with the
+    payload that ``SharedOutput.place`` put at its offset and size in the block."""
+    # A mapped block's buffer is None only once it is closed.
+    memory = cast(memoryview, _mapped(block).buf)
+    jobs = [replace(job, payload=bytes(memory[at : at + size])) for job, at, size in placed]
+    out = np.ndarray(shape, np.dtype(dtype), buffer=memory)
     try:
         return run_jobs(jobs, out, gain)
     finally:
-        del out
+        del out, memory
 
 
 _worker_mappings: dict[str, SharedMemory] = {}
@@ -253,53 +251,37 @@ def balanced_batches(jobs: list[DecodeJob], count: int) -> list[list[DecodeJob]]
     return batches
 
 
-PARENT_CHECK_SECONDS = 0.5
-"""How often a worker checks that the reading process is alive."""
-
-
-def _end_with_reader(reader: int) -> None:
-    """Start a worker's watch of the reading process ``reader``: when it is gone (killed, so it
-    could not shut its pool down), the worker ends instead of waiting for work forever. The
-    executor's queues cannot tell it (each worker holds both ends of its own), nor can the
-    process's parent (a forkserver's workers are its children). The pool runs only where
-    ``/dev/shm`` is, so on Linux: the reader is looked up in ``/proc``, where a killed reader not
-    yet reaped by its own parent shows as a zombie, and a new process under its number shows
-    another start time."""
-    started = _process_start(reader)
-
-    def watch() -> None:
-        while started is not None and _process_start(reader) == started:
-            time.sleep(PARENT_CHECK_SECONDS)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="zarr_aac-reader-watch", daemon=True).start()
-
-
-def _process_start(pid: int) -> str | None:
-    """The start time of process ``pid`` in ``/proc``, or None if it has ended (or is a zombie)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    state, start_time = fields[0], fields[19]
-    return None if state in ("Z", "X") else start_time
-
-
 class SharedOutput:
     """An array of ``shape`` and ``dtype`` in a shared-memory block the decode workers write, for
-    one read: from ``__enter__`` to ``__exit__``, after which the block serves other reads, so the
-    reader copies what it keeps (``result``). A read that ends in an error removes its block
-    instead (a worker may still be writing into it)."""
+    one read of ``jobs``: from ``__enter__`` to ``__exit__``, after which the block serves other
+    reads, so the reader copies what it keeps (``result``). A read that ends in an error removes
+    its block instead (a worker may still be writing into it).
 
-    def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    The block holds the payloads of the jobs handed to workers too, after the array
+    (``place``): a worker reads them there, and a job's hand-over is a message of a few hundred
+    bytes, which never waits for the worker to drain its pipe."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, jobs: Sequence[DecodeJob] = ()) -> None:
         self.shape = shape
         self.dtype = np.dtype(dtype)
+        self.payload_nbytes = sum(len(job.payload) for job in jobs)
 
     def __enter__(self) -> SharedOutput:
         count = int(np.prod(self.shape))
-        self.block = _blocks.take(max(count * self.dtype.itemsize, 1))
+        self._placed_to = count * self.dtype.itemsize
+        self.block = _blocks.take(max(self._placed_to + self.payload_nbytes, 1))
         self.array = np.frombuffer(self.block.mapping, self.dtype, count).reshape(self.shape)
         return self
+
+    def place(self, job: DecodeJob) -> tuple[DecodeJob, int, int]:
+        """Copy ``job``'s payload into the block after those placed before: the job without it,
+        and the payload's offset and size in the block, for a worker."""
+        size = len(job.payload)
+        at, self._placed_to = self._placed_to, self._placed_to + size
+        if self._placed_to > self.block.size:
+            raise ValueError(f"the payloads handed out exceed the {self.payload_nbytes} bytes the read's jobs have")
+        self.block.mapping[at : self._placed_to] = job.payload
+        return replace(job, payload=b""), at, size
 
     def result(self) -> np.ndarray:
         """A copy of the array, in this process's own memory."""
@@ -401,46 +383,169 @@ _blocks = _KeptBlocks()
 os.register_at_fork(after_in_child=_blocks.forget_after_fork)
 
 
+class _Worker:
+    """A decode worker process and this process's end of the pipe to it.
+
+    The worker decodes the batches sent to it one at a time and answers each with its failures
+    (``_serve``). A pipe rather than ``ProcessPoolExecutor``'s queues: a round trip costs the
+    reading process a quarter of the CPU (docs/design-notes.md), which is what lets concurrent
+    small reads gain from the workers. The reading process holds the only copy of its end, so a
+    worker sees the pipe close, and ends, when the reading process ends however it ends.
+    """
+
+    def __init__(self, process: Any, connection: Connection) -> None:
+        self.process = process
+        self.connection = connection
+        self.started = False
+        """Whether the worker has said it started: one that ends before that failed in its start,
+        usually while importing the main module."""
+
+    @classmethod
+    def start(cls, context: Any) -> _Worker:
+        """A worker started by ``context``. Not daemonic, as ``ProcessPoolExecutor``'s are not: a
+        script without a main guard, which each worker runs again as it starts, then fails there
+        at its first read that would start workers, instead of reading in every worker."""
+        ours, theirs = context.Pipe()
+        process = context.Process(target=_serve, args=(theirs,), name="zarr_aac-decode")
+        try:
+            process.start()
+        finally:
+            theirs.close()
+        return cls(process, ours)
+
+    def send(self, output: SharedOutput, batch: list[DecodeJob], gain: float) -> None:
+        """Hand ``batch`` to the worker, its samples to go into ``output``'s block."""
+        placed = [output.place(job) for job in batch]
+        self.connection.send((output.block.name, output.shape, output.dtype.str, placed, gain))
+
+    def answer(self) -> Any:
+        """The answer to the batch sent, waiting for it; the EOFError or OSError of reading it if
+        the worker died."""
+        try:
+            self._note_start()
+            return self.connection.recv()
+        except (EOFError, OSError) as exc:
+            return exc
+
+    def has_answer(self) -> bool:
+        """Whether the answer, or the pipe's end, can be read without waiting."""
+        while self.connection.poll():
+            if self.started:
+                return True
+            self._note_start()
+        return False
+
+    def _note_start(self) -> None:
+        """Read the worker's first message, that it started, unless read already."""
+        if not self.started:
+            self.connection.recv()
+            self.started = True
+
+    async def answer_async(self) -> Any:
+        """``answer`` for a coroutine: the event loop runs other reads while the worker decodes."""
+        loop = asyncio.get_running_loop()
+        descriptor = self.connection.fileno()
+        try:
+            while not self.has_answer():
+                readable = loop.create_future()
+                loop.add_reader(descriptor, _set_done, readable)
+                try:
+                    await readable
+                finally:
+                    loop.remove_reader(descriptor)
+        except (EOFError, OSError) as exc:
+            return exc
+        return self.answer()
+
+    def close(self) -> None:
+        """Close the pipe: the worker ends after the batch it may be decoding."""
+        self.connection.close()
+
+
+_STARTED = "started"
+"""A worker's first message: it imported what it needs and serves batches."""
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _serve(connection: Connection) -> None:
+    """A worker's life: decode each batch sent, answer with its failures, end when the pipe closes.
+    It runs as batch work (``SCHED_BATCH``): woken by a hand-over on a busy machine, it does not
+    preempt the reading process, which goes on to decode its own share (docs/design-notes.md)."""
+    if hasattr(os, "SCHED_BATCH"):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    try:
+        connection.send(_STARTED)
+        while True:
+            connection.send(_run_in_worker(*connection.recv()))
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return
+
+
 class _SharedPool:
-    """The process's pool of decode workers, started on first use and shared by every read."""
+    """The process's decode workers, started on first use and shared by every read. A read takes
+    the idle ones it can use and gives them back; one finding none idle decodes in the reading
+    process, which is what the workers would have made it wait for."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._executor: ProcessPoolExecutor | None = None
+        self._idle: list[_Worker] = []
+        self._workers: list[_Worker] = []
         self._size = 0
         self._shut_down_at_exit = False
         self._start_method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-        self._served: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()
 
-    def note_served(self, executor: ProcessPoolExecutor) -> None:
-        """``executor``'s workers have decoded a batch: they started."""
-        self._served.add(executor)
-
-    def has_served(self, executor: ProcessPoolExecutor) -> bool:
-        return executor in self._served
-
-    def executor(self, processes: int) -> ProcessPoolExecutor:
-        """The pool of ``processes`` workers, started again after a worker died or the size changed."""
+    def take(self, processes: int, wanted: int) -> list[_Worker]:
+        """Up to ``wanted`` idle workers of a pool of ``processes``, the pool started (or a dead
+        worker replaced, or the pool resized) first."""
+        if wanted < 1:
+            return []
         with self._lock:
-            if self._executor is None or self._size != processes:
-                if self._executor is not None:
-                    self._executor.shutdown(wait=False, cancel_futures=True)
-                self._executor = ProcessPoolExecutor(
-                    max_workers=processes,
-                    mp_context=self._context(),
-                    initializer=_end_with_reader,
-                    initargs=(os.getpid(),),
-                )
-                self._size = processes
-                if not self._shut_down_at_exit:
-                    # A process that multiprocessing started joins its children when its work
-                    # returns, before the interpreter's exit hooks shut executors down: the workers
-                    # would wait for work and it for them. Finalizers of priority 0 or more run
-                    # first, the highest first: above the executor's queues' own (10), which stop
-                    # the thread that would send the workers their stop.
-                    multiprocessing.util.Finalize(None, self.shut_down, exitpriority=100)
-                    self._shut_down_at_exit = True
-            return self._executor
+            if self._size != processes:
+                for worker in self._idle:
+                    worker.close()
+                self._idle, self._workers, self._size = [], [], processes
+            for worker in [worker for worker in self._idle if not worker.process.is_alive()]:
+                # Died idle (killed, out of memory): replaced now rather than failing a read.
+                self._idle.remove(worker)
+                self._workers.remove(worker)
+                worker.close()
+            while len(self._workers) < processes:
+                worker = _Worker.start(self._context())
+                self._workers.append(worker)
+                self._idle.append(worker)
+            if not self._shut_down_at_exit:
+                # A process that multiprocessing started joins its children when its work
+                # returns, before the interpreter's exit hooks run: the workers would wait for
+                # work and it for them. Finalizers of priority 0 or more run before that join.
+                multiprocessing.util.Finalize(None, self.shut_down, exitpriority=100)
+                self._shut_down_at_exit = True
+            taken, self._idle = self._idle[:wanted], self._idle[wanted:]
+            return taken
+
+    def give(self, worker: _Worker) -> None:
+        """``worker`` has answered: idle again, or closed if the pool was resized meanwhile."""
+        with self._lock:
+            if worker in self._workers:
+                self._idle.append(worker)
+                return
+        worker.close()
+
+    def drop(self, worker: _Worker) -> None:
+        """Forget ``worker`` (it died, or a cancelled read left it decoding): the next read that
+        takes workers starts one in its place."""
+        with self._lock:
+            if worker in self._workers:
+                self._workers.remove(worker)
+        worker.close()
+
+    def worker_pids(self) -> set[int]:
+        """The process ids of the pool's workers (none before the first read that used it)."""
+        with self._lock:
+            return {worker.process.pid for worker in self._workers}
 
     def _context(self) -> Any:
         """forkserver where the platform has it (a fork of this process would copy zarr's
@@ -452,25 +557,22 @@ class _SharedPool:
         return context
 
     def shut_down(self) -> None:
-        """Stop the workers and wait for them (at exit)."""
+        """Close every worker's pipe and wait for the workers to end (at exit)."""
         with self._lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
-
-    def discard(self, broken: ProcessPoolExecutor) -> None:
-        """Forget ``broken`` (a worker died) so the next read starts a new pool."""
-        with self._lock:
-            if self._executor is broken:
-                self._executor = None
-        broken.shutdown(wait=False, cancel_futures=True)
+            workers, self._workers, self._idle, self._size = self._workers, [], [], 0
+        for worker in workers:
+            worker.close()
+        for worker in workers:
+            worker.process.join()
 
     def forget_after_fork(self) -> None:
-        """A forked child (a DataLoader worker) must not use its parent's pool, whose queues and
-        worker processes belong to the parent: it starts its own on first use, by spawn, as the
-        forkserver it knows of is its parent's child, not its own."""
+        """A forked child (a DataLoader worker) must not use its parent's workers: it closes its
+        copies of their pipes, so that they still end with the parent, and starts its own on first
+        use, by spawn, as the forkserver it knows of is its parent's child, not its own."""
+        for worker in self._workers:
+            worker.connection.close()
         self._lock = threading.Lock()
-        self._executor = None
+        self._idle, self._workers, self._size = [], [], 0
         self._start_method = "spawn"
         self._shut_down_at_exit = False
 
@@ -479,104 +581,152 @@ _pool = _SharedPool()
 os.register_at_fork(after_in_child=_pool.forget_after_fork)
 
 
-def _submit(
-    pool: ProcessPoolExecutor, output: SharedOutput, batches: list[list[DecodeJob]], gain: float
-) -> list[Future[list[tuple[int, CorruptChunkError]]]]:
-    return [
-        pool.submit(
-            _run_in_worker,
-            output.block.name,
-            output.shape,
-            output.dtype.str,
-            [job.portable() for job in batch],
-            gain,
-        )
-        for batch in batches
-    ]
+OVERLAP_MEMORY = 4
+"""The chunk reads after one that began while another was in flight that count as concurrent too:
+reads from several threads overlap only now and then while each decodes on the event loop, and
+always once they hand their decodes to the workers."""
 
 
-def _collect(
-    futures: list[Future[list[tuple[int, CorruptChunkError]]]],
-    batches: list[list[DecodeJob]],
-    pool: ProcessPoolExecutor,
-    what: str,
-) -> list[tuple[DecodeJob, CorruptChunkError]]:
-    """The failed jobs of finished ``futures``; a dead worker raises DecodeWorkerError."""
-    failures: list[tuple[DecodeJob, CorruptChunkError]] = []
-    for future, batch in zip(futures, batches, strict=True):
-        try:
-            failed = future.result()
-        except BrokenProcessPool as exc:
-            raise _worker_died(pool, batches, what) from exc
-        _pool.note_served(pool)
-        failures.extend((batch[number], error) for number, error in failed)
-    return failures
+class _ReadsInFlight:
+    """Counts chunk reads from their start to their end, and remembers the last that began beside
+    another, so that a small decode can tell whether other reads wait for the event loop it would
+    hold (``concurrent_reads``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+        self.begun = 0
+        self.last_overlap = -OVERLAP_MEMORY - 1
+        """The number (in ``begun``) of the last read that began while another was in flight."""
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self.begun += 1
+            if self.count:
+                self.last_overlap = self.begun
+            self.count += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.count -= 1
 
 
-def _worker_died(pool: ProcessPoolExecutor, batches: list[list[DecodeJob]], what: str) -> DecodeWorkerError:
-    """The error of a read whose worker died (now or before it began), the pool discarded."""
-    _pool.discard(pool)
-    keys = sorted({str(job.key) for batch in batches for job in batch})
-    if not _pool.has_served(pool):
+reads_in_flight = _ReadsInFlight()
+"""Enter it for each chunk read: ``with decode_pool.reads_in_flight: ...``."""
+
+
+def concurrent_reads() -> bool:
+    """Whether another chunk read of this process is in flight beside the caller's, or one of the
+    last ``OVERLAP_MEMORY`` reads to begin was the first after a read that overlapped another."""
+    return reads_in_flight.count > 1 or reads_in_flight.begun - reads_in_flight.last_overlap <= OVERLAP_MEMORY
+
+
+def _worker_died(worker: _Worker, jobs: list[DecodeJob], what: str) -> DecodeWorkerError:
+    """The error of a read whose worker died (now or as it started), the worker dropped."""
+    _pool.drop(worker)
+    keys = sorted({str(job.key) for job in jobs})
+    if not worker.started:
         # Workers start by importing the main module, as multiprocessing's always do: a script
-        # that reads at its top level reads again in each worker, which cannot start a pool.
+        # that reads at its top level reads again in each worker, which cannot start processes.
         return DecodeWorkerError(
-            f"the decode worker processes ended before decoding anything, while decoding {what} (chunk(s) "
-            f"{', '.join(keys)}); see their traceback above. Worker processes import the main module: a script "
+            f"a decode worker process ended before it started, while decoding {what} (chunk(s) "
+            f"{', '.join(keys)}); see its traceback above. Worker processes import the main module: a script "
             'that reads zarr_aac arrays at its top level must put that code under `if __name__ == "__main__":`. '
             f"Or set zarr config {CONFIG_KEY!r} to 0 to decode in the reading process"
         )
     return DecodeWorkerError(
-        f"a decode worker process died while decoding {what} (chunk(s) {', '.join(keys)}); the pool is "
-        f"restarted for the next read. If it recurs (out of memory?), set zarr config {CONFIG_KEY!r} to 0 "
+        f"a decode worker process died while decoding {what} (chunk(s) {', '.join(keys)}); a new one is "
+        f"started for the next read. If it recurs (out of memory?), set zarr config {CONFIG_KEY!r} to 0 "
         "to decode in the reading process"
     )
 
 
-def _start(
-    output: SharedOutput, jobs: list[DecodeJob], gain: float, processes: int, what: str
-) -> tuple[ProcessPoolExecutor, list[list[DecodeJob]], list[Future[list[tuple[int, CorruptChunkError]]]]]:
-    """Hand ``jobs`` to the pool in batches: the pool, the batches and their futures."""
-    batches = balanced_batches(jobs, processes)
-    pool = _pool.executor(processes)
-    try:
-        return pool, batches, _submit(pool, output, batches, gain)
-    except BrokenProcessPool as exc:
-        raise _worker_died(pool, batches, what) from exc
+class _HandedOut:
+    """The batches of one read handed to idle workers, until each worker has answered.
+
+    A read leaves only when every worker it used has answered (the block then serves another
+    read), or on an error or cancellation here, when the workers still decoding are left to
+    finish into the block, which the read's error removes, and are replaced (``abandon``)."""
+
+    def __init__(
+        self, output: SharedOutput, batches: list[list[DecodeJob]], gain: float, processes: int, *, keep: int, what: str
+    ) -> None:
+        self.what = what
+        workers = _pool.take(processes, len(batches) - keep)
+        self.waiting = list(zip(workers, batches, strict=False))
+        self.here = [job for batch in batches[len(self.waiting) :] for job in batch]
+        """The jobs no worker took: the last ``keep`` batches, and those beyond the idle workers."""
+        self._outcomes: list[list[tuple[DecodeJob, CorruptChunkError]] | DecodeWorkerError] = []
+        for worker, batch in self.waiting:
+            # A worker that died since its last batch fails to take this one: its pipe's end says
+            # so when its answer is read.
+            with contextlib.suppress(OSError):
+                worker.send(output, batch, gain)
+
+    @property
+    def next_worker(self) -> _Worker:
+        return self.waiting[0][0]
+
+    def take(self, answer: Any) -> None:
+        """``next_worker``'s answer: the failed jobs of its batch, or the error of its death."""
+        worker, batch = self.waiting.pop(0)
+        if isinstance(answer, BaseException):
+            self._outcomes.append(_worker_died(worker, batch, self.what))
+        else:
+            _pool.give(worker)
+            self._outcomes.append([(batch[number], error) for number, error in answer])
+
+    def abandon(self) -> None:
+        for worker, _ in self.waiting:
+            _pool.drop(worker)
+
+    def failures(self, here: list[tuple[DecodeJob, CorruptChunkError]]) -> list[tuple[DecodeJob, CorruptChunkError]]:
+        """Every failed job of the read, ``here`` (those run here) first; a dead worker's error raised."""
+        failures = list(here)
+        for outcome in self._outcomes:
+            if isinstance(outcome, DecodeWorkerError):
+                raise outcome
+            failures.extend(outcome)
+        return failures
+
+
+def _run_here(handed: _HandedOut, output: SharedOutput, gain: float) -> list[tuple[DecodeJob, CorruptChunkError]]:
+    return [(handed.here[number], error) for number, error in run_jobs(handed.here, output.array, gain)]
 
 
 def decode(
-    output: SharedOutput, jobs: list[DecodeJob], gain: float, processes: int, what: str
+    output: SharedOutput, jobs: list[DecodeJob], gain: float, processes: int, what: str, *, keep: int = 1
 ) -> list[tuple[DecodeJob, CorruptChunkError]]:
-    """Run ``jobs`` on ``processes`` workers into ``output``'s array.
+    """Run ``jobs`` into ``output``'s array in ``processes`` batches of about equal frames: the
+    last ``keep`` here, the others on idle workers (or here, when none is idle).
 
     Returns each failed job with its CorruptChunkError (those jobs' samples are left unwritten).
     ``what`` names the read in the error a dead worker gives.
     """
-    pool, batches, futures = _start(output, jobs, gain, processes, what)
-    # Every batch ends before the block serves another read or goes.
-    wait_for(futures)
-    return _collect(futures, batches, pool, what)
+    handed = _HandedOut(output, balanced_batches(jobs, processes), gain, processes, keep=keep, what=what)
+    try:
+        failed_here = _run_here(handed, output, gain)
+        while handed.waiting:
+            handed.take(handed.next_worker.answer())
+    except BaseException:
+        handed.abandon()
+        raise
+    return handed.failures(failed_here)
 
 
 async def decode_async(
-    output: SharedOutput, jobs: list[DecodeJob], gain: float, processes: int, what: str
+    output: SharedOutput, jobs: list[DecodeJob], gain: float, processes: int, what: str, *, keep: int = 1
 ) -> list[tuple[DecodeJob, CorruptChunkError]]:
-    """``decode`` for a coroutine on zarr's event loop, the last job run in this process while
-    the workers run the others (one hand-off fewer, and this process would wait anyway)."""
-    here = jobs[-1:] if len(jobs) > 1 else []
-    pool, batches, futures = _start(output, jobs[: len(jobs) - len(here)], gain, processes, what)
-    failures = [(here[number], error) for number, error in run_jobs(here, output.array, gain)]
-    waiting = [asyncio.wrap_future(future) for future in futures]
+    """``decode`` for a coroutine on zarr's event loop, one job a batch: the last ``keep`` jobs
+    run in this process while idle workers run the others (this process would wait anyway, and
+    it saves their hand-over); ``keep=0`` hands every job over, leaving the event loop to other
+    reads."""
+    handed = _HandedOut(output, [[job] for job in jobs], gain, processes, keep=keep, what=what)
     try:
-        await asyncio.wait(waiting)
-    except asyncio.CancelledError:
-        for future in futures:
-            future.cancel()
+        failed_here = _run_here(handed, output, gain)
+        while handed.waiting:
+            handed.take(await handed.next_worker.answer_async())
+    except BaseException:
+        handed.abandon()
         raise
-    for done in waiting:
-        # Taken from the executor's futures by _collect; read here too, or asyncio logs each
-        # failure as never retrieved.
-        if not done.cancelled():
-            done.exception()
-    return _collect(futures, batches, pool, what) + failures
+    return handed.failures(failed_here)

@@ -1,0 +1,181 @@
+"""The decode pool's worker processes (zarr_aac.codec.decode_pool): the message that hands a job
+over (its payload travels in the shared block), workers taken only when idle, a cancelled read's
+workers replaced, the pool resized, the workers' scheduling policy, and when a short read is
+handed over because other reads are in flight. Samples against a full sequential decode."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from support.arrays import tone_array
+from support.pool import record_pool
+from support.selections import reference_decode
+
+import zarr_aac
+from zarr_aac.codec import aac, decode_pool
+
+RATE = 48_000
+CHUNK = 800 * aac.FRAME_LENGTH
+PROCESSES = 2
+
+
+@pytest.fixture(scope="module")
+def stored():
+    z = tone_array((2 * CHUNK, 2), (CHUNK, 2), RATE)
+    return z, reference_decode(z)
+
+
+@pytest.fixture
+def pool(monkeypatch):
+    """The pool on with PROCESSES workers; the jobs of each read that used it."""
+    record = record_pool(monkeypatch)
+    with zarr.config.set({decode_pool.CONFIG_KEY: PROCESSES}):
+        yield record
+
+
+@pytest.fixture
+def messages(monkeypatch):
+    """Every message sent to a worker, pickled as the pipe carries it."""
+    sent: list[bytes] = []
+    send = decode_pool._Worker.send
+
+    def recording(worker, output, batch, gain):
+        connection_send = worker.connection.send
+        worker.connection.send = lambda message: (sent.append(pickle.dumps(message)), connection_send(message))[1]
+        try:
+            return send(worker, output, batch, gain)
+        finally:
+            del worker.connection.send
+
+    monkeypatch.setattr(decode_pool._Worker, "send", recording)
+    return sent
+
+
+def test_a_job_is_handed_over_in_a_short_message_its_payload_in_the_block(stored, pool, messages):
+    """A 10 s read hands a worker about 90 KB of frames; the message carries their offsets, not
+    the frames (a tenth of the size at most), so sending it does not wait for the worker to drain
+    its pipe."""
+    z, reference = stored
+    np.testing.assert_array_equal(z[1000 : 1000 + 10 * RATE], reference[1000 : 1000 + 10 * RATE])
+    ((to_worker, _),) = pool.reads
+    assert len(to_worker.payload) > 20_000
+    (message,) = messages
+    assert len(message) < len(to_worker.payload) / 10
+
+
+def test_a_read_finding_no_idle_worker_decodes_here(stored, pool):
+    """Workers busy with other reads are not waited for: the read decodes in this process."""
+    z, reference = stored
+    np.testing.assert_array_equal(z[0:10], reference[0:10])  # the pool is not started by this
+    taken = decode_pool._pool.take(PROCESSES, PROCESSES)
+    try:
+        assert len(taken) == PROCESSES
+        np.testing.assert_array_equal(z[1000 : 1000 + 10 * RATE], reference[1000 : 1000 + 10 * RATE])
+        ((to_worker, here),) = pool.reads
+        assert pool.here == [to_worker, here]
+    finally:
+        for worker in taken:
+            decode_pool._pool.give(worker)
+
+
+@dataclass(frozen=True)
+class SleepingJob(decode_pool.DecodeJob):
+    """A job that takes its time in the worker, then writes nothing."""
+
+    def run(self, out, gain):
+        time.sleep(1.0)
+
+
+def test_a_cancelled_read_leaves_its_worker_to_finish_and_replaces_it(stored, pool):
+    z, reference = stored
+    zarr_aac.read_clips(z, [0, CHUNK], RATE)
+    before = decode_pool._pool.worker_pids()
+    sleeping = SleepingJob(b"", 2, True, b"", np.zeros(1, np.int64), 0, (), "c/0/0", 0)
+
+    async def cancelled_read():
+        with decode_pool.SharedOutput((10, 2), np.dtype("int16")) as shared:
+            await asyncio.wait_for(decode_pool.decode_async(shared, [sleeping], 1.0, PROCESSES, "a read", keep=0), 0.1)
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(cancelled_read())
+    (left,) = before - decode_pool._pool.worker_pids()
+    # The worker finishes its job, finds its pipe closed and ends.
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{left}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{left}").exists()
+    np.testing.assert_array_equal(zarr_aac.read_clips(z, [0, CHUNK], RATE)[1], reference[CHUNK : CHUNK + RATE])
+    assert len(decode_pool._pool.worker_pids()) == PROCESSES
+
+
+def test_a_new_size_replaces_the_workers(stored, pool):
+    z, reference = stored
+    zarr_aac.read_clips(z, [0, CHUNK], RATE)
+    two = decode_pool._pool.worker_pids()
+    with zarr.config.set({decode_pool.CONFIG_KEY: 3}):
+        got = zarr_aac.read_clips(z, [0, 5000, CHUNK], RATE)
+    three = decode_pool._pool.worker_pids()
+    assert len(two) == 2 and len(three) == 3 and not two & three
+    np.testing.assert_array_equal(got[2], reference[CHUNK : CHUNK + RATE])
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in two) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in two if Path(f"/proc/{pid}").exists()]
+
+
+def test_a_worker_that_died_idle_is_replaced_before_a_read_takes_it(stored, pool):
+    z, reference = stored
+    zarr_aac.read_clips(z, [0, CHUNK], RATE)
+    workers = list(decode_pool._pool._workers)
+    for worker in workers:
+        os.kill(worker.process.pid, signal.SIGKILL)
+        worker.process.join(10)
+    np.testing.assert_array_equal(zarr_aac.read_clips(z, [0, CHUNK], RATE)[1], reference[CHUNK : CHUNK + RATE])
+    after = decode_pool._pool.worker_pids()
+    assert len(after) == PROCESSES and not after & {worker.process.pid for worker in workers}
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+def test_workers_run_as_batch_work(stored, pool):
+    """A worker woken by a hand-over does not preempt the reading process, which decodes its own
+    share meanwhile (docs/design-notes.md)."""
+    z, _ = stored
+    zarr_aac.read_clips(z, [0, CHUNK], RATE)
+    pids = decode_pool._pool.worker_pids()
+    assert pids
+    assert {os.sched_getscheduler(pid) for pid in pids} == {os.SCHED_BATCH}
+
+
+def test_a_short_read_beside_another_read_goes_whole_to_a_worker(stored, pool):
+    """While another chunk read is in flight (here: entered by the test), a 1 s span is handed
+    whole to a worker, so that the event loop serves the other read instead of decoding."""
+    z, reference = stored
+    with decode_pool.reads_in_flight:
+        np.testing.assert_array_equal(z[1000 : 1000 + RATE], reference[1000 : 1000 + RATE])
+    ((job,),) = pool.reads
+    assert pool.here == []
+    assert (job.writes[0].lo, job.writes[0].hi) == (1000, 1000 + RATE)
+    assert decode_pool.reads_in_flight.count == 0
+
+
+def test_short_reads_after_an_overlap_go_to_the_workers_for_a_while(stored, pool):
+    """Reads from several threads overlap now and then while each decodes on the event loop: the
+    OVERLAP_MEMORY reads after an overlap hand over too, then reads alone decode here again."""
+    z, reference = stored
+    with decode_pool.reads_in_flight:
+        z[1000 : 1000 + RATE]
+    pool.clear()
+    starts = range(2000, 2000 + (decode_pool.OVERLAP_MEMORY + 3) * 1000, 1000)
+    for start in starts:
+        np.testing.assert_array_equal(z[start : start + RATE], reference[start : start + RATE])
+    assert len(pool.reads) == decode_pool.OVERLAP_MEMORY
+    assert [job.writes[0].lo for (job,) in pool.reads] == list(starts)[: decode_pool.OVERLAP_MEMORY]
