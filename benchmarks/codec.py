@@ -473,6 +473,7 @@ def _parallel_reads(array: zarr.Array, rate: int, quick: bool) -> dict:
     ceiling = _BareDecodeCeiling(array)
     long_read()
     seconds: dict[str, list[float]] = {}
+    reader_cpu: dict[str, list[float]] = {}
     loads = [os.getloadavg()[0]]
     for _ in range(ROUNDS):
         for name, function in (
@@ -487,7 +488,9 @@ def _parallel_reads(array: zarr.Array, rate: int, quick: bool) -> dict:
             ("ceiling, 1 process", ceiling.one),
             ("ceiling, 2 processes", ceiling.two),
         ):
+            cpu = time.process_time()
             seconds.setdefault(name, []).append(timed(function))
+            reader_cpu.setdefault(name, []).append(time.process_time() - cpu)
         loads.append(os.getloadavg()[0])
     ceiling.close()
     best = {name: float(np.median(values)) for name, values in seconds.items()}
@@ -538,6 +541,14 @@ def _parallel_reads(array: zarr.Array, rate: int, quick: bool) -> dict:
             "`zarr_aac.dataset.read_clips(audio, times, 1.0)`. 'One core': the pool off and every thread of the "
             f"process pinned to one CPU (os.sched_setaffinity). {os.cpu_count()} cores, decode pool of "
             f"{decode_pool.decode_processes()} processes."
+        ),
+        (
+            "CPU time of the reading process (all its threads, not the decode workers) per clip, medians: "
+            + ", ".join(
+                f"{name} {1e3 * float(np.median(reader_cpu[name])) / n_clips:.2f} ms"
+                for name in ("loop, 1 thread", "loop, 2 threads", "read_clips")
+            )
+            + ". Two threads' reads are bound by it: zarr runs every read's codec on its one event-loop thread."
         ),
         (
             f"Ceiling of this machine in the same run: a bare PyAV decode loop over {ceiling.n_frames} frames "
