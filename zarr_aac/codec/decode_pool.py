@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 from typing import Any, cast
@@ -258,8 +259,8 @@ class SharedOutput:
     its block instead (a worker may still be writing into it).
 
     The block holds the payloads of the jobs handed to workers too, after the array
-    (``place``): a worker reads them there, and a job's hand-over is a message of a few hundred
-    bytes, which never waits for the worker to drain its pipe."""
+    (``place``): a worker reads them there, and a job's hand-over is a message with the frames'
+    offsets, a few KB, which fits in the pipe's buffer: sending it does not wait for the worker."""
 
     def __init__(self, shape: tuple[int, ...], dtype: np.dtype, jobs: Sequence[DecodeJob] = ()) -> None:
         self.shape = shape
@@ -387,13 +388,14 @@ class _Worker:
     """A decode worker process and this process's end of the pipe to it.
 
     The worker decodes the batches sent to it one at a time and answers each with its failures
-    (``_serve``). A pipe rather than ``ProcessPoolExecutor``'s queues: a round trip costs the
-    reading process a quarter of the CPU (docs/design-notes.md), which is what lets concurrent
-    small reads gain from the workers. The reading process holds the only copy of its end, so a
-    worker sees the pipe close, and ends, when the reading process ends however it ends.
+    (``_serve``). A pipe rather than ``ProcessPoolExecutor``'s queues: a round trip through it
+    costs the reading process a quarter of the CPU the executor's did (docs/design-notes.md),
+    which is what lets concurrent small reads gain from the workers. The reading process holds
+    the only copy of its end, so a worker sees the pipe close, and ends, when the reading process
+    ends however it ends.
     """
 
-    def __init__(self, process: Any, connection: Connection) -> None:
+    def __init__(self, process: BaseProcess, connection: Connection) -> None:
         self.process = process
         self.connection = connection
         self.started = False
@@ -467,6 +469,7 @@ _STARTED = "started"
 
 
 def _set_done(future: asyncio.Future[None]) -> None:
+    """The event loop's callback when a worker's pipe can be read."""
     if not future.done():
         future.set_result(None)
 
@@ -545,7 +548,7 @@ class _SharedPool:
     def worker_pids(self) -> set[int]:
         """The process ids of the pool's workers (none before the first read that used it)."""
         with self._lock:
-            return {worker.process.pid for worker in self._workers}
+            return {worker.process.pid for worker in self._workers if worker.process.pid is not None}
 
     def _context(self) -> Any:
         """forkserver where the platform has it (a fork of this process would copy zarr's
