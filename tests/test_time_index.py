@@ -288,3 +288,21 @@ def test_edges_ties_aliases_and_tolerance_as_documented():
     later = dataset(10, rate, start="2026-06-10T06:00:00Z")
     assert ds.xindexes["time"].equals(dataset(10, rate).xindexes["time"])
     assert not ds.xindexes["time"].equals(later.xindexes["time"])
+
+
+def test_a_date_start_is_naive_midnight():
+    """A date is its midnight without an offset (zarr_aac.start_time), so like a naive start it
+    takes labels without one and refuses labels with one."""
+    ds = dataset(10, 8000, start=datetime.date(2026, 6, 10))
+    assert int(ds.time.values[0].view(np.int64)) == START_NS - 5 * 3600 * 10**9
+    assert positions_of(ds, time="2026-06-10T00:00:00.000125") == 1
+    with pytest.raises(TimeLabelError, match="has a UTC offset but the recording's start_time 2026-06-10 has none"):
+        ds.sel(time="2026-06-10T00:00:00.000125Z")
+
+
+def test_a_zero_dimensional_array_start_keeps_its_offset():
+    ds = dataset(10, 8000, start=np.array("2026-06-10T07:00:00+02:00"))
+    assert int(ds.time.values[0].view(np.int64)) == START_NS
+    assert positions_of(ds, time="2026-06-10T05:00:00.000125Z") == 1
+    with pytest.raises(TimeLabelError, match=r"start_time 2026-06-10T07:00:00\+02:00 is at UTC\+02:00"):
+        ds.sel(time="2026-06-10T07:00:00.000125")

@@ -257,9 +257,9 @@ class SampleTimeIndex(CoordinateTransformIndex):
             Samples in the recording.
         rate : int
             Sample rate in Hz.
-        start : str, datetime-like or epoch nanoseconds, optional
-            Instant of sample 0 (naive times are UTC). None gives a ``timedelta64[ns]`` axis
-            counted from the first sample.
+        start : str, datetime, date or numpy.datetime64, optional
+            Instant of sample 0 (naive times are UTC on the axis; a date is its midnight). None
+            gives a ``timedelta64[ns]`` axis counted from the first sample.
         dim : str, default "time"
             Name of the time dimension and of its coordinate.
 
@@ -274,7 +274,11 @@ class SampleTimeIndex(CoordinateTransformIndex):
         """
         is_datetime = start is not None
         origin = parse_start_ns(start) if is_datetime else 0
-        label = start if isinstance(start, str) else start.isoformat() if isinstance(start, datetime.datetime) else None
+        # The start as written (a date is its naive midnight; a 0-d array holds one), for the offset rule.
+        written = start[()] if isinstance(start, np.ndarray) else start
+        label = (
+            written if isinstance(written, str) else written.isoformat() if isinstance(written, datetime.date) else None
+        )
         transform = SampleClockTransform(
             origin_ns=origin, rate=rate, size=size, dim=dim, is_datetime=is_datetime, start=label
         )
