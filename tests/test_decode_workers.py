@@ -144,6 +144,19 @@ def test_a_worker_that_died_idle_is_replaced_before_a_read_takes_it(stored, pool
     assert len(after) == PROCESSES and not after & {worker.process.pid for worker in workers}
 
 
+def test_ctrl_c_is_left_to_the_reading_process(stored, pool):
+    """SIGINT, which Ctrl-C sends to the whole foreground process group, does not kill a worker."""
+    z, reference = stored
+    zarr_aac.read_clips(z, [0, CHUNK], RATE)
+    before = decode_pool._pool.worker_pids()
+    for pid in before:
+        os.kill(pid, signal.SIGINT)
+    time.sleep(0.2)
+    np.testing.assert_array_equal(zarr_aac.read_clips(z, [0, CHUNK], RATE)[1], reference[CHUNK : CHUNK + RATE])
+    assert decode_pool._pool.worker_pids() == before
+    assert all(Path(f"/proc/{pid}").exists() for pid in before)
+
+
 @pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
 def test_workers_run_as_batch_work(stored, pool):
     """A worker woken by a hand-over does not preempt the reading process, which decodes its own

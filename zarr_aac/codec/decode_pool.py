@@ -25,6 +25,7 @@ import mmap
 import multiprocessing
 import multiprocessing.util
 import os
+import signal
 import sys
 import threading
 from collections.abc import Sequence
@@ -477,7 +478,10 @@ def _set_done(future: asyncio.Future[None]) -> None:
 def _serve(connection: Connection) -> None:
     """A worker's life: decode each batch sent, answer with its failures, end when the pipe closes.
     It runs as batch work (``SCHED_BATCH``): woken by a hand-over on a busy machine, it does not
-    preempt the reading process, which goes on to decode its own share (docs/design-notes.md)."""
+    preempt the reading process, which goes on to decode its own share (docs/design-notes.md).
+    It ignores SIGINT: Ctrl-C in a terminal reaches every process of the foreground group, and
+    the reading process is the one to stop; its workers end as it closes their pipes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(os, "SCHED_BATCH"):
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     try:
