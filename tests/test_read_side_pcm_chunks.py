@@ -19,7 +19,7 @@ import zarr_aac
 from zarr_aac.codec import aac, aac_codec
 from zarr_aac.codec.chunk_format import PcmChunkBuilder, prefix_nbytes_upper_bound
 from zarr_aac.codec.prefix_cache import prefixes
-from zarr_aac.errors import ChunkReadError
+from zarr_aac.errors import ChunkReadError, CorruptChunkError
 
 RATE = 48_000
 CHUNK = 40 * aac.FRAME_LENGTH
@@ -129,3 +129,28 @@ def test_a_store_failing_the_second_request_of_a_pcm_chunk_names_the_chunk(array
     with pytest.raises(ChunkReadError) as caught:
         z[3 : CHUNK - 5]
     assert caught.value.key == key and isinstance(caught.value.__cause__, TimeoutError)
+
+
+def test_a_kept_prefix_of_a_chunk_rewritten_as_pcm_is_dropped(array):
+    """A reader kept the AAC chunk's prefix; the chunk is then rewritten as a PCM chunk behind its
+    back. The next read tries the kept prefix (one request for frames that are not there), then
+    reads the PCM chunk; the read after that no longer tries the old prefix."""
+    z, _, key, changing, log = array
+    z[3:2000]
+    samples = stored_samples(2000)
+    changing._store._store_dict[key] = default_buffer_prototype().buffer.from_bytes(pcm_chunk(samples))
+    for gets in (3, 2):
+        log.reset()
+        np.testing.assert_array_equal(z[3:1000], samples[3:1000])
+        assert log.gets == gets
+
+
+@pytest.mark.parametrize("count", [10, 2000])
+def test_a_partial_read_of_a_damaged_pcm_chunk_names_it(array, count):
+    z, _, key, _, _ = array
+    data = bytearray(pcm_chunk(stored_samples(count)))
+    data[-1] ^= 1
+    put_bytes(z, key, bytes(data))
+    with pytest.raises(CorruptChunkError) as caught:
+        z[3 : CHUNK - 5]
+    assert caught.value.key == key
