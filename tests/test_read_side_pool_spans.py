@@ -97,9 +97,9 @@ def test_a_span_in_the_pool_is_named_by_its_samples_and_chunk_for_a_dead_workers
     named = []
     decode_async = decode_pool.decode_async
 
-    async def naming(output, jobs, gain, processes, what):
+    async def naming(output, jobs, gain, processes, what, **options):
         named.append(what)
-        return await decode_async(output, jobs, gain, processes, what)
+        return await decode_async(output, jobs, gain, processes, what, **options)
 
     monkeypatch.setattr(decode_pool, "decode_async", naming)
     with zarr.config.set({decode_pool.CONFIG_KEY: 2}):
