@@ -356,6 +356,11 @@ def test_each_clip_decodes_from_one_frame_before_its_own(monkeypatch):
     frame = aac.FRAME_LENGTH
     jobs = read_jobs(monkeypatch, z, [first_sample_of(z, 10), first_sample_of(z, 30) + 5], frame)
     assert [(job.first_frame, job.n_frames) for job in jobs] == [(9, 2), (29, 3)]
+    # Each job carries its frames' bytes and no more (they are copied to a worker), and decodes
+    # with a reused decoder (this codec's chunks have PNS off); a request from group 2 on here.
+    jobs += read_jobs(monkeypatch, z, [first_sample_of(z, 40)], frame)
+    assert all(len(job.payload) == job.frame_offsets[-1] for job in jobs)
+    assert all(job.reuse is True for job in jobs)
     # Frames 9-10, then 12-13 (frame 13's pre-roll is 12): frame 11 between them, one run.
     jobs = read_jobs(monkeypatch, z, [first_sample_of(z, 10), first_sample_of(z, 13)], frame)
     assert [(job.first_frame, job.n_frames) for job in jobs] == [(9, 5)]
