@@ -296,6 +296,11 @@ def test_a_worker_dying_in_a_clip_read_names_the_read_and_its_chunks(monkeypatch
             10,
             f"clip 0 (samples -2 to 8) reaches outside the array's {N} samples, as do 2 other clip(s)",
         ),
+        (
+            [N - 5, 0, -1],
+            10,
+            f"clip 0 (samples {N - 5} to {N + 5}) reaches outside the array's {N} samples, as do 1 other clip(s)",
+        ),
     ],
 )
 def test_bad_clip_requests_are_refused_in_words(starts, length, message):
