@@ -229,9 +229,11 @@ def test_a_forked_child_reads_clips_after_its_parent_did(arrays):
     np.testing.assert_array_equal(clips, expected_clips(reference, starts, 3000))
 
 
-def test_clips_of_a_file_with_pns_equal_the_reads_of_each_clip(ffmpeg, tmp_path):
+def test_clips_of_a_file_with_pns_equal_the_reads_of_each_clip(ffmpeg, tmp_path, monkeypatch):
     """An .m4a of FFmpeg's encoder with PNS on, opened in place: its noise depends on every frame
-    decoded before, so each clip must be decoded as ``array[a:b]`` decodes it, not merged or split."""
+    decoded before, so each clip must be decoded as ``array[a:b]`` decodes it, not merged or split
+    (not even into ranges of MAX_RANGE_FRAMES, here fewer than a clip's frames)."""
+    monkeypatch.setattr("zarr_aac.codec.clips.MAX_RANGE_FRAMES", 2)
     pcm = tone_with_noise(RATE * 6, 2, RATE, seed=9)
     m4a = ffmpeg_aac(ffmpeg, write_wav(tmp_path / "a.wav", pcm, RATE), tmp_path / "a.m4a", pns=True)
     array = zarr_aac.open_aac_file(m4a, dtype="float32", chunk_length=RATE * 2, index_path=False)
