@@ -101,13 +101,13 @@ def test_an_async_read_runs_its_last_job_here_and_hands_the_others_to_the_worker
     monkeypatch.setattr(aac_codec, "SPLIT_MIN_FRAMES", 5)
     monkeypatch.setattr(aac_codec, "HANDOFF_FRAMES", 2)
     handed = []
-    send = decode_pool._Worker.send
+    batch_message = decode_pool.batch_message
 
-    def recording_send(worker, output, batch, gain):
+    def recording_message(output, batch, gain):
         handed.extend(id(job) for job in batch)
-        return send(worker, output, batch, gain)
+        return batch_message(output, batch, gain)
 
-    monkeypatch.setattr(decode_pool._Worker, "send", recording_send)
+    monkeypatch.setattr(decode_pool, "batch_message", recording_message)
     record = record_pool(monkeypatch)
     with zarr.config.set({decode_pool.CONFIG_KEY: 3}):
         np.testing.assert_array_equal(z[0:N], reference)

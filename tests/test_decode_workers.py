@@ -9,6 +9,7 @@ import asyncio
 import os
 import pickle
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,19 +45,16 @@ def pool(monkeypatch):
 
 @pytest.fixture
 def messages(monkeypatch):
-    """Every message sent to a worker, pickled as the pipe carries it."""
+    """Every message handing a batch to a worker, pickled as the pipe carries it."""
     sent: list[bytes] = []
-    send = decode_pool._Worker.send
+    batch_message = decode_pool.batch_message
 
-    def recording(worker, output, batch, gain):
-        connection_send = worker.connection.send
-        worker.connection.send = lambda message: (sent.append(pickle.dumps(message)), connection_send(message))[1]
-        try:
-            return send(worker, output, batch, gain)
-        finally:
-            del worker.connection.send
+    def recording(output, batch, gain):
+        message = batch_message(output, batch, gain)
+        sent.append(pickle.dumps(message))
+        return message
 
-    monkeypatch.setattr(decode_pool._Worker, "send", recording)
+    monkeypatch.setattr(decode_pool, "batch_message", recording)
     return sent
 
 
@@ -72,27 +70,41 @@ def test_a_job_is_handed_over_in_a_short_message_its_payload_in_the_block(stored
     assert len(message) < len(to_worker.payload) / 10
 
 
-def test_a_read_finding_no_idle_worker_decodes_here(stored, pool):
-    """Workers busy with other reads are not waited for: the read decodes in this process."""
-    z, reference = stored
-    np.testing.assert_array_equal(z[0:10], reference[0:10])  # the pool is not started by this
-    taken = decode_pool._pool.take(PROCESSES, PROCESSES)
-    try:
-        assert len(taken) == PROCESSES
-        np.testing.assert_array_equal(z[1000 : 1000 + 10 * RATE], reference[1000 : 1000 + 10 * RATE])
-        ((to_worker, here),) = pool.reads
-        assert pool.here == [to_worker, here]
-    finally:
-        for worker in taken:
-            decode_pool._pool.give(worker)
-
-
 @dataclass(frozen=True)
 class SleepingJob(decode_pool.DecodeJob):
     """A job that takes its time in the worker, then writes nothing."""
 
     def run(self, out, gain):
         time.sleep(1.0)
+
+
+def occupy_workers(count):
+    """``count`` SleepingJobs handed to the workers from a thread; the thread."""
+
+    def occupy():
+        jobs = [SleepingJob(b"", 2, True, b"", np.zeros(1, np.int64), 0, (), f"c/{n}/0", 0) for n in range(count)]
+        with decode_pool.SharedOutput((10, 2), np.dtype("int16")) as shared:
+            decode_pool.decode(shared, jobs, 1.0, PROCESSES, "sleeping jobs", keep=0)
+
+    thread = threading.Thread(target=occupy)
+    thread.start()
+    return thread
+
+
+def test_a_batch_finding_every_worker_busy_waits_for_the_next_one_free(stored, pool):
+    """A read does not decode a worker's batch here when none is idle: it queues it, and the
+    first worker to answer takes it (the reading process decodes only its own share)."""
+    z, reference = stored
+    zarr_aac.read_clips(z, [0, CHUNK], RATE)  # the workers started
+    began = time.monotonic()
+    occupying = occupy_workers(PROCESSES)
+    time.sleep(0.2)
+    np.testing.assert_array_equal(z[1000 : 1000 + 10 * RATE], reference[1000 : 1000 + 10 * RATE])
+    waited = time.monotonic() - began
+    occupying.join()
+    ((_, here),) = pool.reads[-1:]
+    assert pool.here == [here]
+    assert waited >= 0.9  # the sleeping jobs take 1 s
 
 
 def test_a_cancelled_read_leaves_its_worker_to_finish_and_replaces_it(stored, pool):

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
+import math
 import mmap
 import multiprocessing
 import multiprocessing.util
@@ -29,6 +31,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
@@ -87,9 +90,15 @@ def decode_processes() -> int:
         cpus = usable_cpus()
         configured = cpus if cpus > 1 else 0
     processes = parse_decode_processes(configured)
-    if processes and (multiprocessing.current_process().daemon or not SHARED_MEMORY_DIR.is_dir()):
+    if processes and (multiprocessing.current_process().daemon or not _is_folder(SHARED_MEMORY_DIR)):
         return 0
     return processes
+
+
+@functools.cache
+def _is_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder, looked up once per process (each read asks)."""
+    return path.is_dir()
 
 
 @dataclass(frozen=True)
@@ -269,7 +278,7 @@ class SharedOutput:
         self.payload_nbytes = sum(len(job.payload) for job in jobs)
 
     def __enter__(self) -> SharedOutput:
-        count = int(np.prod(self.shape))
+        count = math.prod(self.shape)
         self._placed_to = count * self.dtype.itemsize
         self.block = _blocks.take(max(self._placed_to + self.payload_nbytes, 1))
         self.array = np.frombuffer(self.block.mapping, self.dtype, count).reshape(self.shape)
@@ -416,10 +425,11 @@ class _Worker:
             theirs.close()
         return cls(process, ours)
 
-    def send(self, output: SharedOutput, batch: list[DecodeJob], gain: float) -> None:
-        """Hand ``batch`` to the worker, its samples to go into ``output``'s block."""
-        placed = [output.place(job) for job in batch]
-        self.connection.send((output.block.name, output.shape, output.dtype.str, placed, gain))
+    def send(self, message: tuple[Any, ...]) -> None:
+        """Hand a batch (``batch_message``) to the worker. A worker that died since its last batch
+        fails to take it: its pipe's end says so when its answer is read."""
+        with contextlib.suppress(OSError):
+            self.connection.send(message)
 
     def answer(self) -> Any:
         """The answer to the batch sent, waiting for it; the EOFError or OSError of reading it if
@@ -465,6 +475,13 @@ class _Worker:
         self.connection.close()
 
 
+def batch_message(output: SharedOutput, batch: list[DecodeJob], gain: float) -> tuple[Any, ...]:
+    """The message handing ``batch`` to a worker, its payloads placed in ``output``'s block and
+    its samples to go there."""
+    placed = [output.place(job) for job in batch]
+    return (output.block.name, output.shape, output.dtype.str, placed, gain)
+
+
 _STARTED = "started"
 """A worker's first message: it imported what it needs and serves batches."""
 
@@ -492,24 +509,34 @@ def _serve(connection: Connection) -> None:
         return
 
 
+def _send(ready: list[tuple[_Worker, tuple[Any, ...], Future[_Worker]]]) -> None:
+    """Send each message to its worker and tell the read that queued it which worker has it."""
+    for worker, message, assigned in ready:
+        worker.send(message)
+        assigned.set_result(worker)
+
+
 class _SharedPool:
-    """The process's decode workers, started on first use and shared by every read. A read takes
-    the idle ones it can use and gives them back; one finding none idle decodes in the reading
-    process, which is what the workers would have made it wait for."""
+    """The process's decode workers, started on first use and shared by every read. A batch goes
+    to an idle worker, or waits in a queue for the next worker an answer frees (as many batches
+    as there are workers decode at once, whichever reads they are of)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []
         self._workers: list[_Worker] = []
+        self._queued: list[tuple[tuple[Any, ...], Future[_Worker]]] = []
         self._size = 0
         self._shut_down_at_exit = False
         self._start_method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
-    def take(self, processes: int, wanted: int) -> list[_Worker]:
-        """Up to ``wanted`` idle workers of a pool of ``processes``, the pool started (or a dead
-        worker replaced, or the pool resized) first."""
-        if wanted < 1:
+    def hand_out(self, processes: int, messages: list[tuple[Any, ...]]) -> list[Future[_Worker]]:
+        """Each message sent to a worker of a pool of ``processes``, now or when one is free: the
+        worker each went to, as a future. The pool is started (or a dead worker replaced, or the
+        pool resized) first."""
+        if not messages:
             return []
+        assigned: list[Future[_Worker]] = [Future() for _ in messages]
         with self._lock:
             if self._size != processes:
                 for worker in self._idle:
@@ -520,34 +547,67 @@ class _SharedPool:
                 self._idle.remove(worker)
                 self._workers.remove(worker)
                 worker.close()
-            while len(self._workers) < processes:
-                worker = _Worker.start(self._context())
-                self._workers.append(worker)
-                self._idle.append(worker)
+            self._start_missing()
             if not self._shut_down_at_exit:
                 # A process that multiprocessing started joins its children when its work
                 # returns, before the interpreter's exit hooks run: the workers would wait for
                 # work and it for them. Finalizers of priority 0 or more run before that join.
                 multiprocessing.util.Finalize(None, self.shut_down, exitpriority=100)
                 self._shut_down_at_exit = True
-            taken, self._idle = self._idle[:wanted], self._idle[wanted:]
-            return taken
+            self._queued.extend(zip(messages, assigned, strict=True))
+            ready = self._assign()
+        _send(ready)
+        return assigned
+
+    def _start_missing(self) -> None:
+        """Start workers until there are ``_size`` (with the lock held)."""
+        while len(self._workers) < self._size:
+            worker = _Worker.start(self._context())
+            self._workers.append(worker)
+            self._idle.append(worker)
+
+    def _assign(self) -> list[tuple[_Worker, tuple[Any, ...], Future[_Worker]]]:
+        """Pair idle workers with queued messages (with the lock held), to be sent after it."""
+        ready = []
+        while self._idle and self._queued:
+            message, assigned = self._queued.pop(0)
+            ready.append((self._idle.pop(0), message, assigned))
+        return ready
 
     def give(self, worker: _Worker) -> None:
-        """``worker`` has answered: idle again, or closed if the pool was resized meanwhile."""
+        """``worker`` has answered: it takes the first queued batch, or is idle again (closed if the
+        pool was resized meanwhile)."""
         with self._lock:
-            if worker in self._workers:
+            if worker not in self._workers:
+                ready = None
+            else:
                 self._idle.append(worker)
-                return
-        worker.close()
+                ready = self._assign()
+        if ready is None:
+            worker.close()
+        else:
+            _send(ready)
 
     def drop(self, worker: _Worker) -> None:
-        """Forget ``worker`` (it died, or a cancelled read left it decoding): the next read that
-        takes workers starts one in its place."""
+        """Forget ``worker`` (it died, or a cancelled read left it decoding); one is started in its
+        place for the batches queued, or at the next read."""
         with self._lock:
             if worker in self._workers:
                 self._workers.remove(worker)
+            if self._queued:
+                self._start_missing()
+            ready = self._assign()
         worker.close()
+        _send(ready)
+
+    def withdraw(self, assigned: Future[_Worker]) -> bool:
+        """Take a batch out of the queue before a worker got it (a cancelled read); False if one has."""
+        with self._lock:
+            for entry in self._queued:
+                if entry[1] is assigned:
+                    self._queued.remove(entry)
+                    return True
+        return False
 
     def worker_pids(self) -> set[int]:
         """The process ids of the pool's workers (none before the first read that used it)."""
@@ -567,6 +627,7 @@ class _SharedPool:
         """Close every worker's pipe and wait for the workers to end (at exit)."""
         with self._lock:
             workers, self._workers, self._idle, self._size = self._workers, [], [], 0
+            self._queued = []
         for worker in workers:
             worker.close()
         for worker in workers:
@@ -579,7 +640,7 @@ class _SharedPool:
         for worker in self._workers:
             worker.connection.close()
         self._lock = threading.Lock()
-        self._idle, self._workers, self._size = [], [], 0
+        self._idle, self._workers, self._queued, self._size = [], [], [], 0
         self._start_method = "spawn"
         self._shut_down_at_exit = False
 
@@ -649,34 +710,33 @@ def _worker_died(worker: _Worker, jobs: list[DecodeJob], what: str) -> DecodeWor
 
 
 class _HandedOut:
-    """The batches of one read handed to idle workers, until each worker has answered.
+    """The batches of one read handed to the workers, until each worker has answered.
 
     A read leaves only when every worker it used has answered (the block then serves another
-    read), or on an error or cancellation here, when the workers still decoding are left to
-    finish into the block, which the read's error removes, and are replaced (``abandon``)."""
+    read), or on an error or cancellation here, when its batches still queued are withdrawn and
+    the workers still decoding are left to finish into the block, which the read's error
+    removes, and are replaced (``abandon``)."""
 
     def __init__(
         self, output: SharedOutput, batches: list[list[DecodeJob]], gain: float, processes: int, *, keep: int, what: str
     ) -> None:
         self.what = what
-        workers = _pool.take(processes, len(batches) - keep)
-        self.waiting = list(zip(workers, batches, strict=False))
-        self.here = [job for batch in batches[len(self.waiting) :] for job in batch]
-        """The jobs no worker took: the last ``keep`` batches, and those beyond the idle workers."""
+        handed = batches[: max(len(batches) - keep, 0)]
+        self.here = [job for batch in batches[len(handed) :] for job in batch]
+        """The jobs of the last ``keep`` batches, run in this process."""
+        assigned = _pool.hand_out(processes, [batch_message(output, batch, gain) for batch in handed])
+        self.waiting = list(zip(assigned, handed, strict=True))
         self._outcomes: list[list[tuple[DecodeJob, CorruptChunkError]] | DecodeWorkerError] = []
-        for worker, batch in self.waiting:
-            # A worker that died since its last batch fails to take this one: its pipe's end says
-            # so when its answer is read.
-            with contextlib.suppress(OSError):
-                worker.send(output, batch, gain)
 
     @property
-    def next_worker(self) -> _Worker:
+    def next_worker(self) -> Future[_Worker]:
+        """The worker the next batch went to, once one has it."""
         return self.waiting[0][0]
 
     def take(self, answer: Any) -> None:
-        """``next_worker``'s answer: the failed jobs of its batch, or the error of its death."""
-        worker, batch = self.waiting.pop(0)
+        """The next batch's answer: its failed jobs, or the error of its worker's death."""
+        assigned, batch = self.waiting.pop(0)
+        worker = assigned.result()
         if isinstance(answer, BaseException):
             self._outcomes.append(_worker_died(worker, batch, self.what))
         else:
@@ -684,8 +744,9 @@ class _HandedOut:
             self._outcomes.append([(batch[number], error) for number, error in answer])
 
     def abandon(self) -> None:
-        for worker, _ in self.waiting:
-            _pool.drop(worker)
+        for assigned, _ in self.waiting:
+            if not _pool.withdraw(assigned):
+                _pool.drop(assigned.result())
 
     def failures(self, here: list[tuple[DecodeJob, CorruptChunkError]]) -> list[tuple[DecodeJob, CorruptChunkError]]:
         """Every failed job of the read, ``here`` (those run here) first; a dead worker's error raised."""
@@ -714,7 +775,7 @@ def decode(
     try:
         failed_here = _run_here(handed, output, gain)
         while handed.waiting:
-            handed.take(handed.next_worker.answer())
+            handed.take(handed.next_worker.result().answer())
     except BaseException:
         handed.abandon()
         raise
@@ -732,7 +793,10 @@ async def decode_async(
     try:
         failed_here = _run_here(handed, output, gain)
         while handed.waiting:
-            handed.take(await handed.next_worker.answer_async())
+            assigned = handed.next_worker
+            # Usually a worker took the batch at once: no need to wait through the event loop.
+            worker = assigned.result() if assigned.done() else await asyncio.wrap_future(assigned)
+            handed.take(await worker.answer_async())
     except BaseException:
         handed.abandon()
         raise
