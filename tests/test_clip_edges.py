@@ -14,11 +14,10 @@ import pytest
 import zarr
 from support.arrays import tone_array
 from support.chunks import Chunk, chunk_key, get_bytes, put_bytes
-from support.pool import record_pool
+from support.pool import KillingJob, record_pool
 from support.selections import reference_decode
 from support.signals import tone_with_noise
 from support.stores import RecordingStore
-from test_decode_pool import KillingJob
 from zarr.core.buffer import default_buffer_prototype
 
 import zarr_aac

@@ -11,14 +11,13 @@ import pickle
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
 from support.arrays import tone_array
-from support.pool import record_pool
+from support.pool import SleepingJob, empty_job, record_pool
 from support.selections import reference_decode
 
 import zarr_aac
@@ -70,19 +69,11 @@ def test_a_job_is_handed_over_in_a_short_message_its_payload_in_the_block(stored
     assert len(message) < len(to_worker.payload) / 10
 
 
-@dataclass(frozen=True)
-class SleepingJob(decode_pool.DecodeJob):
-    """A job that takes its time in the worker, then writes nothing."""
-
-    def run(self, out, gain):
-        time.sleep(1.0)
-
-
 def occupy_workers(count):
     """``count`` SleepingJobs handed to the workers from a thread; the thread."""
 
     def occupy():
-        jobs = [SleepingJob(b"", 2, True, b"", np.zeros(1, np.int64), 0, (), f"c/{n}/0", 0) for n in range(count)]
+        jobs = [empty_job(SleepingJob, f"c/{n}/0") for n in range(count)]
         with decode_pool.SharedOutput((10, 2), np.dtype("int16")) as shared:
             decode_pool.decode(shared, jobs, 1.0, PROCESSES, "sleeping jobs", keep=0)
 
@@ -111,7 +102,7 @@ def test_a_cancelled_read_leaves_its_worker_to_finish_and_replaces_it(stored, po
     z, reference = stored
     zarr_aac.read_clips(z, [0, CHUNK], RATE)
     before = decode_pool._pool.worker_pids()
-    sleeping = SleepingJob(b"", 2, True, b"", np.zeros(1, np.int64), 0, (), "c/0/0", 0)
+    sleeping = empty_job(SleepingJob, "c/0/0")
 
     async def cancelled_read():
         with decode_pool.SharedOutput((10, 2), np.dtype("int16")) as shared:

@@ -1,9 +1,15 @@
-"""What reads hand to the decode pool (zarr_aac.codec.decode_pool), recorded in the reading process."""
+"""What reads hand to the decode pool (zarr_aac.codec.decode_pool), recorded in the reading process;
+and jobs that misbehave in a worker. They live here, not in a test module, so that a worker can
+unpickle them: test modules are not importable by name outside pytest (--import-mode=importlib)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import pytest
 
 from zarr_aac.codec import decode_pool
@@ -50,3 +56,24 @@ def record_pool(monkeypatch: pytest.MonkeyPatch) -> PoolRecord:
     monkeypatch.setattr(decode_pool, "decode_async", recording_async)
     monkeypatch.setattr(decode_pool, "run_jobs", running_here)
     return record
+
+
+@dataclass(frozen=True)
+class KillingJob(decode_pool.DecodeJob):
+    """A job whose worker dies as it starts, as one killed by the OOM killer would."""
+
+    def run(self, out, gain):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class SleepingJob(decode_pool.DecodeJob):
+    """A job that takes its time in the worker, then writes nothing."""
+
+    def run(self, out, gain):
+        time.sleep(1.0)
+
+
+def empty_job(kind, key):
+    """A job of ``kind`` with no frames, for chunk ``key``."""
+    return kind(b"", 2, True, b"", np.zeros(1, np.int64), 0, (), key, 0)
