@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import zarr
 from support.arrays import tone_array
-from support.pool import SleepingJob, empty_job, record_pool
+from support.pool import SleepingJob, empty_job, pool_on
 from support.selections import reference_decode
 
 import zarr_aac
@@ -37,8 +37,7 @@ def stored():
 @pytest.fixture
 def pool(monkeypatch):
     """The pool on with PROCESSES workers; the jobs of each read that used it."""
-    record = record_pool(monkeypatch)
-    with zarr.config.set({decode_pool.CONFIG_KEY: PROCESSES}):
+    with pool_on(monkeypatch, PROCESSES) as record:
         yield record
 
 

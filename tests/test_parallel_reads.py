@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import zarr
 from support.chunks import chunk_key, get_bytes
-from support.pool import record_pool
+from support.pool import pool_on
 from support.selections import reference_decode
 from support.signals import tone_with_noise
 
@@ -43,8 +43,7 @@ def stored(tmp_path_factory):
 @pytest.fixture
 def pool_reads(monkeypatch):
     """The pool on, with PROCESSES workers; the jobs of each read that used it."""
-    record = record_pool(monkeypatch)
-    with zarr.config.set({decode_pool.CONFIG_KEY: PROCESSES}):
+    with pool_on(monkeypatch, PROCESSES) as record:
         yield record
 
 

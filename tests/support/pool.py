@@ -7,10 +7,13 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
+import zarr
 
 from zarr_aac.codec import decode_pool
 
@@ -56,6 +59,14 @@ def record_pool(monkeypatch: pytest.MonkeyPatch) -> PoolRecord:
     monkeypatch.setattr(decode_pool, "decode_async", recording_async)
     monkeypatch.setattr(decode_pool, "run_jobs", running_here)
     return record
+
+
+@contextmanager
+def pool_on(monkeypatch: pytest.MonkeyPatch, processes: int) -> Iterator[PoolRecord]:
+    """The pool on with ``processes`` workers, the jobs of each read that uses it recorded."""
+    record = record_pool(monkeypatch)
+    with zarr.config.set({decode_pool.CONFIG_KEY: processes}):
+        yield record
 
 
 @dataclass(frozen=True)
