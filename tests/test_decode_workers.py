@@ -19,6 +19,7 @@ import zarr
 from support.arrays import tone_array
 from support.pool import SleepingJob, empty_job, pool_on
 from support.selections import reference_decode
+from zarr.core.buffer import default_buffer_prototype
 
 import zarr_aac
 from zarr_aac.codec import aac, decode_pool
@@ -174,7 +175,7 @@ def test_a_short_read_beside_another_read_goes_whole_to_a_worker(stored, pool):
     """While another chunk read is in flight (here: entered by the test), a 1 s span is handed
     whole to a worker, so that the event loop serves the other read instead of decoding."""
     z, reference = stored
-    with decode_pool.reads_in_flight:
+    with decode_pool.reads_in_flight.chunk_read():
         np.testing.assert_array_equal(z[1000 : 1000 + RATE], reference[1000 : 1000 + RATE])
     ((job,),) = pool.reads
     assert pool.here == []
@@ -186,7 +187,7 @@ def test_short_reads_after_an_overlap_go_to_the_workers_for_a_while(stored, pool
     """Reads from several threads overlap now and then while each decodes on the event loop: the
     OVERLAP_MEMORY reads after an overlap hand over too, then reads alone decode here again."""
     z, reference = stored
-    with decode_pool.reads_in_flight:
+    with decode_pool.reads_in_flight.chunk_read():
         z[1000 : 1000 + RATE]
     pool.clear()
     starts = range(2000, 2000 + (decode_pool.OVERLAP_MEMORY + 3) * 1000, 1000)
@@ -194,3 +195,59 @@ def test_short_reads_after_an_overlap_go_to_the_workers_for_a_while(stored, pool
         np.testing.assert_array_equal(z[start : start + RATE], reference[start : start + RATE])
     assert len(pool.reads) == decode_pool.OVERLAP_MEMORY
     assert [job.writes[0].lo for (job,) in pool.reads] == list(starts)[: decode_pool.OVERLAP_MEMORY]
+
+
+@pytest.fixture(scope="module")
+def stored_on_disk(stored, tmp_path_factory):
+    """``stored``'s chunks in a LocalStore, whose reads wait for a thread: a read's chunk reads
+    are then in flight together."""
+    z, reference = stored
+    local = zarr.storage.LocalStore(tmp_path_factory.mktemp("on_disk"))
+
+    async def copy() -> None:
+        async for key in z.store.list():
+            await local.set(key, await z.store.get(key, prototype=default_buffer_prototype()))
+
+    asyncio.run(copy())
+    return zarr.open_array(local, mode="r"), reference
+
+
+def test_a_read_across_a_chunk_end_is_not_counted_as_concurrent(stored_on_disk, pool):
+    """The chunks of one read are in flight together (each waits for the store's thread), but
+    they are one call's: the short reads after it, from the same thread, still decode in the
+    reading process (docs/design-notes.md)."""
+    z, reference = stored_on_disk
+    span = slice(CHUNK - 3 * RATE, CHUNK + 3 * RATE)
+    np.testing.assert_array_equal(z[span], reference[span])
+    assert len(pool.reads) == 2
+    pool.clear()
+    for start in range(2000, 2000 + (decode_pool.OVERLAP_MEMORY + 1) * 1000, 1000):
+        np.testing.assert_array_equal(z[start : start + RATE], reference[start : start + RATE])
+    assert pool.reads == []
+
+
+def test_chunk_reads_begun_in_one_event_loop_turn_are_one_calls():
+    """zarr starts a call's chunk reads as tasks made together; a read begun in a later turn of
+    the event loop (another call) finds the first call's reads in flight."""
+    seen: dict[str, bool] = {}
+    later_may_begin = asyncio.Event()
+
+    async def chunk_read(name: str) -> None:
+        with decode_pool.reads_in_flight.chunk_read():
+            seen[name] = decode_pool.reads_in_flight.others_in_flight()
+            await later_may_begin.wait()
+
+    async def calls() -> None:
+        first_call = [asyncio.ensure_future(chunk_read(name)) for name in ("first", "second")]
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        another_call = asyncio.ensure_future(chunk_read("another"))
+        await asyncio.sleep(0)
+        later_may_begin.set()
+        await asyncio.gather(*first_call, another_call)
+
+    begun = decode_pool.reads_in_flight.begun
+    asyncio.run(calls())
+    assert seen == {"first": False, "second": False, "another": True}
+    assert decode_pool.reads_in_flight.last_overlap == begun + 3
+    assert decode_pool.reads_in_flight.count == 0

@@ -444,7 +444,7 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         """Decode ``selection`` of one chunk; a corrupt chunk, or an absent one of an array whose
         chunks are all stored, raises unless tolerant reads are on."""
         try:
-            with decode_pool.reads_in_flight:
+            with decode_pool.reads_in_flight.chunk_read():
                 result = await self._decode_selection(byte_getter, selection, chunk_spec)
             if result is None and self.all_chunks_stored:
                 raise MissingChunkError(_key_of(byte_getter, len(chunk_spec.shape)))
@@ -689,8 +689,8 @@ async def _decode_runs(
 
 def _processes_for(samples: _SampleSelection, n_frames: int) -> int:
     """The decode worker processes to decode ``samples`` in (0: here): a span of
-    ``decode_pool.POOL_MIN_FRAMES`` frames or more, or a shorter one while other chunk reads of
-    this process are in flight. Each chunk of a read decodes as its own task, so the large chunks
+    ``decode_pool.POOL_MIN_FRAMES`` frames or more, or a shorter one while chunk reads of other
+    calls in this process are in flight. Each chunk of a read decodes as its own task, so the large chunks
     of one read, or of reads from several threads, decode in the workers at once. A short span
     costs the reading process about as much to hand over as to decode, but its decode would hold
     the event loop that the other reads need."""

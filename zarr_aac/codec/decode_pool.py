@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import itertools
 import math
@@ -30,7 +31,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from multiprocessing import resource_tracker
@@ -654,43 +655,87 @@ os.register_at_fork(after_in_child=_pool.forget_after_fork)
 
 
 OVERLAP_MEMORY = 4
-"""The chunk reads after one that began while another was in flight that count as concurrent too:
-reads from several threads overlap only now and then while each decodes on the event loop, and
-always once they hand their decodes to the workers."""
+"""The chunk reads after one that began while a read of another call was in flight that count as
+concurrent too: reads from several threads overlap only now and then while each decodes on the
+event loop, and always once they hand their decodes to the workers."""
 
 
 class _ReadsInFlight:
-    """Counts chunk reads from their start to their end, and remembers the last that began beside
-    another, so that a small decode can tell whether other reads wait for the event loop it would
-    hold (``concurrent_reads``)."""
+    """Counts chunk reads from their start to their end, and remembers the last that began while a
+    read of another call was in flight, so that a small decode can tell whether other reads wait
+    for the event loop it would hold (``concurrent_reads``).
+
+    zarr starts the chunk reads of one call together, each as a task, so they begin in the same
+    turn of the event loop; a read of another call (another thread) begins in a later turn. The
+    chunk reads beginning in one turn are counted as one call's, and only reads of other calls in
+    flight count as concurrent: a single thread's read across a chunk end does not."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.count = 0
         self.begun = 0
         self.last_overlap = -OVERLAP_MEMORY - 1
-        """The number (in ``begun``) of the last read that began while another was in flight."""
+        """The number (in ``begun``) of the last read that began while another call's was in flight."""
+        self._turns = itertools.count(1)
+        self._open_turn = 0
+        """The turn whose chunk reads are beginning now, 0 once the event loop has moved on."""
+        self._by_turn: dict[int, int] = {}
+        """Chunk reads in flight, by the turn they began in."""
+        self._turn_of_read: contextvars.ContextVar[int] = contextvars.ContextVar("turn_of_read", default=0)
 
-    def __enter__(self) -> None:
+    @contextlib.contextmanager
+    def chunk_read(self) -> Iterator[None]:
+        """Count a chunk read while it runs, with the other chunk reads of its call."""
         with self._lock:
+            turn = self._turn_beginning()
             self.begun += 1
-            if self.count:
+            if self.count > self._by_turn.get(turn, 0):
                 self.last_overlap = self.begun
             self.count += 1
+            self._by_turn[turn] = self._by_turn.get(turn, 0) + 1
+        token = self._turn_of_read.set(turn)
+        try:
+            yield
+        finally:
+            self._turn_of_read.reset(token)
+            with self._lock:
+                self.count -= 1
+                self._by_turn[turn] -= 1
+                if not self._by_turn[turn]:
+                    del self._by_turn[turn]
 
-    def __exit__(self, *exc: object) -> None:
+    def _turn_beginning(self) -> int:
+        """The turn of a chunk read beginning now: the open one, or a new one that stays open until
+        the event loop has run the tasks already waiting to start (a read's other chunks)."""
+        if self._open_turn:
+            return self._open_turn
+        turn = next(self._turns)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return turn
+        self._open_turn = turn
+        loop.call_soon(self._close_turn)
+        return turn
+
+    def _close_turn(self) -> None:
         with self._lock:
-            self.count -= 1
+            self._open_turn = 0
+
+    def others_in_flight(self) -> bool:
+        """Whether a chunk read of another call than the caller's is in flight."""
+        with self._lock:
+            return self.count > self._by_turn.get(self._turn_of_read.get(), 0)
 
 
 reads_in_flight = _ReadsInFlight()
-"""Enter it for each chunk read: ``with decode_pool.reads_in_flight: ...``."""
+"""Count each chunk read: ``with decode_pool.reads_in_flight.chunk_read(): ...``."""
 
 
 def concurrent_reads() -> bool:
-    """Whether another chunk read of this process is in flight beside the caller's, or one of the
-    last ``OVERLAP_MEMORY`` reads to begin was the first after a read that overlapped another."""
-    return reads_in_flight.count > 1 or reads_in_flight.begun - reads_in_flight.last_overlap <= OVERLAP_MEMORY
+    """Whether a chunk read of another call is in flight beside the caller's, or one of the last
+    ``OVERLAP_MEMORY`` reads to begin was the first after a read that overlapped another call's."""
+    return reads_in_flight.others_in_flight() or reads_in_flight.begun - reads_in_flight.last_overlap <= OVERLAP_MEMORY
 
 
 def _worker_died(worker: _Worker, jobs: list[DecodeJob], what: str) -> DecodeWorkerError:
