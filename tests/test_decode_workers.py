@@ -226,28 +226,69 @@ def test_a_read_across_a_chunk_end_is_not_counted_as_concurrent(stored_on_disk, 
     assert pool.reads == []
 
 
-def test_chunk_reads_begun_in_one_event_loop_turn_are_one_calls():
-    """zarr starts a call's chunk reads as tasks made together; a read begun in a later turn of
-    the event loop (another call) finds the first call's reads in flight."""
-    seen: dict[str, bool] = {}
-    later_may_begin = asyncio.Event()
+@pytest.mark.parametrize(
+    ("first_call", "other_call"),
+    [
+        pytest.param([(900, 1000, 1000), (0, 100, 1000)], None, id="across-a-chunk-end"),
+        pytest.param([(900, 1000, 1000), (0, 1000, 1000), (0, 100, 1000)], None, id="across-a-whole-chunk"),
+        pytest.param([(10, 60, 1000), (10, 60, 1000)], None, id="chunks-of-other-channels"),
+        pytest.param([None, None], None, id="scattered-rows"),
+        pytest.param([(900, 1000, 1000)], (0, 100, 1000), id="later-turn"),
+        pytest.param([(10, 60, 1000)], (300, 350, 1000), id="later-turn-rows-of-its-own"),
+    ],
+)
+def test_a_calls_chunk_reads_begin_in_one_event_loop_turn(first_call, other_call):
+    """zarr starts a call's chunk reads as tasks made together, so they begin in one turn of the
+    event loop, at rows that continue each other; a read begun in a later turn (another call)
+    finds the first call's reads in flight."""
+    seen: list[bool] = []
+    may_end = asyncio.Event()
 
-    async def chunk_read(name: str) -> None:
-        with decode_pool.reads_in_flight.chunk_read():
-            seen[name] = decode_pool.reads_in_flight.others_in_flight()
-            await later_may_begin.wait()
+    async def chunk_read(rows: tuple[int, int, int] | None) -> None:
+        with decode_pool.reads_in_flight.chunk_read(rows):
+            seen.append(decode_pool.reads_in_flight.others_in_flight())
+            await may_end.wait()
 
     async def calls() -> None:
-        first_call = [asyncio.ensure_future(chunk_read(name)) for name in ("first", "second")]
+        reads = [asyncio.ensure_future(chunk_read(rows)) for rows in first_call]
         await asyncio.sleep(0)
         await asyncio.sleep(0)
-        another_call = asyncio.ensure_future(chunk_read("another"))
-        await asyncio.sleep(0)
-        later_may_begin.set()
-        await asyncio.gather(*first_call, another_call)
+        if other_call:
+            reads.append(asyncio.ensure_future(chunk_read(other_call)))
+            await asyncio.sleep(0)
+        may_end.set()
+        await asyncio.gather(*reads)
 
     begun = decode_pool.reads_in_flight.begun
     asyncio.run(calls())
-    assert seen == {"first": False, "second": False, "another": True}
-    assert decode_pool.reads_in_flight.last_overlap == begun + 3
+    assert seen == [False] * len(first_call) + ([True] if other_call else [])
+    overlapped = begun + len(first_call) + 1 if other_call else -decode_pool.OVERLAP_MEMORY - 1
+    assert decode_pool.reads_in_flight.last_overlap == overlapped
     assert decode_pool.reads_in_flight.count == 0
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        pytest.param([(10, 60, 1000), (300, 350, 1000)], id="rows-of-their-own"),
+        pytest.param([(900, 1000, 1000), (100, 200, 1000)], id="one-at-a-chunk-end"),
+        pytest.param([(0, 100, 1000), (900, 950, 1000)], id="one-at-a-chunk-start"),
+    ],
+)
+def test_reads_of_two_calls_begun_in_one_turn_are_told_apart_by_their_rows(rows):
+    """Two threads' calls can reach the event loop together, so that their chunk reads begin in
+    one turn: rows that do not continue each other are two calls'."""
+    seen: list[bool] = []
+    both_begun = asyncio.Barrier(2)
+
+    async def chunk_read(rows: tuple[int, int, int]) -> None:
+        with decode_pool.reads_in_flight.chunk_read(rows):
+            await both_begun.wait()
+            seen.append(decode_pool.reads_in_flight.others_in_flight())
+            await both_begun.wait()
+
+    async def calls() -> None:
+        await asyncio.gather(*(chunk_read(each) for each in rows))
+
+    asyncio.run(calls())
+    assert seen == [True, True]

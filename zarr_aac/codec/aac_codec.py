@@ -444,7 +444,7 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
         """Decode ``selection`` of one chunk; a corrupt chunk, or an absent one of an array whose
         chunks are all stored, raises unless tolerant reads are on."""
         try:
-            with decode_pool.reads_in_flight.chunk_read():
+            with decode_pool.reads_in_flight.chunk_read(_rows_of(selection, chunk_spec.shape[0])):
                 result = await self._decode_selection(byte_getter, selection, chunk_spec)
             if result is None and self.all_chunks_stored:
                 raise MissingChunkError(_key_of(byte_getter, len(chunk_spec.shape)))
@@ -898,6 +898,16 @@ class _SampleRows:
 
 
 _SampleSelection: TypeAlias = _SampleSpan | _SampleRows
+
+
+def _rows_of(selection: Any, chunk_length: int) -> tuple[int, int, int] | None:
+    """The rows (start, stop, chunk length) a chunk selection asks for, if its first axis is a
+    slice with step 1; else None."""
+    selector = selection[0] if isinstance(selection, tuple) and selection else None
+    if not isinstance(selector, slice):
+        return None
+    start, stop, step = selector.indices(chunk_length)
+    return (start, stop, chunk_length) if step == 1 else None
 
 
 def _sample_selection(selector: Any, chunk_length: int) -> _SampleSelection:

@@ -660,49 +660,73 @@ concurrent too: reads from several threads overlap only now and then while each 
 event loop, and always once they hand their decodes to the workers."""
 
 
+@dataclass(frozen=True, eq=False)
+class _ChunkRead:
+    """A chunk read in flight: the turn of the event loop it began in, and its rows of the chunk
+    (start, stop, chunk length), None for a selection of scattered rows."""
+
+    turn: int
+    rows: tuple[int, int, int] | None
+
+    def of_one_call_with(self, other: _ChunkRead) -> bool:
+        """Whether the two reads are chunks of one zarr call: begun in the same turn, and either
+        the same rows (chunks of other channels) or meeting at a chunk end (one read running
+        from one chunk into the next)."""
+        if self.turn != other.turn:
+            return False
+        if self.rows is None or other.rows is None:
+            return True
+        (start, stop, length), (other_start, other_stop, other_length) = self.rows, other.rows
+        return (
+            (start, stop) == (other_start, other_stop)
+            or (stop == length and other_start == 0)
+            or (other_stop == other_length and start == 0)
+        )
+
+
 class _ReadsInFlight:
     """Counts chunk reads from their start to their end, and remembers the last that began while a
     read of another call was in flight, so that a small decode can tell whether other reads wait
     for the event loop it would hold (``concurrent_reads``).
 
-    zarr starts the chunk reads of one call together, each as a task, so they begin in the same
-    turn of the event loop; a read of another call (another thread) begins in a later turn. The
-    chunk reads beginning in one turn are counted as one call's, and only reads of other calls in
-    flight count as concurrent: a single thread's read across a chunk end does not."""
+    zarr does not tell a codec which call a chunk read belongs to. It starts a call's chunk reads
+    together, each as a task, so they begin in the same turn of the event loop, and their rows
+    continue each other; a read of another thread's call begins in a later turn, or in the same
+    one at rows of its own. Only reads of other calls in flight count as concurrent: a single
+    thread's read across a chunk end does not."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.count = 0
+        self._in_flight: list[_ChunkRead] = []
         self.begun = 0
         self.last_overlap = -OVERLAP_MEMORY - 1
         """The number (in ``begun``) of the last read that began while another call's was in flight."""
         self._turns = itertools.count(1)
         self._open_turn = 0
         """The turn whose chunk reads are beginning now, 0 once the event loop has moved on."""
-        self._by_turn: dict[int, int] = {}
-        """Chunk reads in flight, by the turn they began in."""
-        self._turn_of_read: contextvars.ContextVar[int] = contextvars.ContextVar("turn_of_read", default=0)
+        self._current: contextvars.ContextVar[_ChunkRead | None] = contextvars.ContextVar("chunk_read", default=None)
+
+    @property
+    def count(self) -> int:
+        """The chunk reads in flight."""
+        return len(self._in_flight)
 
     @contextlib.contextmanager
-    def chunk_read(self) -> Iterator[None]:
-        """Count a chunk read while it runs, with the other chunk reads of its call."""
+    def chunk_read(self, rows: tuple[int, int, int] | None = None) -> Iterator[None]:
+        """Count a chunk read of ``rows`` (start, stop, chunk length; None: scattered rows) while it runs."""
         with self._lock:
-            turn = self._turn_beginning()
+            read = _ChunkRead(self._turn_beginning(), rows)
             self.begun += 1
-            if self.count > self._by_turn.get(turn, 0):
+            if self._others_than(read):
                 self.last_overlap = self.begun
-            self.count += 1
-            self._by_turn[turn] = self._by_turn.get(turn, 0) + 1
-        token = self._turn_of_read.set(turn)
+            self._in_flight.append(read)
+        token = self._current.set(read)
         try:
             yield
         finally:
-            self._turn_of_read.reset(token)
+            self._current.reset(token)
             with self._lock:
-                self.count -= 1
-                self._by_turn[turn] -= 1
-                if not self._by_turn[turn]:
-                    del self._by_turn[turn]
+                self._in_flight.remove(read)
 
     def _turn_beginning(self) -> int:
         """The turn of a chunk read beginning now: the open one, or a new one that stays open until
@@ -722,14 +746,19 @@ class _ReadsInFlight:
         with self._lock:
             self._open_turn = 0
 
+    def _others_than(self, read: _ChunkRead | None) -> bool:
+        return any(
+            other is not read and (read is None or not read.of_one_call_with(other)) for other in self._in_flight
+        )
+
     def others_in_flight(self) -> bool:
         """Whether a chunk read of another call than the caller's is in flight."""
         with self._lock:
-            return self.count > self._by_turn.get(self._turn_of_read.get(), 0)
+            return self._others_than(self._current.get())
 
 
 reads_in_flight = _ReadsInFlight()
-"""Count each chunk read: ``with decode_pool.reads_in_flight.chunk_read(): ...``."""
+"""Count each chunk read: ``with decode_pool.reads_in_flight.chunk_read(rows): ...``."""
 
 
 def concurrent_reads() -> bool:
