@@ -10,6 +10,7 @@ length: the looped soundscape and the looped music (see benchmarks/__init__.py).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import multiprocessing
 import os
@@ -77,7 +78,10 @@ LOSSLESS = (BLOSC, RAW, FLAC)
 def run(ctx: Context) -> dict:
     load_before = os.getloadavg()[0]
     soundscape = _compare_input(ctx.hour_wav, ctx.workdir / "codec", ctx)
-    parallel = _parallel_reads(soundscape["arrays"][AAC], soundscape["rate"], ctx.quick)
+    arrays = soundscape["arrays"]
+    parallel = _parallel_reads(
+        arrays[AAC], soundscape["rate"], ctx.quick, {name: arrays[name] for name in (BLOSC, RAW)}
+    )
     soundscape["cleanup"]()
     music = _compare_input(ctx.dense_wav, ctx.workdir / "codec-music", ctx)
     music["cleanup"]()
@@ -425,11 +429,13 @@ def _codec_alone_decode(array: zarr.Array) -> float:
 # -- reads on every core --------------------------------------------------------------------------
 
 
-def _parallel_reads(array: zarr.Array, rate: int, quick: bool) -> dict:
+def _parallel_reads(array: zarr.Array, rate: int, quick: bool, peers: dict[str, zarr.Array]) -> dict:
     """1 s clips by a ``z[a:b]`` loop from one and two threads, by read_clips with and without the
     decode pool, through xarray; a long read on all cores and in the reading process pinned to one
-    core; and the machine's ceiling, a bare PyAV decode loop in one and in two processes. Each
-    figure alternates with its peers ROUNDS times."""
+    core; the machine's ceiling, a bare PyAV decode loop in one and in two processes; and the
+    ``peers`` (plain zarr arrays of the same samples) read by the same loop from one and two
+    threads, which shows what two threads gain where zarr has no AAC to decode. Each figure
+    alternates with its peers ROUNDS times."""
     n_clips = QUICK_CLIPS if quick else CLIPS
     region = min(array.shape[0], CLIP_REGION_S * rate)
     starts = np.random.default_rng(14).integers(0, region - rate, size=n_clips)
@@ -438,16 +444,25 @@ def _parallel_reads(array: zarr.Array, rate: int, quick: bool) -> dict:
         raise AssertionError("read_clips differs from the z[a:b] loop")
     in_process = {decode_pool.CONFIG_KEY: 0}
 
-    def loop(part: np.ndarray) -> None:
+    def loop(part: np.ndarray, read: zarr.Array = array) -> None:
         for a in part:
-            array[a : a + rate]
+            read[a : a + rate]
 
-    def two_threads() -> None:
-        workers = [threading.Thread(target=loop, args=(starts[i::2],)) for i in range(2)]
+    def two_threads(read: zarr.Array = array) -> None:
+        workers = [threading.Thread(target=loop, args=(starts[i::2], read)) for i in range(2)]
         for worker in workers:
             worker.start()
         for worker in workers:
             worker.join()
+
+    peer_loops = [
+        (f"{name}: loop, {threads}", functools.partial(function, **arguments))
+        for name, peer in peers.items()
+        for threads, function, arguments in (
+            ("1 thread", loop, {"part": starts, "read": peer}),
+            ("2 threads", two_threads, {"read": peer}),
+        )
+    ]
 
     def clips_in_process() -> None:
         with zarr.config.set(in_process):
@@ -487,6 +502,7 @@ def _parallel_reads(array: zarr.Array, rate: int, quick: bool) -> dict:
             ("xarray read_clips", lambda: zarr_aac.dataset.read_clips(audio, times, 1.0)),
             ("ceiling, 1 process", ceiling.one),
             ("ceiling, 2 processes", ceiling.two),
+            *peer_loops,
         ):
             cpu = time.process_time()
             seconds.setdefault(name, []).append(timed(function))
@@ -519,6 +535,9 @@ def _parallel_reads(array: zarr.Array, rate: int, quick: bool) -> dict:
         }
     )
     two_x = clips_per_s["loop, 2 threads"] / clips_per_s["loop, 1 thread"]
+    peer_two_x = {
+        name: clips_per_s[f"{name}: loop, 2 threads"] / clips_per_s[f"{name}: loop, 1 thread"] for name in peers
+    }
     long_ratio = long_x["long read, decode pool"] / long_x["long read, one core"]
     targets = {
         f"read_clips {clips_per_s['read_clips']:.0f} clips/s >= {CLIPS_PER_S_TARGET}": clips_per_s["read_clips"]
@@ -549,6 +568,11 @@ def _parallel_reads(array: zarr.Array, rate: int, quick: bool) -> dict:
                 for name in ("loop, 1 thread", "loop, 2 threads", "read_clips")
             )
             + ". Two threads' reads are bound by it: zarr runs every read's codec on its one event-loop thread."
+        ),
+        (
+            "The same 1 s reads of plain zarr arrays of the same samples, 2 threads against 1: "
+            + ", ".join(f"{name} ({peers[name].chunks[0]}-sample chunks) {peer_two_x[name]:.2f}x" for name in peers)
+            + f" (zarr_aac {two_x:.2f}x): what two threads gain where zarr has no AAC to decode."
         ),
         (
             f"Ceiling of this machine in the same run: a bare PyAV decode loop over {ceiling.n_frames} frames "
