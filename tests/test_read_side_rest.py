@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support.chunks import decode_chunk_sequentially
+import zarr
+from support.chunks import chunk_key, decode_chunk_sequentially, put_bytes
 from support.selections import to_int16
 from support.signals import tone_with_noise
 
+from zarr.storage import MemoryStore
+
 from zarr_aac import AACCodec
 from zarr_aac.codec import aac
+from zarr_aac.codec.chunk_format import PcmChunkBuilder
+from zarr_aac.codec.prefix_cache import prefixes
 
 RATE = 48_000
 CHUNK = 30 * aac.FRAME_LENGTH
@@ -35,3 +40,36 @@ def test_a_codec_without_a_gain_decodes_with_the_dtypes_default_gain(dtype, gain
     # And the samples are the source's at its own level (a wrong gain scales them by 4 or 16).
     source64, got64 = pcm.astype(np.float64).ravel(), got.astype(np.float64).ravel()
     assert float(got64 @ source64 / (source64 @ source64)) == pytest.approx(1.0, abs=0.05)
+
+
+@pytest.fixture
+def mono_pcm_chunk():
+    """A 1-d int16 array of one chunk whose chunk is a live recording's PCM chunk of 1000 samples,
+    and those samples."""
+    z = zarr.create_array(
+        MemoryStore(),
+        name="live",
+        shape=(CHUNK,),
+        chunks=(CHUNK,),
+        dtype="int16",
+        serializer=AACCodec(sample_rate=RATE),
+        compressors=None,
+    )
+    stored = to_int16(tone_with_noise(1000, 1, RATE, seed=4))
+    builder = PcmChunkBuilder(CHUNK, 1, np.dtype("int16"), RATE)
+    builder.extend(stored)
+    put_bytes(z, chunk_key(z, (0,)), builder.chunk())
+    yield z, stored[:, 0]
+    prefixes.clear()
+
+
+@pytest.mark.parametrize("selection", [slice(None), slice(10, 1500), slice(5, 900, 7)])
+def test_a_mono_pcm_chunk_reads_as_its_stored_samples_then_zeros(mono_pcm_chunk, selection):
+    """Read whole, and in part (its first request holds all of it), a 1-d array's PCM chunk gives
+    exactly the samples stored, then the fill value, in the array's own shape."""
+    z, stored = mono_pcm_chunk
+    expected = np.zeros(CHUNK, dtype=np.int16)
+    expected[: stored.size] = stored
+    got = z[selection]
+    assert got.shape == expected[selection].shape
+    np.testing.assert_array_equal(got, expected[selection])
