@@ -7,14 +7,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import zarr
+from support.arrays import tone_array
 from support.chunks import chunk_key, decode_chunk_sequentially, put_bytes
-from support.selections import to_int16
+from support.pool import pool_on
+from support.selections import reference_decode, to_int16
 from support.signals import tone_with_noise
 
 from zarr.storage import MemoryStore
 
 from zarr_aac import AACCodec
-from zarr_aac.codec import aac
+from zarr_aac.codec import aac, decode_pool
 from zarr_aac.codec.chunk_format import PcmChunkBuilder
 from zarr_aac.codec.prefix_cache import prefixes
 
@@ -73,3 +75,25 @@ def test_a_mono_pcm_chunk_reads_as_its_stored_samples_then_zeros(mono_pcm_chunk,
     got = z[selection]
     assert got.shape == expected[selection].shape
     np.testing.assert_array_equal(got, expected[selection])
+
+
+@pytest.fixture(scope="module")
+def long_chunk():
+    """A stereo int16 array of one chunk of 200 frames, and its full sequential decode."""
+    z = tone_array((200 * aac.FRAME_LENGTH, 2), (200 * aac.FRAME_LENGTH, 2), RATE, seed=9)
+    return z, reference_decode(z)
+
+
+def test_a_short_span_late_in_a_chunk_decodes_in_the_reading_process(long_chunk, monkeypatch):
+    """With the pool on and no other read in flight, a span of 11 frames near a chunk's end decodes
+    here: what counts is the frames decoded, not where they lie (POOL_MIN_FRAMES is 96)."""
+    z, reference = long_chunk
+    monkeypatch.setattr(decode_pool, "reads_in_flight", decode_pool._ReadsInFlight())
+    start, stop = 150 * aac.FRAME_LENGTH + 7, 160 * aac.FRAME_LENGTH
+    with pool_on(monkeypatch, 2) as record:
+        np.testing.assert_array_equal(z[start:stop], reference[start:stop])
+        assert record.reads == []
+        # The same span's frames and more, POOL_MIN_FRAMES of them, do go to the workers.
+        start = stop - decode_pool.POOL_MIN_FRAMES * aac.FRAME_LENGTH
+        np.testing.assert_array_equal(z[start:stop], reference[start:stop])
+        assert len(record.reads) == 1
