@@ -85,15 +85,19 @@ def long_chunk():
 
 
 def test_a_short_span_late_in_a_chunk_decodes_in_the_reading_process(long_chunk, monkeypatch):
-    """With the pool on and no other read in flight, a span of 11 frames near a chunk's end decodes
-    here: what counts is the frames decoded, not where they lie (POOL_MIN_FRAMES is 96)."""
+    """With the pool on and no other read in flight, a span whose frames, pre-roll included, are
+    fewer than POOL_MIN_FRAMES decodes here wherever it lies in the chunk; one of exactly
+    POOL_MIN_FRAMES goes to the workers, its last range decoded here."""
     z, reference = long_chunk
     monkeypatch.setattr(decode_pool, "reads_in_flight", decode_pool._ReadsInFlight())
-    start, stop = 150 * aac.FRAME_LENGTH + 7, 160 * aac.FRAME_LENGTH
+    stop = 160 * aac.FRAME_LENGTH
     with pool_on(monkeypatch, 2) as record:
+        for start in (150 * aac.FRAME_LENGTH + 7, stop - (decode_pool.POOL_MIN_FRAMES - 2) * aac.FRAME_LENGTH):
+            np.testing.assert_array_equal(z[start:stop], reference[start:stop])
+            assert record.reads == []
+        # One frame more: POOL_MIN_FRAMES frames with the pre-roll frame before the span.
+        start = stop - (decode_pool.POOL_MIN_FRAMES - 1) * aac.FRAME_LENGTH
         np.testing.assert_array_equal(z[start:stop], reference[start:stop])
-        assert record.reads == []
-        # The same span's frames and more, POOL_MIN_FRAMES of them, do go to the workers.
-        start = stop - decode_pool.POOL_MIN_FRAMES * aac.FRAME_LENGTH
-        np.testing.assert_array_equal(z[start:stop], reference[start:stop])
-        assert len(record.reads) == 1
+        ((*_, last),) = record.reads
+        assert sum(job.n_frames for job in record.reads[0]) - (len(record.reads[0]) - 1) == decode_pool.POOL_MIN_FRAMES
+        assert record.here == [last]
