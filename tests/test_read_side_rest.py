@@ -79,8 +79,8 @@ def test_a_mono_pcm_chunk_reads_as_its_stored_samples_then_zeros(mono_pcm_chunk,
 
 @pytest.fixture(scope="module")
 def long_chunk():
-    """A stereo int16 array of one chunk of 200 frames, and its full sequential decode."""
-    z = tone_array((200 * aac.FRAME_LENGTH, 2), (200 * aac.FRAME_LENGTH, 2), RATE, seed=9)
+    """A stereo int16 array of one chunk of 300 frames, and its full sequential decode."""
+    z = tone_array((300 * aac.FRAME_LENGTH, 2), (300 * aac.FRAME_LENGTH, 2), RATE, seed=9)
     return z, reference_decode(z)
 
 
@@ -101,3 +101,23 @@ def test_a_short_span_late_in_a_chunk_decodes_in_the_reading_process(long_chunk,
         ((*_, last),) = record.reads
         assert sum(job.n_frames for job in record.reads[0]) - (len(record.reads[0]) - 1) == decode_pool.POOL_MIN_FRAMES
         assert record.here == [last]
+        # A span long enough for two ranges: the first decodes in a worker, only the last here.
+        record.clear()
+        np.testing.assert_array_equal(z[10:-10], reference[10:-10])
+        ((first, last),) = record.reads
+        assert record.here == [last]
+
+
+def test_a_short_span_beside_other_reads_goes_whole_to_the_workers(long_chunk, monkeypatch):
+    """While other chunk reads of this process are in flight (here: one began beside another just
+    now), a short span decodes in the workers, all of it, leaving the event loop to those reads."""
+    z, reference = long_chunk
+    in_flight = decode_pool._ReadsInFlight()
+    in_flight.last_overlap = in_flight.begun
+    monkeypatch.setattr(decode_pool, "reads_in_flight", in_flight)
+    start, stop = 150 * aac.FRAME_LENGTH + 7, 160 * aac.FRAME_LENGTH
+    with pool_on(monkeypatch, 2) as record:
+        np.testing.assert_array_equal(z[start:stop], reference[start:stop])
+        ((job,),) = record.reads
+        assert job.n_frames < decode_pool.POOL_MIN_FRAMES
+        assert record.here == []
