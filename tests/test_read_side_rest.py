@@ -12,7 +12,6 @@ from support.chunks import chunk_key, decode_chunk_sequentially, put_bytes
 from support.pool import pool_on
 from support.selections import reference_decode, to_int16
 from support.signals import tone_with_noise
-
 from zarr.storage import MemoryStore
 
 from zarr_aac import AACCodec
@@ -104,7 +103,7 @@ def test_a_short_span_late_in_a_chunk_decodes_in_the_reading_process(long_chunk,
         # A span long enough for two ranges: the first decodes in a worker, only the last here.
         record.clear()
         np.testing.assert_array_equal(z[10:-10], reference[10:-10])
-        ((first, last),) = record.reads
+        ((_, last),) = record.reads
         assert record.here == [last]
 
 
