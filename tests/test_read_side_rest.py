@@ -120,3 +120,12 @@ def test_a_short_span_beside_other_reads_goes_whole_to_the_workers(long_chunk, m
         ((job,),) = record.reads
         assert job.n_frames < decode_pool.POOL_MIN_FRAMES
         assert record.here == []
+
+
+def test_float32_spans_of_two_chunks_in_one_read_are_each_their_own_samples():
+    """zarr decodes every chunk of a read before copying any into the result: the first chunk's
+    float32 samples must not be left in the decode buffer the second chunk's decode reuses."""
+    z = tone_array((4 * CHUNK, 2), (CHUNK, 2), RATE, dtype="float32", seed=11)
+    reference = reference_decode(z)
+    for start, stop in ((CHUNK - 5000, CHUNK + 3000), (CHUNK + 100, 3 * CHUNK - 100)):
+        np.testing.assert_array_equal(z[start:stop], reference[start:stop])
