@@ -1,0 +1,112 @@
+"""The decode pool's bookkeeping (zarr_aac.codec.decode_pool) where a mutation run found it
+unguarded: exit hooks registered once, not per read; a worker busy when the pool is resized ends
+after its answer; a worker that dies with batches queued behind it is replaced for them. Samples
+against a full sequential decode (support.selections)."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing.util
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from support.arrays import tone_array
+from support.pool import KillingJob, SleepingJob, empty_job, pool_on
+from support.selections import reference_decode
+
+import zarr_aac
+from zarr_aac.codec import aac, decode_pool
+from zarr_aac.errors import DecodeWorkerError
+
+RATE = 48_000
+CHUNK = 120 * aac.FRAME_LENGTH
+
+
+@pytest.fixture(scope="module")
+def stored():
+    z = tone_array((2 * CHUNK, 2), (CHUNK, 2), RATE)
+    return z, reference_decode(z)
+
+
+@pytest.fixture
+def pool(monkeypatch):
+    """The pool on with 2 workers for any read of a frame or more."""
+    monkeypatch.setattr(decode_pool, "POOL_MIN_FRAMES", 1)
+    with pool_on(monkeypatch, 2) as record:
+        yield record
+
+
+def read_two_clips(z, reference):
+    got = zarr_aac.read_clips(z, [0, CHUNK], 9000)
+    np.testing.assert_array_equal(got, np.stack([reference[:9000], reference[CHUNK : CHUNK + 9000]]))
+
+
+def wait_gone(pids, seconds=10):
+    deadline = time.monotonic() + seconds
+    while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+
+
+def test_reads_register_the_pools_exit_hook_once(stored, pool):
+    """The hook that shuts the pool down at exit is registered by the first read, not by each:
+    a long-running reader must not pile up one per read."""
+    z, reference = stored
+    read_two_clips(z, reference)
+    registered = len(multiprocessing.util._finalizer_registry)
+    for _ in range(3):
+        read_two_clips(z, reference)
+    assert pool.reads
+    assert len(multiprocessing.util._finalizer_registry) == registered
+
+
+def test_a_worker_busy_when_the_pool_is_resized_ends_after_its_answer(stored, pool):
+    z, reference = stored
+    read_two_clips(z, reference)
+    two = decode_pool._pool.worker_pids()
+    assert len(two) == 2
+
+    def occupy():
+        with decode_pool.SharedOutput((10, 2), np.dtype("int16")) as shared:
+            decode_pool.decode(shared, [empty_job(SleepingJob, "c/0/0")], 1.0, 2, "a sleeping job", keep=0)
+
+    busy = threading.Thread(target=occupy)
+    busy.start()
+    time.sleep(0.2)
+    with zarr.config.set({decode_pool.CONFIG_KEY: 3}):
+        read_two_clips(z, reference)
+    busy.join()
+    assert len(decode_pool._pool.worker_pids()) == 3
+    assert wait_gone(two) == []
+
+
+def test_batches_queued_behind_a_worker_that_dies_go_to_its_replacement(stored, monkeypatch):
+    """With one worker, a read's second batch waits for it; the worker dies on the first: a new
+    worker takes the second (the read fails for the first, it does not hang)."""
+    z, reference = stored
+    monkeypatch.setattr(decode_pool, "POOL_MIN_FRAMES", 1)
+    with zarr.config.set({decode_pool.CONFIG_KEY: 1}):
+        read_two_clips(z, reference)
+        sleeping = empty_job(SleepingJob, "c/1/0")
+
+        async def read():
+            with decode_pool.SharedOutput((10, 2), np.dtype("int16")) as shared:
+                jobs = [empty_job(KillingJob, "c/0/0"), sleeping]
+                await asyncio.wait_for(decode_pool.decode_async(shared, jobs, 1.0, 1, "a read", keep=0), 30)
+
+        began = time.monotonic()
+        with pytest.raises(DecodeWorkerError) as died:
+            asyncio.run(read())
+        assert str(died.value) == (
+            "a decode worker process died while decoding a read (chunk(s) c/0/0); a new one is started for the "
+            "next read. If it recurs (out of memory?), set zarr config 'zarr_aac.decode_processes' to 0 to decode "
+            "in the reading process"
+        )
+        # It waited for the replacement's sleeping job.
+        assert time.monotonic() - began >= 0.9
+        assert len(decode_pool._pool.worker_pids()) == 1
+        read_two_clips(z, reference)
