@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing.util
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -110,3 +113,44 @@ def test_batches_queued_behind_a_worker_that_dies_go_to_its_replacement(stored, 
         assert time.monotonic() - began >= 0.9
         assert len(decode_pool._pool.worker_pids()) == 1
         read_two_clips(z, reference)
+
+
+def test_workers_are_forked_by_a_server_not_by_the_reading_process(tmp_path):
+    """The workers come from multiprocessing's forkserver, not from a fork of the reading process
+    (which would copy zarr's event-loop thread's locks in whatever state they are) nor from a
+    spawn (which imports everything again for each worker). In a fresh process: one forked from
+    a process that used the pool (as mutmut's runs are) starts its workers by spawn."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        pytest.skip("this platform has no forkserver")
+    script = tmp_path / "reader.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os, sys
+            from pathlib import Path
+            import numpy as np, zarr, zarr_aac
+            from zarr_aac.codec import decode_pool
+
+            if __name__ == "__main__":
+                z = zarr.create_array(
+                    sys.argv[1], shape=(200_000, 2), chunks=(100_000, 2), dtype="int16",
+                    serializer=zarr_aac.AACCodec(sample_rate=48000), compressors=None,
+                )
+                z[:] = (np.random.default_rng(0).standard_normal((200_000, 2)) * 3000).astype("int16")
+                with zarr.config.set({decode_pool.CONFIG_KEY: 2}):
+                    zarr_aac.read_clips(z, [0, 100_000, 150_000], 40_000)
+                for pid in decode_pool._pool.worker_pids():
+                    parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                    command = Path(f"/proc/{parent}/cmdline").read_bytes().replace(b"\\0", b" ").decode()
+                    print(parent == os.getpid(), "multiprocessing.forkserver" in command, flush=True)
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "a.zarr")],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.split() == ["False", "True", "False", "True"], done.stderr
