@@ -19,7 +19,7 @@ import pytest
 import zarr
 from support.arrays import tone_array
 from support.pool import KillingJob, SleepingJob, empty_job, pool_on
-from support.selections import reference_decode
+from support.selections import reference_decode, stored_gain
 
 import zarr_aac
 from zarr_aac.codec import aac, decode_pool
@@ -154,3 +154,69 @@ def test_workers_are_forked_by_a_server_not_by_the_reading_process(tmp_path):
         timeout=120,
     )
     assert done.stdout.split() == ["False", "True", "False", "True"], done.stderr
+
+
+@pytest.fixture
+def where(monkeypatch):
+    """The jobs each hand-over gives a worker, and those run in this process, of the reads made."""
+    handed: list[list[decode_pool.DecodeJob]] = []
+    here: list[decode_pool.DecodeJob] = []
+    batch_message, run_jobs = decode_pool.batch_message, decode_pool.run_jobs
+
+    def recording_message(output, batch, gain):
+        handed.append(list(batch))
+        return batch_message(output, batch, gain)
+
+    def recording_run(jobs, out, gain):
+        here.extend(jobs)
+        return run_jobs(jobs, out, gain)
+
+    monkeypatch.setattr(decode_pool, "batch_message", recording_message)
+    monkeypatch.setattr(decode_pool, "run_jobs", recording_run)
+    return handed, here
+
+
+def test_a_clip_read_hands_all_batches_but_one_to_the_workers(stored, pool, where):
+    z, reference = stored
+    read_two_clips(z, reference)
+    handed, here = where
+    (read,) = pool.reads
+    assert len(handed) == 1 and here
+    assert sorted(map(id, handed[0] + here)) == sorted(map(id, read))
+
+
+def test_an_async_read_keeping_every_job_hands_none_over(stored, pool, where):
+    z, reference = stored
+    read_two_clips(z, reference)
+    (jobs,) = pool.reads
+    handed, here = where
+    handed.clear()
+    here.clear()
+    with decode_pool.SharedOutput((2, 9000, 2), np.dtype("int16"), jobs) as shared:
+        failed = asyncio.run(decode_pool.decode_async(shared, jobs, stored_gain(z), 2, "a read", keep=len(jobs)))
+        got = shared.result()
+    assert failed == [] and handed == [] and len(here) == len(jobs)
+    np.testing.assert_array_equal(got, np.stack([reference[:9000], reference[CHUNK : CHUNK + 9000]]))
+
+
+def test_an_async_read_waiting_for_a_busy_worker_leaves_the_event_loop_to_other_reads(stored, pool):
+    """Two reads on one event loop and one worker: the second waits for the worker without
+    holding the loop, which the first needs to take its answer (else neither ends)."""
+    z, reference = stored
+
+    async def read(key):
+        with decode_pool.SharedOutput((10, 2), np.dtype("int16")) as shared:
+            await decode_pool.decode_async(shared, [empty_job(SleepingJob, key)], 1.0, 1, "a read", keep=0)
+
+    async def both():
+        await asyncio.gather(read("c/0/0"), read("c/1/0"))
+
+    with zarr.config.set({decode_pool.CONFIG_KEY: 1}):
+        read_two_clips(z, reference)
+        reading = threading.Thread(target=asyncio.run, args=(both(),), daemon=True)
+        began = time.monotonic()
+        reading.start()
+        reading.join(20)
+        assert not reading.is_alive()
+        assert time.monotonic() - began >= 1.9  # one sleeping job after the other
+        read_two_clips(z, reference)
