@@ -99,7 +99,7 @@ def test_batches_queued_behind_a_worker_that_dies_go_to_its_replacement(stored, 
         async def read():
             with decode_pool.SharedOutput((10, 2), np.dtype("int16")) as shared:
                 jobs = [empty_job(KillingJob, "c/0/0"), sleeping]
-                await asyncio.wait_for(decode_pool.decode_async(shared, jobs, 1.0, 1, "a read", keep=0), 30)
+                await asyncio.wait_for(decode_pool.decode_async(shared, jobs, 1.0, 1, "a read", keep=0), 120)
 
         began = time.monotonic()
         with pytest.raises(DecodeWorkerError) as died:
