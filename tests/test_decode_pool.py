@@ -456,5 +456,12 @@ def test_a_script_reading_at_its_top_level_is_told_to_guard_it(tmp_path):
     done = subprocess.run([sys.executable, str(script)], check=False, capture_output=True, text=True, timeout=180)
     assert done.returncode != 0
     (error,) = [line for line in done.stderr.splitlines() if line.startswith("zarr_aac.errors.DecodeWorkerError")]
-    assert error.startswith("zarr_aac.errors.DecodeWorkerError: a decode worker process ended before it started")
-    assert 'under `if __name__ == "__main__":`' in error
+    assert error.startswith(
+        "zarr_aac.errors.DecodeWorkerError: a decode worker process ended before it started, while decoding "
+    )
+    key = f"file://{path}/c/0/0"
+    assert error.endswith(
+        f" (chunk(s) {key}); see its traceback above. Worker processes import the main module: a script that "
+        'reads zarr_aac arrays at its top level must put that code under `if __name__ == "__main__":`. Or set '
+        "zarr config 'zarr_aac.decode_processes' to 0 to decode in the reading process"
+    )
