@@ -224,6 +224,27 @@ def test_a_chunk_shorter_than_its_index_says_is_named_with_the_bytes_missing(in_
     )
 
 
+def test_a_chunk_whose_header_fails_its_checks_is_named_with_its_clips_or_filled(in_process):
+    """A chunk refused on its header, before any frame is fetched (a bit of its sample rate
+    flipped), names its own key and the clips it holds; inside tolerant_reads those are filled."""
+    z = layout_array("stereo int16", fill_value=5)
+    reference = reference_decode(z)
+    key = chunk_keys(z, 1)[0]
+    damaged = bytearray(get_bytes(z, key))
+    damaged[8] ^= 0x01
+    put_bytes(z, key, bytes(damaged))
+    starts = [CHUNK + 10, 20, 2 * CHUNK - 50]
+    with pytest.raises(CorruptChunkError) as info:
+        zarr_aac.read_clips(z, starts, 100)
+    assert info.value.key == key
+    assert info.value.reason.endswith("(clips 0, 2 take samples from this chunk)")
+    with zarr_aac.tolerant_reads() as report:
+        got = zarr_aac.read_clips(z, starts, 100)
+    assert [error.key for error in report.errors] == [key]
+    reference[CHUNK : 2 * CHUNK] = 5
+    np.testing.assert_array_equal(got, expected_clips(reference, starts, 100))
+
+
 def test_a_chunk_deleted_after_its_index_was_cached_reads_as_the_fill_value(in_process):
     """The cached index fails against the missing chunk and is dropped: the next read asks for
     the chunk's index only."""
