@@ -183,6 +183,16 @@ def test_a_short_read_beside_another_read_goes_whole_to_a_worker(stored, pool):
     assert decode_pool.reads_in_flight.count == 0
 
 
+def test_a_long_span_beside_another_calls_read_keeps_its_last_range_here(stored, pool):
+    """Only the chunks of one read of several go to the workers whole; a long span beside another
+    call's read decodes its last range here, as it does alone."""
+    z, reference = stored
+    with decode_pool.reads_in_flight.chunk_read():
+        np.testing.assert_array_equal(z[1000 : 1000 + 6 * RATE], reference[1000 : 1000 + 6 * RATE])
+    ((*_, last),) = pool.reads
+    assert pool.here == [last]
+
+
 def test_short_reads_after_an_overlap_go_to_the_workers_for_a_while(stored, pool):
     """Reads from several threads overlap now and then while each decodes on the event loop: the
     OVERLAP_MEMORY reads after an overlap hand over too, then reads alone decode here again."""

@@ -70,13 +70,15 @@ def test_a_long_read_of_one_chunk_is_split_over_the_workers(stored, pool_reads):
 
 def test_the_large_chunks_of_a_read_decode_in_the_pool_and_a_short_read_here(stored, pool_reads):
     """A 6 s read across a chunk end decodes about 141 frames of each chunk: both go to the
-    workers; a 1 s read inside a chunk decodes 48, which stay in the reading process."""
+    workers whole (the event loop meanwhile fetches and hands out the other); a 1 s read inside a
+    chunk decodes 48, which stay in the reading process."""
     z, reference = stored
     np.testing.assert_array_equal(
         z[CHUNK - 3 * RATE : CHUNK + 3 * RATE], reference[CHUNK - 3 * RATE : CHUNK + 3 * RATE]
     )
     assert len(pool_reads.reads) == 2
     assert all(sum(job.n_frames for job in jobs) >= decode_pool.POOL_MIN_FRAMES for jobs in pool_reads.reads)
+    assert pool_reads.here == []
     pool_reads.clear()
     np.testing.assert_array_equal(z[1000 : 1000 + RATE], reference[1000 : 1000 + RATE])
     assert pool_reads.reads == []

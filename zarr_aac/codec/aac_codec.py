@@ -676,9 +676,12 @@ async def _decode_runs(
     n_frames = sum(stop - start for start, stop in runs)
     processes = _processes_for(samples, n_frames)
     if isinstance(samples, _SampleSpan) and processes:
-        # A short span goes to the workers only while other reads wait for the event loop: whole,
-        # so that the loop serves them meanwhile.
-        keep = 1 if n_frames >= decode_pool.POOL_MIN_FRAMES else 0
+        # A span decodes its last range here unless the event loop has other work: a short span
+        # goes to the workers only while other calls' reads wait for the loop, and the chunks of
+        # a read of several go to the workers whole while the loop fetches and hands out the others.
+        keep = 0
+        if n_frames >= decode_pool.POOL_MIN_FRAMES and not decode_pool.reads_in_flight.more_of_this_call():
+            keep = 1
         out = await _decode_span_in_pool(
             frames, prefix, samples, runs, dtype=dtype, gain=gain, processes=processes, keep=keep
         )

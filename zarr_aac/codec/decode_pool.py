@@ -756,6 +756,14 @@ class _ReadsInFlight:
         with self._lock:
             return self._others_than(self._current.get())
 
+    def more_of_this_call(self) -> bool:
+        """Whether another chunk read of the caller's call is in flight."""
+        with self._lock:
+            read = self._current.get()
+            return read is not None and any(
+                other is not read and read.of_one_call_with(other) for other in self._in_flight
+            )
+
 
 reads_in_flight = _ReadsInFlight()
 """Count each chunk read: ``with decode_pool.reads_in_flight.chunk_read(rows): ...``."""
