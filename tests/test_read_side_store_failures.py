@@ -88,6 +88,17 @@ def test_a_failing_store_raises_a_chunk_read_error_naming_the_chunk(array, reque
     assert str(caught.value).endswith("ConnectionResetError: peer went away")
 
 
+@pytest.mark.parametrize("request_kind", [prefix, frames])
+def test_a_failing_store_during_a_clip_read_raises_a_chunk_read_error_naming_the_chunk(array, request_kind):
+    """read_clips fetches the prefix and the clips' frames itself (codec/clips.py): the same error."""
+    z, store = array
+    store.fails, store.error = request_kind, ConnectionResetError("peer went away")
+    with pytest.raises(ChunkReadError) as caught:
+        zarr_aac.read_clips(z, [1000, 20_000], 2000)
+    assert caught.value.key == chunk_key(z, (0, 0))
+    assert isinstance(caught.value.__cause__, ConnectionResetError)
+
+
 def test_a_failing_store_names_the_chunk_whose_prefix_was_kept_from_an_earlier_read(array):
     """The second read of a chunk starts from its kept prefix (support.chunks.put_bytes clears
     those): its one request, for the frames, fails, and the error names the chunk all the same."""
