@@ -8,6 +8,7 @@ state. Written for the mutants of ``recordings.py`` that the commit-protocol tes
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -961,3 +962,20 @@ def _names_never_created_factory():
 
 
 _names_never_created = _names_never_created_factory()
+
+
+def test_a_bookkeeping_node_removed_by_another_process_during_its_deletion_is_deleted(tmp_path):
+    """Two importers collecting the same stale mark at once: the folder goes between the store's
+    check and its removal (LocalStore.delete_dir then raises FileNotFoundError); the node is
+    absent, as asked, and the deletion succeeds."""
+
+    class RacedStore(LocalStore):
+        async def delete_dir(self, prefix: str) -> None:
+            shutil.rmtree(self.root / prefix)
+            raise FileNotFoundError(2, "No such file or directory", str(self.root / prefix))
+
+    store = RacedStore(tmp_path)
+    key = bk.bookkeeping_key("", bk.NAMES, "dawn")
+    sync(bk.write_document(store, key, {"name": "dawn"}))
+    sync(bk.delete_document(store, key))
+    assert not (tmp_path / key).exists()

@@ -108,8 +108,13 @@ async def delete_document(store: Store, node_key: str) -> None:
     inner = _innermost(store)
     if isinstance(inner, FsspecStore) and _is_s3(inner):
         await store.delete(f"{node_key}/zarr.json")
-    else:
+        return
+    try:
         await store.delete_dir(node_key)
+    except FileNotFoundError:
+        # Another process (an importer collecting the same stale mark) removed the folder
+        # between the store's check and its removal: it is absent, as asked.
+        return
 
 
 async def list_children(store: Store, node_key: str) -> list[str]:
