@@ -37,19 +37,7 @@ LAYOUTS = {
 
 def layout_array(name: str, store=None, fill_value=0, seed=11) -> zarr.Array:
     shape, chunks, dtype = LAYOUTS[name]
-    z = zarr.create_array(
-        store if store is not None else zarr.storage.MemoryStore(),
-        shape=shape,
-        chunks=chunks,
-        dtype=dtype,
-        fill_value=fill_value,
-        serializer=zarr_aac.AACCodec(sample_rate=RATE),
-        compressors=None,
-    )
-    channels = shape[1] if len(shape) == 2 else 1
-    pcm = tone_with_noise(N, channels, RATE, seed=seed).reshape(shape)
-    z[:] = (pcm * 32767).astype(np.int16) if dtype == "int16" else pcm
-    return z
+    return tone_array(shape, chunks, RATE, dtype=dtype, store=store, fill_value=fill_value, seed=seed)
 
 
 def expected_clips(reference: np.ndarray, starts, length: int) -> np.ndarray:

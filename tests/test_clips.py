@@ -11,6 +11,7 @@ import pytest
 import zarr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.arrays import aac_array, tone_array
 from support.chunks import chunk_key, get_bytes, put_bytes
 from support.media import ffmpeg_aac, write_wav
 from support.selections import reference_decode
@@ -30,31 +31,13 @@ N = CHUNK * 3 - 5000
 """Three chunks, the last one partial."""
 
 
-def aac_array(store, shape, chunks, dtype="int16", fill_value=0):
-    return zarr.create_array(
-        store,
-        shape=shape,
-        chunks=chunks,
-        dtype=dtype,
-        fill_value=fill_value,
-        serializer=zarr_aac.AACCodec(sample_rate=RATE),
-        compressors=None,
-    )
-
-
-def filled(z: zarr.Array, channels: int) -> zarr.Array:
-    pcm = tone_with_noise(z.shape[0], channels, RATE, seed=z.shape[0])
-    z[:] = (pcm * 32767).astype(np.int16).reshape(z.shape) if z.dtype == np.int16 else pcm.reshape(z.shape)
-    return z
-
-
 @pytest.fixture(scope="module")
 def arrays():
     """(array, reference) for stereo int16, mono 1-d float32, and 3 channels chunked 2 + 1."""
     made = {
-        "stereo": filled(aac_array(RecordingStore(zarr.storage.MemoryStore()), (N, 2), (CHUNK, 2)), 2),
-        "mono": filled(aac_array(zarr.storage.MemoryStore(), (N,), (CHUNK,), dtype="float32"), 1),
-        "wide": filled(aac_array(zarr.storage.MemoryStore(), (N, 3), (CHUNK, 2)), 3),
+        "stereo": tone_array((N, 2), (CHUNK, 2), RATE, store=RecordingStore(zarr.storage.MemoryStore())),
+        "mono": tone_array((N,), (CHUNK,), RATE, dtype="float32"),
+        "wide": tone_array((N, 3), (CHUNK, 2), RATE),
     }
     return {name: (z, reference_decode(z)) for name, z in made.items()}
 
@@ -113,7 +96,7 @@ def test_clips_in_one_chunk_cost_one_request_for_their_frames(arrays):
 def test_far_apart_clips_in_one_chunk_fetch_only_their_frames():
     """Clips much further apart than MAX_GAP_BYTES are separate requests, not the bytes between them."""
     pcm = tone_with_noise(CHUNK * 6, 2, RATE, seed=1)
-    z = aac_array(RecordingStore(zarr.storage.MemoryStore()), pcm.shape, pcm.shape)
+    z = aac_array(pcm.shape, pcm.shape, RATE, store=RecordingStore(zarr.storage.MemoryStore()))
     z[:] = (pcm * 32767).astype(np.int16)
     chunk_bytes = len(get_bytes(z, chunk_key(z, (0, 0))))
     zarr_aac.read_clips(z, [0], 10)
@@ -125,7 +108,7 @@ def test_far_apart_clips_in_one_chunk_fetch_only_their_frames():
 
 
 def test_clips_of_a_chunk_never_written_hold_the_fill_value():
-    z = aac_array(zarr.storage.MemoryStore(), (N, 2), (CHUNK, 2), fill_value=7)
+    z = aac_array((N, 2), (CHUNK, 2), RATE, fill_value=7)
     z[:CHUNK] = 100
     clips = zarr_aac.read_clips(z, [CHUNK - 10, 2 * CHUNK + 5], 20)
     np.testing.assert_array_equal(clips[0, 10:], 7)
@@ -138,7 +121,7 @@ def test_clips_through_an_fsspec_store(arrays, tmp_path):
     pytest.importorskip("fsspec")
     pcm = tone_with_noise(N, 2, RATE, seed=5)
     store = zarr.storage.FsspecStore.from_url(f"memory:/{tmp_path}/clips.zarr")
-    z = aac_array(store, (N, 2), (CHUNK, 2))
+    z = aac_array((N, 2), (CHUNK, 2), RATE, store=store)
     z[:] = (pcm * 32767).astype(np.int16)
     starts = [0, CHUNK - 100, N - 4000]
     prefixes.clear()
@@ -149,7 +132,7 @@ def test_clips_through_an_fsspec_store(arrays, tmp_path):
 
 class TestCorruptChunk:
     def setup_method(self):
-        self.z = filled(aac_array(zarr.storage.MemoryStore(), (N, 2), (CHUNK, 2)), 2)
+        self.z = tone_array((N, 2), (CHUNK, 2), RATE)
         self.reference = reference_decode(self.z)
         self.key = key = chunk_key(self.z, (1, 0))
         self.intact = get_bytes(self.z, key)

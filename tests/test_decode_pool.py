@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.arrays import tone_array
 from support.chunks import Chunk, chunk_key, get_bytes, put_bytes
-from support.pool import KillingJob, empty_job, record_pool
+from support.pool import KillingJob, empty_job, record_pool, run_pool_reader
 from support.selections import reference_decode
 from support.signals import tone_with_noise
 
@@ -334,37 +334,14 @@ def test_kept_blocks_stay_within_keep_bytes(arrays, pool_jobs, shared_blocks, mo
 def test_no_block_outlives_the_reading_process(tmp_path):
     """Blocks kept between reads are removed when the process ends, normally or killed (the
     resource tracker removes them then), and a killed reader's workers end too."""
-    script = tmp_path / "reader.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            import os, signal, sys
-            import numpy as np, zarr, zarr_aac
-            from zarr_aac.codec import decode_pool
-
-            if __name__ == "__main__":
-                z = zarr.create_array(
-                    sys.argv[2], shape=(200_000, 2), chunks=(100_000, 2), dtype="int16",
-                    serializer=zarr_aac.AACCodec(sample_rate=48000), compressors=None,
-                )
-                z[:] = (np.random.default_rng(0).standard_normal((200_000, 2)) * 3000).astype("int16")
-                with zarr.config.set({decode_pool.CONFIG_KEY: 2}):
-                    zarr_aac.read_clips(z, [0, 100_000, 150_000], 40_000)
-                print(" ".join(block.name for block in decode_pool._blocks._free))
-                print(" ".join(str(pid) for pid in decode_pool._pool.worker_pids()), flush=True)
-                if sys.argv[1] == "kill":
-                    os.kill(os.getpid(), signal.SIGKILL)
-            """
-        )
-    )
+    then = """
+    print(" ".join(block.name for block in decode_pool._blocks._free))
+    print(" ".join(str(pid) for pid in decode_pool._pool.worker_pids()), flush=True)
+    if sys.argv[1] == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    """
     for ending in ("exit", "kill"):
-        done = subprocess.run(
-            [sys.executable, str(script), ending, str(tmp_path / f"{ending}.zarr")],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = run_pool_reader(tmp_path, then, ending)
         blocks, workers = (line.split() for line in done.stdout.splitlines())
         assert blocks and workers, done.stderr
         deadline = time.monotonic() + 10

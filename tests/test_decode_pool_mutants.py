@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing.util
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -17,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from support.arrays import tone_array
-from support.pool import KillingJob, SleepingJob, empty_job, pool_on
-from support.selections import reference_decode, stored_gain
+from support.pool import KillingJob, SleepingJob, empty_job, pool_on, run_pool_reader, two_tone_chunks
+from support.selections import stored_gain
 
 import zarr_aac
 from zarr_aac.codec import aac, decode_pool
@@ -31,8 +27,7 @@ CHUNK = 120 * aac.FRAME_LENGTH
 
 @pytest.fixture(scope="module")
 def stored():
-    z = tone_array((2 * CHUNK, 2), (CHUNK, 2), RATE)
-    return z, reference_decode(z)
+    return two_tone_chunks(CHUNK, RATE)
 
 
 @pytest.fixture
@@ -126,36 +121,14 @@ def test_workers_are_forked_by_a_server_not_by_the_reading_process(tmp_path):
     a process that used the pool (as mutmut's runs are) starts its workers by spawn."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
         pytest.skip("this platform has no forkserver")
-    script = tmp_path / "reader.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            import os, sys
-            from pathlib import Path
-            import numpy as np, zarr, zarr_aac
-            from zarr_aac.codec import decode_pool
-
-            if __name__ == "__main__":
-                z = zarr.create_array(
-                    sys.argv[1], shape=(200_000, 2), chunks=(100_000, 2), dtype="int16",
-                    serializer=zarr_aac.AACCodec(sample_rate=48000), compressors=None,
-                )
-                z[:] = (np.random.default_rng(0).standard_normal((200_000, 2)) * 3000).astype("int16")
-                with zarr.config.set({decode_pool.CONFIG_KEY: 2}):
-                    zarr_aac.read_clips(z, [0, 100_000, 150_000], 40_000)
-                for pid in decode_pool._pool.worker_pids():
-                    parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-                    command = Path(f"/proc/{parent}/cmdline").read_bytes().replace(b"\\0", b" ").decode()
-                    print(parent == os.getpid(), "multiprocessing.forkserver" in command, flush=True)
-            """
-        )
-    )
-    done = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "a.zarr")],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    done = run_pool_reader(
+        tmp_path,
+        """
+        for pid in decode_pool._pool.worker_pids():
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = Path(f"/proc/{parent}/cmdline").read_bytes().replace(b"\\0", b" ").decode()
+            print(parent == os.getpid(), "multiprocessing.forkserver" in command, flush=True)
+        """,
     )
     assert done.stdout.split() == ["False", "True", "False", "True"], done.stderr
 

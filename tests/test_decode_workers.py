@@ -16,9 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from support.arrays import tone_array
-from support.pool import SleepingJob, empty_job, pool_on
-from support.selections import reference_decode
+from support.pool import SleepingJob, empty_job, pool_on, two_tone_chunks
 from zarr.core.buffer import default_buffer_prototype
 
 import zarr_aac
@@ -31,8 +29,7 @@ PROCESSES = 2
 
 @pytest.fixture(scope="module")
 def stored():
-    z = tone_array((2 * CHUNK, 2), (CHUNK, 2), RATE)
-    return z, reference_decode(z)
+    return two_tone_chunks(CHUNK, RATE)
 
 
 @pytest.fixture

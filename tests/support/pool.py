@@ -6,15 +6,21 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
 
+from support.arrays import tone_array
+from support.selections import reference_decode
 from zarr_aac.codec import decode_pool
 
 
@@ -88,3 +94,41 @@ class SleepingJob(decode_pool.DecodeJob):
 def empty_job(kind, key):
     """A job of ``kind`` with no frames, for chunk ``key``."""
     return kind(b"", 2, True, b"", np.zeros(1, np.int64), 0, (), key, 0)
+
+
+def two_tone_chunks(chunk: int, rate: int) -> tuple[zarr.Array, np.ndarray]:
+    """A stereo int16 tone array of two chunks of ``chunk`` samples, and its full sequential decode."""
+    z = tone_array((2 * chunk, 2), (chunk, 2), rate)
+    return z, reference_decode(z)
+
+
+POOL_READER = """
+import os, signal, sys
+from pathlib import Path
+import numpy as np, zarr, zarr_aac
+from zarr_aac.codec import decode_pool
+
+if __name__ == "__main__":
+    z = zarr.create_array(
+        sys.argv[-1], shape=(200_000, 2), chunks=(100_000, 2), dtype="int16",
+        serializer=zarr_aac.AACCodec(sample_rate=48000), compressors=None,
+    )
+    z[:] = (np.random.default_rng(0).standard_normal((200_000, 2)) * 3000).astype("int16")
+    with zarr.config.set({decode_pool.CONFIG_KEY: 2}):
+        zarr_aac.read_clips(z, [0, 100_000, 150_000], 40_000)
+"""
+
+
+def run_pool_reader(folder: Path, then: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run, in a fresh Python process, a script that makes a two-chunk array in ``folder``, reads
+    clips of it through a pool of 2 workers and then runs ``then`` (its main block's next lines,
+    unindented); ``args`` come before the array's path in its ``sys.argv``."""
+    script = folder / "reader.py"
+    script.write_text(POOL_READER + textwrap.indent(textwrap.dedent(then), " " * 4))
+    return subprocess.run(
+        [sys.executable, str(script), *args, str(folder / f"{'-'.join(args) or 'a'}.zarr")],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

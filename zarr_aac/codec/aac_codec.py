@@ -443,9 +443,14 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
     ) -> NDBuffer | None:
         """Decode ``selection`` of one chunk; a corrupt chunk, or an absent one of an array whose
         chunks are all stored, raises unless tolerant reads are on."""
+        if not isinstance(selection, tuple):
+            # zarr's indexers give a tuple per chunk (np.ix_ included); its annotation allows more.
+            raise TypeError(f"zarr_aac reads chunk selections given as tuples, zarr gave {type(selection).__name__}")
+        samples = _sample_selection(selection[0], chunk_spec.shape[0])
+        rows = (samples.start, samples.stop, samples.chunk_length) if isinstance(samples, _SampleSpan) else None
         try:
-            with decode_pool.reads_in_flight.chunk_read(_rows_of(selection, chunk_spec.shape[0])):
-                result = await self._decode_selection(byte_getter, selection, chunk_spec)
+            with decode_pool.reads_in_flight.chunk_read(rows):
+                result = await self._decode_selection(byte_getter, selection, samples, chunk_spec)
             if result is None and self.all_chunks_stored:
                 raise MissingChunkError(_key_of(byte_getter, len(chunk_spec.shape)))
             return result
@@ -453,17 +458,13 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
             return fill_or_raise(exc, selection, chunk_spec)
 
     async def _decode_selection(
-        self, byte_getter: ByteGetter, selection: SelectorTuple, chunk_spec: ArraySpec
+        self, byte_getter: ByteGetter, selection: SelectorTuple, samples: _SampleSelection, chunk_spec: ArraySpec
     ) -> NDBuffer | None:
-        """Decode ``selection`` of one chunk from the whole chunk, or from its kept or fetched prefix
-        and the frames the selection needs; None if the chunk is not stored."""
-        if not isinstance(selection, tuple):
-            # zarr's indexers give a tuple per chunk (np.ix_ included); its annotation allows more.
-            raise TypeError(f"zarr_aac reads chunk selections given as tuples, zarr gave {type(selection).__name__}")
+        """Decode ``selection`` of one chunk (its first axis asking for ``samples``) from the whole
+        chunk, or from its kept or fetched prefix and the frames it needs; None if the chunk is not stored."""
         key = _key_of(byte_getter, len(chunk_spec.shape))
         shape = chunk_spec.shape
         prototype = chunk_spec.prototype
-        samples = _sample_selection(selection[0], shape[0])
         if samples.is_whole_chunk:
             whole = await _get(byte_getter, prototype, key)
             if whole is None:
@@ -901,16 +902,6 @@ class _SampleRows:
 
 
 _SampleSelection: TypeAlias = _SampleSpan | _SampleRows
-
-
-def _rows_of(selection: Any, chunk_length: int) -> tuple[int, int, int] | None:
-    """The rows (start, stop, chunk length) a chunk selection asks for, if its first axis is a
-    slice with step 1; else None."""
-    selector = selection[0] if isinstance(selection, tuple) and selection else None
-    if not isinstance(selector, slice):
-        return None
-    start, stop, step = selector.indices(chunk_length)
-    return (start, stop, chunk_length) if step == 1 else None
 
 
 def _sample_selection(selector: Any, chunk_length: int) -> _SampleSelection:
