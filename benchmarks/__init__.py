@@ -142,11 +142,14 @@ READ_LENGTHS = {"20 ms": 0.02, "1 s": 1.0, "10 s": 10.0}
 
 def interleaved_reads(readers: dict, positions: np.ndarray, rate: int) -> dict[tuple[str, str], list[float]]:
     """Seconds of each ``reader(a, b)`` call per (method, length), every method reading the same
-    positions in a rotating order so that load and caches affect them alike."""
+    positions so that load and drift affect them alike, in a new random order at each position:
+    a read right after another method's read of the same samples finds them in the CPU's caches,
+    so no method may always follow the same one."""
     names = list(readers)
+    order_of = np.random.default_rng(len(positions))
     times: dict[tuple[str, str], list[float]] = {(m, length): [] for m in names for length in READ_LENGTHS}
-    for i, a in enumerate(positions):
-        order = names[i % len(names) :] + names[: i % len(names)]
+    for a in positions:
+        order = [names[i] for i in order_of.permutation(len(names))]
         for length, seconds in READ_LENGTHS.items():
             b = int(a) + round(seconds * rate)
             for name in order:

@@ -3,8 +3,8 @@ the cost of building (and of reusing) the frame index.
 
 Both files are made once from ``ctx.hour_wav`` by the ffmpeg command line (AAC-LC 160 kbps,
 ``-aac_pns 0``; the .aac is the .m4a's frames remuxed to ADTS). Reads are interleaved like the
-codec section: for each random position and length every method reads the same segment in a
-rotating order. Before timing, every method is checked against the others at a few positions.
+codec section: for each random position and length every method reads the same segment, in a new
+random order at each position. Before timing, every method is checked against the others at a few positions.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 that use every core (threads, batched clips).
 
 One interleaved run per input: for each of 200 random positions and each segment length, every
-method reads the same segment in turn (the method order rotates between positions), so the
+method reads the same segment in turn (in a new random order at each position), so the
 machine's drift hits all methods alike and the ratios hold. Every method is first checked against
 the source WAV (lossless ones bit for bit, lossy ones by SNR and alignment). Two inputs of the same
 length: the looped soundscape and the looped music (see benchmarks/__init__.py).
@@ -703,8 +703,9 @@ def _report(data: dict, quick: bool) -> dict:
             f"{data['name']} (see benchmarks/__init__.py). Files in the OS page cache."
         ),
         (
-            f"{data['n_positions']} random positions, the same for every method and length, interleaved; times are "
-            "wall time of one read call, median and 90th percentile."
+            f"{data['n_positions']} random positions, the same for every method and length, interleaved in a new "
+            "random order at each position (a read right after another method's read of the same samples is "
+            "faster); times are wall time of one read call, median and 90th percentile."
         ),
         (
             f"zarr_aac: AACCodec(sample_rate={rate}, bitrate={BITRATE}), chunks of {AAC_CHUNK} samples "

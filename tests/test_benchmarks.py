@@ -71,6 +71,28 @@ def test_missing_section_is_skipped_and_report_written(benchmarks, tmp_path):
     assert "| method | ms | extra |" in text and "| b | 250 | 3 |" in text and "does not exist" in text
 
 
+def test_interleaved_reads_give_every_method_every_read_and_no_fixed_predecessor(benchmarks):
+    """Every method reads every position at every length; the order changes between positions so
+    that no method always reads right after the same other one (that one's read of the same
+    samples would leave them in the CPU's caches for it)."""
+    calls: list[tuple[str, int, int]] = []
+
+    def reader(name):
+        return lambda a, b: calls.append((name, a, b))
+
+    names = ["a", "b", "c", "d"]
+    positions = np.arange(0, 4000, 100)
+    times = benchmarks.interleaved_reads({name: reader(name) for name in names}, positions, 1000)
+    lengths = {length: round(seconds * 1000) for length, seconds in benchmarks.READ_LENGTHS.items()}
+    assert set(times) == {(name, length) for name in names for length in lengths}
+    for name in names:
+        for length, n in lengths.items():
+            assert len(times[name, length]) == len(positions)
+            assert [a for m, a, b in calls if m == name and b - a == n] == list(positions)
+    before = {name: {calls[i - 1][0] for i in range(1, len(calls)) if calls[i][0] == name} - {name} for name in names}
+    assert all(len(others) == len(names) - 1 for others in before.values()), before
+
+
 def test_codec_section_runs_and_checks_every_reader(benchmarks, tmp_path, ffmpeg, metaflac):
     from benchmarks import codec
 
