@@ -353,8 +353,8 @@ class _KeptBlocks:
 
     def take(self, nbytes: int) -> _Block:
         """The smallest kept block of ``nbytes`` or more, or a new one, its size rounded up to
-        one of 16 steps an octave: reads of about the same size (the frames of clips vary) then
-        reuse each other's blocks."""
+        one of 8 steps an octave (4 KB at least): reads of about the same size (the frames of clips
+        vary) then reuse each other's blocks."""
         step = 1 << max(nbytes.bit_length() - 4, 12)
         nbytes = -(-nbytes // step) * step
         with self._lock:
