@@ -1,6 +1,7 @@
 """Which chunks and bytes ``zarr_aac.read_clips`` asks the store for: a clip at a chunk boundary
-reads the chunks holding its samples and no other, and runs fetched in one request are verified
-group by group wherever the request begins. Samples against a full sequential decode of the
+reads the chunks holding its samples and no other, runs fetched in one request are verified
+group by group wherever the request begins, and an index kept for an older, shorter chunk at the
+same key is not trusted. Samples against a full sequential decode of the
 stored chunks (support.selections.reference_decode); requests counted on a RecordingStore; chunk
 layout read with the test's own parser (support.chunks.Chunk)."""
 
@@ -24,14 +25,17 @@ N = CHUNK * 3 - 2000
 """Three chunks, the last one partial."""
 
 
-def recorded_array(shape, chunks, seed: int) -> zarr.Array:
+def recorded_array(shape, chunks, seed: int, store: RecordingStore | None = None) -> zarr.Array:
+    """A stereo or multichannel tone with noise in ``store`` (a new RecordingStore by default),
+    replacing any array there."""
     z = zarr.create_array(
-        RecordingStore(zarr.storage.MemoryStore()),
+        store if store is not None else RecordingStore(zarr.storage.MemoryStore()),
         shape=shape,
         chunks=chunks,
         dtype="int16",
         serializer=zarr_aac.AACCodec(sample_rate=RATE),
         compressors=None,
+        overwrite=True,
     )
     pcm = tone_with_noise(shape[0], shape[1], RATE, seed=seed)
     z[:] = (pcm * 32767).astype(np.int16)
@@ -103,3 +107,19 @@ def test_runs_fetched_in_one_request_from_a_later_checksum_group_are_verified_an
         chunk.prefix_nbytes + int(offsets[3 * group]),
         chunk.prefix_nbytes + int(offsets[5 * group]),
     )
+
+
+def test_an_array_made_again_with_longer_chunks_after_its_index_was_cached_reads_the_new_chunks():
+    """The kept index of the old first chunk (about 100 frames) points nowhere near the frames of
+    a clip late in the new, twice as long first chunk: the read starts over from the new chunk's
+    own index and gives the new samples."""
+    store = RecordingStore(zarr.storage.MemoryStore())
+    old = recorded_array((2 * CHUNK, 2), (CHUNK, 2), seed=7, store=store)
+    with zarr.config.set({decode_pool.CONFIG_KEY: 0}):
+        zarr_aac.read_clips(old, [0], 10)
+        new = recorded_array((2 * CHUNK, 2), (2 * CHUNK, 2), seed=8, store=store)
+        assert chunk_key(new, (0, 0)) == chunk_key(old, (0, 0))
+        reference = reference_decode(new)
+        starts = [100, 2 * CHUNK - 3000]
+        got = zarr_aac.read_clips(new, starts, 2000)
+    np.testing.assert_array_equal(got, np.stack([reference[s : s + 2000] for s in starts]))

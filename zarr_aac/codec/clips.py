@@ -62,7 +62,6 @@ class _Piece:
 class _ChunkRead:
     """One chunk's part of a clip read: its pieces, and once fetched its prefix and frames."""
 
-    coords: tuple[int, ...]
     store_path: StorePath
     columns: slice
     pieces: list[_Piece] = field(default_factory=list)
@@ -228,7 +227,7 @@ def _plan(array: zarr.Array, starts: np.ndarray, length: int) -> list[_ChunkRead
         for j, columns in enumerate(column_chunks):
             coords = (number, j) if array.ndim == 2 else (number,)
             store_path = array.store_path / array.metadata.encode_chunk_key(coords)
-            chunks.append(_ChunkRead(coords, store_path, columns, by_chunk[number]))
+            chunks.append(_ChunkRead(store_path, columns, by_chunk[number]))
     return chunks
 
 
@@ -276,8 +275,9 @@ async def _fetch_all(
 async def _fetch_chunk(chunk: _ChunkRead, chunk_shape: tuple[int, ...], prototype: BufferPrototype) -> None:
     """Fetch and verify the chunk's prefix (or take it from the cache) and the frames its pieces need."""
     location = location_of(chunk.store_path)
+    assert location is not None  # a StorePath always names its chunk
     try:
-        cached = prefixes.get(location) if location is not None else None
+        cached = prefixes.get(location)
         if cached is not None:
             try:
                 await _fetch_frames(chunk, cached, prototype)
@@ -287,16 +287,14 @@ async def _fetch_chunk(chunk: _ChunkRead, chunk_shape: tuple[int, ...], prototyp
             else:
                 chunk.prefix = cached
                 return
-            if location is not None:
-                prefixes.drop(location)
+            prefixes.drop(location)
         prefix = await _fetch_prefix(chunk.store_path, chunk_shape, prototype, chunk.key)
         if prefix is None:
             return
         if isinstance(prefix, PcmChunk):
             chunk.whole = prefix.data
             return
-        if location is not None:
-            prefixes.put(location, prefix)
+        prefixes.put(location, prefix)
         await _fetch_frames(chunk, prefix, prototype)
         chunk.prefix = prefix
     except CorruptChunkError as exc:
