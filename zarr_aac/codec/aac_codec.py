@@ -620,7 +620,7 @@ async def _decode_from_prefix(
     header = prefix.header
     shape = chunk_spec.shape
     check_chunk_geometry(header, shape, key)
-    runs = samples.frame_runs(prefix.index, header.n_frames, key)
+    runs = samples.frame_runs(prefix.index, header.n_frames)
     frames = await _fetch_frames(byte_getter, prefix, runs[0][0], runs[-1][1], chunk_spec.prototype, key=key)
     if frames is None:
         return None
@@ -642,7 +642,6 @@ async def _decode_whole_chunk(
     verify_payload(data, prefix, key)
     frames = _FetchedFrames(memoryview(data)[header.prefix_nbytes :], prefix.index, 0, key)
     samples = _SampleSpan(0, shape[0], shape[0])
-    samples.frame_runs(prefix.index, header.n_frames, key)
     # Every frame, lead-in and flush included, as decode_chunk does: a malformed frame anywhere fails.
     out = await _decode_runs(frames, prefix, samples, [(0, header.n_frames)], chunk_spec, gain=gain)
     return chunk_spec.prototype.nd_buffer.from_numpy_array(out[selection])
@@ -815,12 +814,12 @@ class _SampleSpan:
     def is_whole_chunk(self) -> bool:
         return self.start == 0 and self.stop == self.chunk_length
 
-    def frame_runs(self, index: FrameIndex, n_frames: int, key: str | None) -> list[tuple[int, int]]:
-        """The one [first, stop) run of frames holding the span, its pre-roll frame included."""
-        last = index.frame_of(self.stop - 1)
-        if last >= n_frames:
-            raise CorruptChunkError(key, f"sample {self.stop - 1} lies beyond the chunk's {n_frames} frames")
-        return [(max(index.frame_of(self.start) - 1, 0), last + 1)]
+    def frame_runs(self, index: FrameIndex, n_frames: int) -> list[tuple[int, int]]:
+        """The one [first, stop) run of frames holding the span, its pre-roll frame included.
+
+        The chunk's ``n_frames`` frames hold every sample of it: ``parse_header`` refuses fewer than
+        its skip and samples take, and ``check_chunk_geometry`` ties its samples to the chunk length."""
+        return [(max(index.frame_of(self.start) - 1, 0), index.frame_of(self.stop - 1) + 1)]
 
     def decode(
         self,
@@ -869,11 +868,10 @@ class _SampleRows:
     def is_whole_chunk(self) -> bool:
         return self.rows.size == self.chunk_length
 
-    def frame_runs(self, index: FrameIndex, n_frames: int, key: str | None) -> list[tuple[int, int]]:
-        """[first, stop) runs of consecutive frames holding the rows, with the pre-roll frame before each."""
+    def frame_runs(self, index: FrameIndex, n_frames: int) -> list[tuple[int, int]]:
+        """[first, stop) runs of consecutive frames holding the rows, with the pre-roll frame before
+        each, among the chunk's ``n_frames`` (which hold every row: ``_SampleSpan.frame_runs``)."""
         holding = index.frame_of(self.rows)
-        if holding[-1] >= n_frames:
-            raise CorruptChunkError(key, f"sample {int(self.rows[-1])} lies beyond the chunk's {n_frames} frames")
         needed = np.zeros(n_frames, dtype=bool)
         needed[holding] = True
         needed[holding[holding > 0] - 1] = True
