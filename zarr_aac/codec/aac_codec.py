@@ -584,7 +584,8 @@ async def _fetch_prefix(
     byte_getter: ByteGetter, shape: tuple[int, ...], prototype: BufferPrototype, key: str | None
 ) -> ChunkPrefix | PcmChunk | None:
     """The chunk's parsed prefix in one request (two if its index is larger than this codec writes),
-    or, for a PCM chunk, the whole chunk (one request more if the first did not hold all of it)."""
+    or, for a PCM chunk, the whole chunk (one request more if the first did not hold all of it);
+    None if the chunk is not stored, or is gone by the second request."""
     n_frames = aac.frames_for_samples(shape[0] + LEAD_IN + LEAD_OUT)
     first = await _get(byte_getter, prototype, key, RangeByteRequest(0, prefix_nbytes_upper_bound(n_frames)))
     if first is None:
@@ -601,7 +602,9 @@ async def _fetch_prefix(
         return PcmChunk(whole.to_bytes()) if whole is not None else None
     if header.prefix_nbytes > len(data):
         rest = await _get(byte_getter, prototype, key, RangeByteRequest(len(data), header.prefix_nbytes))
-        data += rest.to_bytes() if rest is not None else b""
+        if rest is None:
+            return None
+        data += rest.to_bytes()
     return parse_prefix(data, header, key)
 
 
