@@ -143,6 +143,19 @@ def test_rows_in_any_order_read_the_reference(two_chunks, rows):
     np.testing.assert_array_equal(z.oindex[mask], reference[mask])
 
 
+@pytest.mark.parametrize("dtype", ["uint64", "uint32", "uint16"])
+def test_rows_zarr_hands_the_wrong_chunk_are_refused(two_chunks, dtype):
+    """zarr 3.1 gives each chunk the rows of an unsorted index array of unsigned integers that lie
+    in the other chunk (a plain zarr array raises IndexError for them): refused, where they would
+    read as samples the read did not ask for. Sorted, such an array reads the reference."""
+    z, reference, _ = two_chunks
+    rows = np.array([5, CHUNK + 2000, 7], dtype=dtype)
+    with pytest.raises(IndexError, match=rf"chunk of {CHUNK} samples for its sample -?\d+, which it does not hold"):
+        z.oindex[rows]
+    rows.sort()
+    np.testing.assert_array_equal(z.oindex[rows], reference[rows.astype(np.int64)])
+
+
 def test_rows_covering_a_chunk_read_it_whole_in_one_request(two_chunks):
     """Every row of a chunk, given as rows, is the whole chunk: one request for all of it."""
     z, reference, log = two_chunks
@@ -334,3 +347,31 @@ def test_a_corrupt_chunk_decoded_whole_raises_or_reads_as_fill_values_inside_tol
         got = z[selection]
     np.testing.assert_array_equal(got, expected[selection])
     assert len(report) == 1 and "checksum mismatch" in report.errors[0].reason
+
+
+@pytest.fixture
+def no_idle_decoders(monkeypatch):
+    """No decoder kept from earlier reads, and reads decoded in this process."""
+    monkeypatch.setattr(aac, "_idle_decoders", {})
+    with zarr.config.set({decode_pool.CONFIG_KEY: 0}):
+        yield aac._idle_decoders
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [{}, {"checksum_group": 1}, {"skip": aac.FRAME_LENGTH}],
+    ids=["as written", "a checksum a frame", "skip of one frame"],
+)
+def test_reads_of_a_chunk_with_checksums_leave_its_decoder_for_the_next(no_idle_decoders, forge):
+    """A chunk with frame checksums is one this codec encoded, with PNS off: a flushed decoder
+    decodes it as a fresh one does after the first frame, which the read drops (a pre-roll frame,
+    or the first frame when the chunk skips it), so each read leaves its decoder for the next."""
+    z = tone_array((CHUNK, 2), (CHUNK, 2), RATE, seed=27)
+    key = chunk_key(z, (0, 0))
+    chunk = Chunk.parse(get_bytes(z, key))
+    put_bytes(z, key, chunk.pack(**forge))
+    reference = reference_decode(z)
+    for selection in (np.s_[20_000:21_000], np.s_[[5, 20_000, CHUNK - 1]], np.s_[30_000:40_000]):
+        np.testing.assert_array_equal(z[selection], reference[selection])
+        assert [len(kept) for kept in no_idle_decoders.values()] == [1]
+    assert list(no_idle_decoders) == [chunk.asc]

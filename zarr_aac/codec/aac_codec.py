@@ -865,6 +865,13 @@ class _SampleRows:
             return cls(np.array([int(selector)], dtype=np.int64), 0, chunk_length)
         indices = np.asarray(selector, dtype=np.int64)
         rows, inverse = np.unique(indices, return_inverse=True)
+        if rows.size and (rows[0] < 0 or rows[-1] >= chunk_length):
+            # zarr 3.1 places the rows of an unsorted index array of unsigned integers in the wrong chunks.
+            outside = int(rows[0] if rows[0] < 0 else rows[-1])
+            raise IndexError(
+                f"zarr asked a chunk of {chunk_length} samples for its sample {outside}, which it does not hold "
+                "(zarr 3.1 does so for an unsorted index array of unsigned integers: index with int64 instead)"
+            )
         return cls(rows, inverse.reshape(indices.shape), chunk_length)
 
     @property
