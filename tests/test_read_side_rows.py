@@ -13,20 +13,23 @@ import google_crc32c
 import numpy as np
 import pytest
 import zarr
-from support.arrays import tone_array
+from support.arrays import aac_array, tone_array
 from support.chunks import Chunk, chunk_key, decode_chunk_sequentially, get_bytes, put_bytes
+from support.media import ffmpeg_aac, pyav_decode, require_tool, write_wav
 from support.pool import pool_on
 from support.selections import reference_decode, to_int16
 from support.signals import tone_with_noise
 from support.stores import RecordingStore
-from zarr.abc.store import ByteRequest, Store
+from zarr.abc.store import ByteRequest, RangeByteRequest, Store
 from zarr.codecs import Crc32cCodec
-from zarr.core.buffer import Buffer, BufferPrototype
+from zarr.core.buffer import Buffer, BufferPrototype, cpu
 from zarr.storage import LocalStore, MemoryStore, WrapperStore
 
-from zarr_aac import AACCodec, tolerant_reads
+from zarr_aac import AACCodec, open_aac_file, tolerant_reads
 from zarr_aac.codec import aac, decode_pool
-from zarr_aac.errors import ChunkReadError, CorruptChunkError, MissingChunkError
+from zarr_aac.codec.chunk_format import PcmChunkBuilder
+from zarr_aac.codec.prefix_cache import prefixes
+from zarr_aac.errors import AudioDecodeError, ChunkReadError, CorruptChunkError, MissingChunkError
 
 RATE = 48_000
 CHUNK = 60 * aac.FRAME_LENGTH
@@ -143,17 +146,24 @@ def test_rows_in_any_order_read_the_reference(two_chunks, rows):
     np.testing.assert_array_equal(z.oindex[mask], reference[mask])
 
 
+@pytest.mark.parametrize("dtype", ["uint64", "uint32", "uint16", "int32"])
+def test_rows_of_any_integer_dtype_read_the_reference(two_chunks, dtype):
+    """Sorted, an index array of any integer dtype reads its rows (zarr hands a chunk those of
+    uint64 as float64 numbers)."""
+    z, reference, _ = two_chunks
+    rows = np.array([5, 7, CHUNK - 1, CHUNK + 2000], dtype=dtype)
+    np.testing.assert_array_equal(z.oindex[rows], reference[rows.astype(np.int64)])
+    np.testing.assert_array_equal(z.oindex[rows, [1]], reference[rows.astype(np.int64)][:, [1]])
+
+
 @pytest.mark.parametrize("dtype", ["uint64", "uint32", "uint16"])
 def test_rows_zarr_hands_the_wrong_chunk_are_refused(two_chunks, dtype):
     """zarr 3.1 gives each chunk the rows of an unsorted index array of unsigned integers that lie
     in the other chunk (a plain zarr array raises IndexError for them): refused, where they would
-    read as samples the read did not ask for. Sorted, such an array reads the reference."""
-    z, reference, _ = two_chunks
-    rows = np.array([5, CHUNK + 2000, 7], dtype=dtype)
+    read as samples the read did not ask for."""
+    z, _, _ = two_chunks
     with pytest.raises(IndexError, match=rf"chunk of {CHUNK} samples for its sample -?\d+, which it does not hold"):
-        z.oindex[rows]
-    rows.sort()
-    np.testing.assert_array_equal(z.oindex[rows], reference[rows.astype(np.int64)])
+        z.oindex[np.array([5, CHUNK + 2000, 7], dtype=dtype)]
 
 
 def test_rows_covering_a_chunk_read_it_whole_in_one_request(two_chunks):
@@ -195,6 +205,52 @@ def test_an_index_larger_than_the_first_request_is_completed_by_a_second(one_che
     log.reset()
     np.testing.assert_array_equal(z[30_000:31_000], reference[30_000:31_000])
     assert [request.start >= chunk.prefix_nbytes for request in log.requests] == [True]
+
+
+class Watching(WrapperStore[Store]):
+    """Keeps the buffer prototype of every request for a chunk of a root array, and fails those
+    ``fails`` picks by their byte range with ``ConnectionResetError("peer went away")``."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        self.prototypes: list[BufferPrototype] = []
+        self.fails = lambda byte_range: False
+
+    def _with_store(self, store: Store) -> Watching:
+        return self
+
+    async def get(self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None) -> Buffer | None:
+        if key.startswith("c/"):
+            self.prototypes.append(prototype)
+            if self.fails(byte_range):
+                raise ConnectionResetError("peer went away")
+        return await self._store.get(key, prototype, byte_range)
+
+
+class TaggedBuffer(cpu.Buffer):
+    """A CPU buffer of its own class: a read given a prototype of it must ask the store for it."""
+
+
+def test_the_indexs_second_request_carries_the_reads_prototype_and_names_the_chunk_if_it_fails(one_checksum_a_frame):
+    """As every other request of a read: the buffer prototype the read was given, and a store
+    failure raised as a ChunkReadError naming the chunk."""
+    z, chunk, _ = one_checksum_a_frame
+    watching = Watching(z.store_path.store)
+    watched = zarr.open_array(watching, path=z.path, mode="r+")
+    tagged = BufferPrototype(buffer=TaggedBuffer, nd_buffer=cpu.NDBuffer)
+    reference = reference_decode(z)
+    np.testing.assert_array_equal(
+        watched.get_orthogonal_selection(np.s_[20_000:21_000], prototype=tagged), reference[20_000:21_000]
+    )
+    assert len(watching.prototypes) == 3 and all(prototype is tagged for prototype in watching.prototypes)
+    prefixes.clear()
+    watching.fails = lambda byte_range: (
+        isinstance(byte_range, RangeByteRequest) and byte_range.end == chunk.prefix_nbytes
+    )
+    with pytest.raises(ChunkReadError) as caught:
+        watched[20_000:21_000]
+    assert caught.value.key == str(watched.store_path / chunk_key(z, (0, 0)))
+    assert isinstance(caught.value.__cause__, ConnectionResetError)
 
 
 class DeletingAfterFirstGet(WrapperStore[Store]):
@@ -375,3 +431,75 @@ def test_reads_of_a_chunk_with_checksums_leave_its_decoder_for_the_next(no_idle_
         np.testing.assert_array_equal(z[selection], reference[selection])
         assert [len(kept) for kept in no_idle_decoders.values()] == [1]
     assert list(no_idle_decoders) == [chunk.asc]
+
+
+def test_rows_in_the_first_frame_fetch_only_the_groups_holding_them(two_chunks):
+    """In a chunk whose first samples are in frame 0 (skip 0, as in a file without priming), rows
+    there and in frame 1 need frames 0 and 1 alone, frame 0 their pre-roll: one request for the
+    first checksum group, nothing past it."""
+    z, _, log = two_chunks
+    key = chunk_key(z, (1, 0))
+    original = get_bytes(z, key)
+    chunk = Chunk.parse(original)
+    put_bytes(z, key, chunk.pack(skip=0))
+    try:
+        reference = reference_decode(z)
+        rows = np.array([CHUNK + 5, CHUNK + 2000])
+        log.reset()
+        np.testing.assert_array_equal(z.oindex[rows], reference[rows])
+        _, frames = log.requests
+        group_end = chunk.prefix_nbytes + int(chunk.sizes[: chunk.fields["checksum_group"]].sum())
+        assert (frames.start, frames.stop) == (chunk.prefix_nbytes, group_end)
+    finally:
+        put_bytes(z, key, original)
+
+
+def test_a_frame_ffmpeg_refuses_raises_naming_the_chunk_and_ffmpegs_reason(no_idle_decoders):
+    """A frame of zeros (a mono element in a stereo stream) whose checksums were recomputed passes
+    every check of the format, then FFmpeg refuses it: the read's CorruptChunkError names the
+    chunk and gives FFmpeg's refusal as FrameDecoder reports it."""
+    z = tone_array((CHUNK, 2), (CHUNK, 2), RATE, seed=28)
+    key = chunk_key(z, (0, 0))
+    chunk = Chunk.parse(get_bytes(z, key))
+    frames = chunk.frames
+    bad = (20_500 + chunk.fields["skip"]) // aac.FRAME_LENGTH
+    frames[bad] = bytes(20)
+    chunk.sizes = np.array([len(frame) for frame in frames], dtype="<u2")
+    chunk.payload = b"".join(frames)
+    put_bytes(z, key, chunk.pack(payload_nbytes=len(chunk.payload)))
+    with pytest.raises(AudioDecodeError) as refused:
+        aac.FrameDecoder(chunk.asc, 2).decode(frames[bad - 1 : bad + 1])
+    for selection in (np.s_[20_000:21_000], np.s_[[5, 20_500]], np.s_[:]):
+        with pytest.raises(CorruptChunkError) as caught:
+            z[selection]
+        assert (caught.value.key, caught.value.reason) == (str(z.store_path / key), str(refused.value))
+
+
+def test_a_pcm_chunks_second_request_carries_the_reads_prototype():
+    """A live recording's PCM chunk larger than the first request is fetched whole by a second:
+    with the buffer prototype the read was given, as every request."""
+    watching = Watching(MemoryStore())
+    z = aac_array((CHUNK, 2), (CHUNK, 2), RATE, store=watching)
+    stored = (tone_with_noise(2000, 2, RATE, seed=29) * 20_000).astype(np.int16)
+    builder = PcmChunkBuilder(CHUNK, 2, np.dtype("int16"), RATE)
+    builder.extend(stored)
+    put_bytes(z, chunk_key(z, (0, 0)), builder.chunk())
+    tagged = BufferPrototype(buffer=TaggedBuffer, nd_buffer=cpu.NDBuffer)
+    got = z.get_orthogonal_selection(np.s_[100:1500], prototype=tagged)
+    np.testing.assert_array_equal(got, stored[100:1500])
+    assert len(watching.prototypes) == 2 and all(prototype is tagged for prototype in watching.prototypes)
+
+
+def test_a_file_of_another_encoder_gets_a_fresh_decoder_for_every_read(no_idle_decoders, tmp_path):
+    """An .m4a of FFmpeg's encoder with PNS on, one chunk without checksums whose first samples are
+    in frame 1: PNS noise depends on every frame decoded before, which a flushed decoder does not
+    forget, so no decoder is kept, and a second read equals the file's sequential decode as the
+    first did."""
+    pcm = tone_with_noise(RATE, 2, RATE, seed=30)
+    m4a = ffmpeg_aac(require_tool("ffmpeg"), write_wav(tmp_path / "a.wav", pcm, RATE), tmp_path / "a.m4a", pns=True)
+    reference = pyav_decode(m4a)
+    array = open_aac_file(m4a, dtype="float32", chunk_length=reference.shape[0], index_path=False)
+    assert array.attrs["source"]["priming"] == aac.FRAME_LENGTH
+    for _ in range(2):
+        np.testing.assert_array_equal(array[:], reference)
+        assert no_idle_decoders == {}
