@@ -166,6 +166,14 @@ def test_rows_zarr_hands_the_wrong_chunk_are_refused(two_chunks, dtype):
         z.oindex[np.array([5, CHUNK + 2000, 7], dtype=dtype)]
 
 
+@pytest.mark.parametrize("selection", [np.s_[:CHUNK, 1], np.s_[CHUNK:, 1:], np.s_[:, [1, 0]]])
+def test_whole_chunks_keep_the_selections_other_axes(two_chunks, selection):
+    """A read of whole chunks (one request each) applies the channels the selection picks."""
+    z, reference, _ = two_chunks
+    got = z.oindex[selection] if isinstance(selection[1], list) else z[selection]
+    np.testing.assert_array_equal(got, reference[selection])
+
+
 def test_rows_covering_a_chunk_read_it_whole_in_one_request(two_chunks):
     """Every row of a chunk, given as rows, is the whole chunk: one request for all of it."""
     z, reference, log = two_chunks
