@@ -511,3 +511,12 @@ def test_a_file_of_another_encoder_gets_a_fresh_decoder_for_every_read(no_idle_d
     for _ in range(2):
         np.testing.assert_array_equal(array[:], reference)
         assert no_idle_decoders == {}
+
+
+@pytest.mark.parametrize("selection", [np.s_[:], np.s_[:CHUNK, 1], np.s_[100:5000], np.s_[[5, CHUNK + 9]]])
+def test_every_read_undoes_the_arrays_own_gain(selection):
+    """An array whose gain is not its dtype's default: whole chunks, spans and rows all undo it."""
+    z = tone_array((2 * CHUNK, 2), (CHUNK, 2), RATE, gain=GAIN, seed=31)
+    reference = reference_decode(z)
+    got = z.oindex[selection] if isinstance(selection, tuple) and isinstance(selection[0], list) else z[selection]
+    np.testing.assert_array_equal(got, reference[selection])
