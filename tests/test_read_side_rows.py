@@ -515,8 +515,26 @@ def test_a_file_of_another_encoder_gets_a_fresh_decoder_for_every_read(no_idle_d
 
 @pytest.mark.parametrize("selection", [np.s_[:], np.s_[:CHUNK, 1], np.s_[100:5000], np.s_[[5, CHUNK + 9]]])
 def test_every_read_undoes_the_arrays_own_gain(selection):
-    """An array whose gain is not its dtype's default: whole chunks, spans and rows all undo it."""
+    """An array whose gain is not its dtype's default: whole chunks, spans and rows all undo it,
+    the second time from the chunk's kept index as the first."""
     z = tone_array((2 * CHUNK, 2), (CHUNK, 2), RATE, gain=GAIN, seed=31)
     reference = reference_decode(z)
-    got = z.oindex[selection] if isinstance(selection, tuple) and isinstance(selection[0], list) else z[selection]
-    np.testing.assert_array_equal(got, reference[selection])
+    for _ in range(2):
+        got = z.oindex[selection] if isinstance(selection, tuple) and isinstance(selection[0], list) else z[selection]
+        np.testing.assert_array_equal(got, reference[selection])
+
+
+def test_a_partial_read_names_a_chunk_whose_index_fails_its_checksum(two_chunks):
+    z, _, _ = two_chunks
+    key = chunk_key(z, (1, 0))
+    original = get_bytes(z, key)
+    chunk = Chunk.parse(original)
+    damaged = bytearray(original)
+    damaged[48 + len(chunk.asc) + 3] ^= 0x01
+    put_bytes(z, key, bytes(damaged))
+    try:
+        with pytest.raises(CorruptChunkError, match="header/index checksum mismatch") as caught:
+            z[CHUNK + 20_000 : CHUNK + 21_000]
+        assert caught.value.key == str(z.store_path / key)
+    finally:
+        put_bytes(z, key, original)
