@@ -458,7 +458,7 @@ class AACCodec(ArrayBytesCodecPartialDecodeMixin, ArrayBytesCodec):
             return fill_or_raise(exc, selection, chunk_spec)
 
     async def _decode_selection(
-        self, byte_getter: ByteGetter, selection: SelectorTuple, samples: _SampleSelection, chunk_spec: ArraySpec
+        self, byte_getter: ByteGetter, selection: tuple[Any, ...], samples: _SampleSelection, chunk_spec: ArraySpec
     ) -> NDBuffer | None:
         """Decode ``selection`` of one chunk (its first axis asking for ``samples``) from the whole
         chunk, or from its kept or fetched prefix and the frames it needs; None if the chunk is not stored."""
