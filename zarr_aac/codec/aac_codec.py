@@ -584,7 +584,8 @@ async def _fetch_prefix(
     byte_getter: ByteGetter, shape: tuple[int, ...], prototype: BufferPrototype, key: str | None
 ) -> ChunkPrefix | PcmChunk | None:
     """The chunk's parsed prefix in one request (two if its index is larger than this codec writes),
-    or, for a PCM chunk, the whole chunk (one request more if the first did not hold all of it)."""
+    or, for a PCM chunk, the whole chunk (one request more if the first did not hold all of it);
+    None if the chunk is not stored, or is gone by the second request."""
     n_frames = aac.frames_for_samples(shape[0] + LEAD_IN + LEAD_OUT)
     first = await _get(byte_getter, prototype, key, RangeByteRequest(0, prefix_nbytes_upper_bound(n_frames)))
     if first is None:
@@ -601,7 +602,9 @@ async def _fetch_prefix(
         return PcmChunk(whole.to_bytes()) if whole is not None else None
     if header.prefix_nbytes > len(data):
         rest = await _get(byte_getter, prototype, key, RangeByteRequest(len(data), header.prefix_nbytes))
-        data += rest.to_bytes() if rest is not None else b""
+        if rest is None:
+            return None
+        data += rest.to_bytes()
     return parse_prefix(data, header, key)
 
 
@@ -620,7 +623,7 @@ async def _decode_from_prefix(
     header = prefix.header
     shape = chunk_spec.shape
     check_chunk_geometry(header, shape, key)
-    runs = samples.frame_runs(prefix.index, header.n_frames, key)
+    runs = samples.frame_runs(prefix.index, header.n_frames)
     frames = await _fetch_frames(byte_getter, prefix, runs[0][0], runs[-1][1], chunk_spec.prototype, key=key)
     if frames is None:
         return None
@@ -642,7 +645,6 @@ async def _decode_whole_chunk(
     verify_payload(data, prefix, key)
     frames = _FetchedFrames(memoryview(data)[header.prefix_nbytes :], prefix.index, 0, key)
     samples = _SampleSpan(0, shape[0], shape[0])
-    samples.frame_runs(prefix.index, header.n_frames, key)
     # Every frame, lead-in and flush included, as decode_chunk does: a malformed frame anywhere fails.
     out = await _decode_runs(frames, prefix, samples, [(0, header.n_frames)], chunk_spec, gain=gain)
     return chunk_spec.prototype.nd_buffer.from_numpy_array(out[selection])
@@ -815,12 +817,12 @@ class _SampleSpan:
     def is_whole_chunk(self) -> bool:
         return self.start == 0 and self.stop == self.chunk_length
 
-    def frame_runs(self, index: FrameIndex, n_frames: int, key: str | None) -> list[tuple[int, int]]:
-        """The one [first, stop) run of frames holding the span, its pre-roll frame included."""
-        last = index.frame_of(self.stop - 1)
-        if last >= n_frames:
-            raise CorruptChunkError(key, f"sample {self.stop - 1} lies beyond the chunk's {n_frames} frames")
-        return [(max(index.frame_of(self.start) - 1, 0), last + 1)]
+    def frame_runs(self, index: FrameIndex, n_frames: int) -> list[tuple[int, int]]:
+        """The one [first, stop) run of frames holding the span, its pre-roll frame included.
+
+        The chunk's ``n_frames`` frames hold every sample of it: ``parse_header`` refuses fewer than
+        its skip and samples take, and ``check_chunk_geometry`` ties its samples to the chunk length."""
+        return [(max(index.frame_of(self.start) - 1, 0), index.frame_of(self.stop - 1) + 1)]
 
     def decode(
         self,
@@ -863,17 +865,23 @@ class _SampleRows:
             return cls(np.array([int(selector)], dtype=np.int64), 0, chunk_length)
         indices = np.asarray(selector, dtype=np.int64)
         rows, inverse = np.unique(indices, return_inverse=True)
+        if rows.size and (rows[0] < 0 or rows[-1] >= chunk_length):
+            # zarr 3.1 places the rows of an unsorted index array of unsigned integers in the wrong chunks.
+            outside = int(rows[0] if rows[0] < 0 else rows[-1])
+            raise IndexError(
+                f"zarr asked a chunk of {chunk_length} samples for its sample {outside}, which it does not hold "
+                "(zarr 3.1 does so for an unsorted index array of unsigned integers: index with int64 instead)"
+            )
         return cls(rows, inverse.reshape(indices.shape), chunk_length)
 
     @property
     def is_whole_chunk(self) -> bool:
         return self.rows.size == self.chunk_length
 
-    def frame_runs(self, index: FrameIndex, n_frames: int, key: str | None) -> list[tuple[int, int]]:
-        """[first, stop) runs of consecutive frames holding the rows, with the pre-roll frame before each."""
+    def frame_runs(self, index: FrameIndex, n_frames: int) -> list[tuple[int, int]]:
+        """[first, stop) runs of consecutive frames holding the rows, with the pre-roll frame before
+        each, among the chunk's ``n_frames`` (which hold every row: ``_SampleSpan.frame_runs``)."""
         holding = index.frame_of(self.rows)
-        if holding[-1] >= n_frames:
-            raise CorruptChunkError(key, f"sample {int(self.rows[-1])} lies beyond the chunk's {n_frames} frames")
         needed = np.zeros(n_frames, dtype=bool)
         needed[holding] = True
         needed[holding[holding > 0] - 1] = True
