@@ -8,6 +8,7 @@ of it")."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import google_crc32c
 import numpy as np
@@ -22,7 +23,8 @@ from support.signals import tone_with_noise
 from support.stores import RecordingStore
 from zarr.abc.store import ByteRequest, RangeByteRequest, Store
 from zarr.codecs import Crc32cCodec
-from zarr.core.buffer import Buffer, BufferPrototype, cpu
+from zarr.core.array_spec import ArrayConfig, ArraySpec
+from zarr.core.buffer import Buffer, BufferPrototype, cpu, default_buffer_prototype
 from zarr.storage import LocalStore, MemoryStore, WrapperStore
 
 from zarr_aac import AACCodec, open_aac_file, tolerant_reads
@@ -343,6 +345,61 @@ def test_a_chunk_of_an_array_in_a_group_is_named_by_its_path(tmp_path, shape):
     key = chunk_key(z, (0,) * len(shape))
     assert key == "/".join(["site", "take", "c"] + ["0"] * len(shape))
     assert_errors_name(z, key, key)
+
+
+@dataclass(frozen=True)
+class PathOnlyGetter:
+    """A byte getter as zarr's ByteGetter protocol allows one: ``get`` and, here, a ``path``, but no
+    ``store`` to name the chunk's location by."""
+
+    path: str
+    data: bytes
+
+    async def get(self, prototype: BufferPrototype, byte_range: ByteRequest | None = None) -> Buffer | None:
+        assert isinstance(byte_range, RangeByteRequest | None)
+        chosen = self.data if byte_range is None else self.data[byte_range.start : byte_range.end]
+        return prototype.buffer.from_bytes(chosen)
+
+
+def chunk_spec(z: zarr.Array) -> ArraySpec:
+    """The spec zarr gives the codec for a chunk of ``z`` (one chunk of its own shape)."""
+    return ArraySpec(
+        shape=z.chunks,
+        dtype=z.metadata.data_type,
+        fill_value=0,
+        config=ArrayConfig.from_dict({}),
+        prototype=default_buffer_prototype(),
+    )
+
+
+@pytest.mark.parametrize("selection", [np.s_[20_000:21_000], np.s_[[5, 20_500]], np.s_[:]])
+def test_a_byte_getter_without_a_store_names_the_chunk_by_its_path(selection):
+    """A chunk key alone is all such a getter has to name the chunk by: its errors give it."""
+    z = stored_take(MemoryStore(), None, (CHUNK, 2))
+    key = chunk_key(z, (0, 0))
+    corrupt_a_frame(z, key)
+    getter = PathOnlyGetter(key, get_bytes(z, key))
+    with pytest.raises(CorruptChunkError) as caught:
+        asyncio.run(z.metadata.codecs[0].decode_partial([(getter, (selection, slice(None)), chunk_spec(z))]))
+    assert caught.value.key == key == "c/0/0"
+
+
+@pytest.mark.parametrize(
+    ("rows", "outside"),
+    [([5, CHUNK, 7], CHUNK), ([0, 7, CHUNK + 10], CHUNK + 10), ([5, -3], -3), ([-3, CHUNK + 10], -3)],
+    ids=["the first row after", "the last of several", "one before", "before and after"],
+)
+def test_a_chunk_asked_for_rows_it_does_not_hold_names_the_first_one_outside(rows, outside):
+    """The refusal's message names the row: the first one before the chunk if any, else its last;
+    a row at the chunk's length is outside it."""
+    z = stored_take(MemoryStore(), None, (CHUNK, 2))
+    getter = PathOnlyGetter(chunk_key(z, (0, 0)), get_bytes(z, chunk_key(z, (0, 0))))
+    with pytest.raises(IndexError) as caught:
+        asyncio.run(z.metadata.codecs[0].decode_partial([(getter, (np.array(rows), slice(None)), chunk_spec(z))]))
+    assert str(caught.value) == (
+        f"zarr asked a chunk of {CHUNK} samples for its sample {outside}, which it does not hold "
+        "(zarr 3.1 does so for an unsorted index array of unsigned integers: index with int64 instead)"
+    )
 
 
 class FailingLocalStore(LocalStore):
