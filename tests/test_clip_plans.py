@@ -1,6 +1,6 @@
 """Which chunks and bytes ``zarr_aac.read_clips`` asks the store for: a clip at a chunk boundary
 reads the chunks holding its samples and no other, runs fetched in one request are verified
-group by group wherever the request begins, and an index kept for an older, shorter chunk at the
+group by group wherever the request begins, and an index kept for an older chunk of another length at the
 same key is not trusted. Samples against a full sequential decode of the
 stored chunks (support.selections.reference_decode); requests counted on a RecordingStore; chunk
 layout read with the test's own parser (support.chunks.Chunk)."""
@@ -109,17 +109,34 @@ def test_runs_fetched_in_one_request_from_a_later_checksum_group_are_verified_an
     )
 
 
-def test_an_array_made_again_with_longer_chunks_after_its_index_was_cached_reads_the_new_chunks():
-    """The kept index of the old first chunk (about 100 frames) points nowhere near the frames of
-    a clip late in the new, twice as long first chunk: the read starts over from the new chunk's
-    own index and gives the new samples."""
+@pytest.mark.parametrize(
+    ("old_chunk", "new_chunk", "starts"),
+    [(CHUNK, 2 * CHUNK, [100, 2 * CHUNK - 3000]), (2 * CHUNK, CHUNK, [100, CHUNK - 3000, CHUNK + 500])],
+    ids=["longer chunks", "shorter chunks"],
+)
+def test_an_array_made_again_with_other_chunks_after_its_index_was_cached_reads_the_new_chunks(
+    old_chunk, new_chunk, starts
+):
+    """The kept index of the old first chunk is for another chunk length (about 100 frames
+    against 200): read_clips checks it against the array's chunk shape, as ``array[a:b]`` does,
+    and starts over from the new chunk's own index; both give the new samples."""
     store = RecordingStore(zarr.storage.MemoryStore())
-    old = recorded_array((2 * CHUNK, 2), (CHUNK, 2), seed=7, store=store)
-    with zarr.config.set({decode_pool.CONFIG_KEY: 0}):
+
+    def made_again() -> zarr.Array:
+        """The old array, its first chunk's index kept, then the new array at the same keys."""
+        prefixes.clear()
+        old = recorded_array((2 * CHUNK, 2), (old_chunk, 2), seed=7, store=store)
         zarr_aac.read_clips(old, [0], 10)
-        new = recorded_array((2 * CHUNK, 2), (2 * CHUNK, 2), seed=8, store=store)
+        new = recorded_array((2 * CHUNK, 2), (new_chunk, 2), seed=8, store=store)
         assert chunk_key(new, (0, 0)) == chunk_key(old, (0, 0))
+        return new
+
+    with zarr.config.set({decode_pool.CONFIG_KEY: 0}):
+        new = made_again()
         reference = reference_decode(new)
-        starts = [100, 2 * CHUNK - 3000]
         got = zarr_aac.read_clips(new, starts, 2000)
-    np.testing.assert_array_equal(got, np.stack([reference[s : s + 2000] for s in starts]))
+        new = made_again()
+        sliced = np.stack([new[s : s + 2000] for s in starts])
+    expected = np.stack([reference[s : s + 2000] for s in starts])
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(sliced, expected)

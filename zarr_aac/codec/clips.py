@@ -29,6 +29,7 @@ from zarr_aac.codec.aac_codec import (
     _get,
     _pns_off,
 )
+from zarr_aac.codec.chunk_format import check_chunk_geometry
 from zarr_aac.codec.prefix_cache import location_of, prefixes
 from zarr_aac.codec.tolerant import CorruptChunkReport, _active_report
 from zarr_aac.errors import CorruptChunkError, UnsupportedAudioError
@@ -233,16 +234,14 @@ def _plan(array: zarr.Array, starts: np.ndarray, length: int) -> list[_ChunkRead
 
 def _runs(chunk: _ChunkRead, prefix: ChunkPrefix) -> list[tuple[int, int, list[_Piece]]]:
     """The [first, stop) frame runs holding the chunk's pieces, each with its pre-roll frame and the
-    pieces it serves; runs
-    that overlap, abut or leave one frame between them are merged (decoding that frame costs what a
-    new run's pre-roll would), except in chunks of other encoders, which may use PNS: there each
-    piece is decoded as ``array[a:b]`` decodes it, so the samples are the same."""
-    index, n_frames = prefix.index, prefix.header.n_frames
+    pieces it serves (``prefix`` matches the chunk's shape, so every piece lies within its frames);
+    runs that overlap, abut or leave one frame between them are merged (decoding that frame costs
+    what a new run's pre-roll would), except in chunks of other encoders, which may use PNS: there
+    each piece is decoded as ``array[a:b]`` decodes it, so the samples are the same."""
+    index = prefix.index
     runs: list[tuple[int, int, list[_Piece]]] = []
     for piece in sorted(chunk.pieces, key=lambda p: p.lo):
         last = index.frame_of(piece.hi - 1)
-        if last >= n_frames:
-            raise CorruptChunkError(chunk.key, f"sample {piece.hi - 1} lies beyond the chunk's {n_frames} frames")
         first = max(index.frame_of(piece.lo) - 1, 0)
         if runs and first <= runs[-1][1] + 1 and _pns_off(prefix.header):
             runs[-1] = (runs[-1][0], max(runs[-1][1], last + 1), [*runs[-1][2], piece])
@@ -280,9 +279,11 @@ async def _fetch_chunk(chunk: _ChunkRead, chunk_shape: tuple[int, ...], prototyp
         cached = prefixes.get(location)
         if cached is not None:
             try:
+                check_chunk_geometry(cached.header, chunk_shape, chunk.key)
                 await _fetch_frames(chunk, cached, prototype)
             except CorruptChunkError:
-                # Rewritten since its prefix was cached: the chunk's own prefix decides.
+                # Rewritten (or made again with another chunk shape) since its prefix was cached:
+                # the chunk's own prefix decides.
                 pass
             else:
                 chunk.prefix = cached
