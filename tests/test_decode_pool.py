@@ -194,16 +194,31 @@ def _read_in_child(z, starts, queue):
 
 
 def _run_child(z, starts, *, daemon):
+    """Read in a child forked from this process, as a DataLoader worker is: what it read, its pool
+    size and workers, after checking that it ended by itself and its workers with it."""
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     child = context.Process(target=_read_in_child, args=(z, starts, queue), daemon=daemon)
     child.start()
     try:
-        return queue.get(timeout=120)
+        got, processes, workers = queue.get(timeout=120)
+        child.join(timeout=60)
+        assert child.exitcode == 0, f"the forked child did not end by itself: exit code {child.exitcode}"
+        assert _still_running(workers) == set()
+        return got, processes, workers
     finally:
-        child.join(timeout=30)
         if child.is_alive():
             child.kill()
+
+
+def _still_running(pids, wait=10.0):
+    """The processes of ``pids`` still running after up to ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        running = {pid for pid in pids if Path(f"/proc/{pid}").exists()}
+        if not running or time.monotonic() > deadline:
+            return running
+        time.sleep(0.1)
 
 
 def test_a_daemonic_process_decodes_in_itself(arrays, pool_jobs):
@@ -344,13 +359,10 @@ def test_no_block_outlives_the_reading_process(tmp_path):
         done = run_pool_reader(tmp_path, then, ending)
         blocks, workers = (line.split() for line in done.stdout.splitlines())
         assert blocks and workers, done.stderr
+        assert _still_running({int(pid) for pid in workers}) == set(), f"workers left after {ending}"
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and (
-            any((decode_pool.SHARED_MEMORY_DIR / name).exists() for name in blocks)
-            or any(Path(f"/proc/{pid}").exists() for pid in workers)
-        ):
-            time.sleep(0.1)  # a killed reader's tracker and workers notice it gone
-        assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()], f"workers left after {ending}"
+        while time.monotonic() < deadline and any((decode_pool.SHARED_MEMORY_DIR / name).exists() for name in blocks):
+            time.sleep(0.1)  # a killed reader's resource tracker notices it gone
         assert_gone(blocks)
 
 
