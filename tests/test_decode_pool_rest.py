@@ -13,6 +13,7 @@ import multiprocessing.util
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import replace
 from multiprocessing import resource_tracker
@@ -627,3 +628,38 @@ def test_a_killed_workers_answer_is_the_error_of_its_pipes_end(stored, three_job
         worker.send(decode_pool.batch_message(shared, jobs, stored.gain))
         answer = worker.answer() if waiting == "answer" else asyncio.run(worker.answer_async())
     assert isinstance(answer, EOFError | OSError)
+
+
+def test_a_worker_awaited_leaves_the_event_loop_to_other_tasks_until_it_answers():
+    """While a coroutine awaits a worker's answer the event loop runs other tasks: here the task
+    that answers for the worker. A wait that held the loop would take the answer a thread sends
+    after 60 s instead (the test then fails rather than hangs)."""
+    ours, theirs = multiprocessing.Pipe()
+    worker = decode_pool._Worker(SimpleNamespace(pid=None), ours)
+    theirs.send(decode_pool._STARTED)
+    answered = threading.Event()
+
+    def answer_if_the_loop_is_held():
+        if not answered.wait(60):
+            theirs.send("answered by a thread, the event loop being held")
+
+    fallback = threading.Thread(target=answer_if_the_loop_is_held)
+    fallback.start()
+
+    async def wait_and_answer():
+        waiting = asyncio.ensure_future(worker.answer_async())
+        await asyncio.sleep(0)  # the wait starts
+        assert not waiting.done()
+        answered.set()
+        theirs.send("answered by a task on the event loop")
+        return await waiting
+
+    try:
+        answer = asyncio.run(wait_and_answer())
+    finally:
+        answered.set()
+        fallback.join()
+        ours.close()
+        theirs.close()
+    assert answer == "answered by a task on the event loop"
+    assert worker.started
