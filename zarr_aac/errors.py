@@ -162,6 +162,13 @@ class GenerationLossWarning(UserWarning):
     """A write re-encodes audio already stored as AAC (part of a chunk written), losing quality."""
 
 
+class BitrateClampedWarning(UserWarning):
+    """FFmpeg's AAC encoder carries fewer bits per second than the codec's ``bitrate`` asks for a
+    chunk's channels (6144 bits a frame and channel): it encodes at its maximum, and the array's
+    metadata keeps the higher figure. The default bitrate follows the array's channel count
+    (zarr evolves a codec from the array's shape), so chunks of fewer channels can meet this too."""
+
+
 class SlowCodecChainWarning(UserWarning):
     """A zarr_aac array has codecs besides the zarr_aac codec (zarr's default zstd when it was
     created without ``compressors=None``): zarr decodes whole chunks for every read of it."""

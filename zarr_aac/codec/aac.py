@@ -7,12 +7,13 @@ Everything here works on raw AAC frames (no ADTS/MP4 container) plus the AudioSp
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 
 import av
 import numpy as np
 
-from zarr_aac.errors import AudioDecodeError, UnsupportedAudioError
+from zarr_aac.errors import AudioDecodeError, BitrateClampedWarning, UnsupportedAudioError
 
 FRAME_LENGTH = 1024
 """Samples per channel in one AAC-LC frame."""
@@ -134,6 +135,17 @@ class FrameEncoder:
         ctx.bit_rate = bitrate
         ctx.options = encoder_options(channels, cutoff if cutoff is not None else aac_sample_rate // 2)
         ctx.open()
+        if ctx.bit_rate < bitrate:
+            # FFmpeg clamps in silence (its log is off): the stored signal would carry less than asked.
+            warnings.warn(
+                f"FFmpeg's AAC encoder carries at most {ctx.bit_rate} bit/s for {channels} channel(s) at "
+                f"{aac_sample_rate} Hz and encodes at that, not at the {bitrate} bit/s the codec asks for "
+                "(the array's metadata keeps the higher figure). Give the codec a bitrate of at most "
+                f"{ctx.bit_rate}, or chunks of more channels: without one, the default follows the "
+                "array's channel count, not the chunk's.",
+                BitrateClampedWarning,
+                stacklevel=2,
+            )
         self._ctx = ctx
         self._pending = np.empty((0, channels), dtype=np.float32)
         """The samples of a frame not yet whole, kept for the next block."""
