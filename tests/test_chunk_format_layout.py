@@ -1,7 +1,7 @@
-"""The sizes, indexes and checksum groups of ``codec/chunk_format.py`` against the layout of
-docs/spec.md as ``support.chunks`` re-implements it with ``struct``: the bound a reader's first
-request takes, where each frame lies, which frames a partial read fetches, and the chunks the
-packers and the PCM chunk builder write."""
+"""``codec/chunk_format.py`` against the layout of docs/spec.md as ``support.chunks`` re-implements
+it with ``struct``: the bound a reader's first request takes, the prefixes ``pack_prefix`` writes
+from frame sizes of any integer type, the PCM chunks ``PcmChunkBuilder`` writes as samples arrive
+and the PCM headers ``parse_header`` reads or refuses at the edges of each field."""
 
 from __future__ import annotations
 
