@@ -124,3 +124,20 @@ def test_only_store_paths_have_a_location(stored):
     z, _ = stored
     assert location_of(z.store_path / "c/0/0").endswith("/c/0/0")
     assert location_of(object()) is None
+
+
+def test_each_kept_prefix_counts_at_least_the_memory_of_its_index():
+    """The bound is memory, not a count: a prefix counts at least what its frame index and
+    checksums hold (numpy's own figure for the arrays), so a cache of four such indexes keeps no
+    more than four prefixes of a 10 s chunk, whatever else each costs."""
+    rate = 48_000
+    pcm = (tone_with_noise(10 * rate, 1, rate, seed=1) * 32767).astype(np.int16)
+    data = zarr_aac.AACCodec(sample_rate=rate).encode_pcm(pcm)
+    prefix = parse_prefix(data, parse_header(data, None), None)
+    held = prefix.index.byte_offsets.nbytes + prefix.group_checksums.nbytes
+    cache = PrefixCache(max_bytes=4 * held)
+    for i in range(20):
+        cache.put(f"memory://x/c/{i}", prefix)
+    kept = [i for i in range(20) if cache.get(f"memory://x/c/{i}") is not None]
+    assert 1 <= len(kept) <= 4
+    assert kept == list(range(20 - len(kept), 20))
