@@ -160,16 +160,6 @@ class TestMetadata:
         with pytest.raises(ValueError, match=r"all_chunks_stored"):
             AACCodec.from_dict({"name": "zarr_aac", "configuration": {"sample_rate": 48000, "all_chunks_stored": 1}})
 
-    def test_from_dict_names_unknown_and_missing_keys(self):
-        with pytest.raises(
-            ValueError, match=r"unknown key\(s\) 'bitrat', 'window'; .*knows sample_rate.*newer zarr-aac"
-        ):
-            AACCodec.from_dict(
-                {"name": "zarr_aac", "configuration": {"sample_rate": 48000, "window": 1, "bitrat": 96000}}
-            )
-        with pytest.raises(ValueError, match=r"no 'sample_rate'"):
-            AACCodec.from_dict({"name": "zarr_aac", "configuration": {"bitrate": 96000}})
-
     def test_the_encoded_size_is_not_known_in_advance(self):
         with pytest.raises(NotImplementedError, match=r"known only once it is encoded"):
             AACCodec(sample_rate=48000).compute_encoded_size(100, spec((10,)))
