@@ -1,8 +1,9 @@
 """How ``archive/recordings.py`` looks things up in an archive: the old catalogue read once an
 import and handed on (``legacy=``), a node looked for by reading both formats' metadata at once, a
 group reopened as the Zarr format it has, a Zarr v2 folder told apart from a folder of other files,
-a recording named by URL checked for its commit, stale imports removed. Each result is checked against what the store holds or what was read from
-it, not against the function's own state (docs/claims.md, "Mutation testing")."""
+a recording named by URL checked for its commit, stale imports removed. Each result is checked
+against what the store holds or what was read from it, not against the function's own state
+(docs/claims.md, "Mutation testing")."""
 
 from __future__ import annotations
 
