@@ -13,6 +13,7 @@ import re
 import numpy as np
 import pytest
 import zarr
+from support.arrays import aac_array
 
 from zarr_aac.codec.aac_codec import CONFIGURATION_KEYS, AACCodec, parse_configuration_keys
 
@@ -65,15 +66,7 @@ def edit_codec_configuration(path, **changes) -> None:
 @pytest.fixture
 def stored_array(tmp_path):
     path = tmp_path / "a.zarr"
-    array = zarr.create_array(
-        str(path),
-        shape=(4800, 1),
-        chunks=(4800, 1),
-        dtype="int16",
-        fill_value=0,
-        serializer=AACCodec(sample_rate=48000),
-    )
-    array[:] = np.zeros((4800, 1), dtype="int16")
+    aac_array((4800, 1), (4800, 1), 48000, store=str(path))[:] = np.zeros((4800, 1), dtype="int16")
     return path
 
 
