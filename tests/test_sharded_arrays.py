@@ -8,7 +8,6 @@ last of it"); it still reads its own chunks' sequential decode."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import warnings
 
@@ -17,10 +16,9 @@ import pytest
 import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support.chunks import Chunk, decode_chunk_sequentially
+from support.chunks import Chunk, decode_chunk_sequentially, get_bytes, put_bytes
 from support.selections import assert_selections_match, reference_decode, to_int16
 from support.signals import tone_with_noise
-from zarr.core.buffer import default_buffer_prototype
 from zarr.storage import MemoryStore
 
 from zarr_aac import AACCodec
@@ -96,11 +94,6 @@ def written(pcm, chunks, *, shards=None, dtype, block, bitrate, compressors=None
     return z
 
 
-def stored(z: zarr.Array, key: str) -> bytes | None:
-    buffer = asyncio.run(z.store_path.store.get(key, default_buffer_prototype()))
-    return None if buffer is None else buffer.to_bytes()
-
-
 def inner_chunks(z: zarr.Array, chunks, shards) -> dict[tuple[int, ...], bytes]:
     """Each stored inner chunk by its coordinates in the array's grid of inner chunks, cut from
     the shards with the index the sharding codec's specification lays out at a shard's end: an
@@ -109,7 +102,7 @@ def inner_chunks(z: zarr.Array, chunks, shards) -> dict[tuple[int, ...], bytes]:
     n = int(np.prod(per_shard))
     found = {}
     for shard in itertools.product(*(range(-(-a // s)) for a, s in zip(z.shape, shards, strict=True))):
-        data = stored(z, z.metadata.encode_chunk_key(shard))
+        data = get_bytes(z, z.metadata.encode_chunk_key(shard))
         if data is None:
             continue
         index = np.frombuffer(data[-(16 * n + 4) : -4], dtype="<u8").reshape(*per_shard, 2)
@@ -125,7 +118,7 @@ def plain_chunks(z: zarr.Array) -> dict[tuple[int, ...], bytes]:
     grid = (-(-a // c) for a, c in zip(z.shape, z.chunks, strict=True))
     found = {}
     for coords in itertools.product(*(range(k) for k in grid)):
-        data = stored(z, z.metadata.encode_chunk_key(coords))
+        data = get_bytes(z, z.metadata.encode_chunk_key(coords))
         if data is not None:
             found[coords] = data
     return found
@@ -209,10 +202,10 @@ def test_a_corrupt_inner_chunk_raises():
     shape, chunks, shards = (4 * CHUNK, 2), (CHUNK, 2), (2 * CHUNK, 2)
     z = written(samples_for(shape, "int16", seed=9), chunks, shards=shards, dtype="int16", block=None, bitrate=None)
     key = z.metadata.encode_chunk_key((0, 0))
-    data = bytearray(stored(z, key))
+    data = bytearray(get_bytes(z, key))
     first = inner_chunks(z, chunks, shards)[0, 0]
     assert data.startswith(first)
     data[Chunk.parse(first).prefix_nbytes + 40] ^= 0xFF  # a byte of the shard's first inner chunk's frames
-    asyncio.run(z.store_path.store.set(key, default_buffer_prototype().buffer.from_bytes(bytes(data))))
+    put_bytes(z, key, bytes(data))
     with pytest.raises(CorruptChunkError, match="checksum"):
         z[100:200]
